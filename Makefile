@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make demo` and `make test`.
+# Both (re)create .venv from requirements.txt when it is missing or older than requirements.txt/setup.cfg.
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: venv test test-fast demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.cfg pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r requirements.txt
+	$(VPY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VPY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(VPY) -m pytest -q -m "not slow" tests
+
+demo: $(STAMP)
+	$(VPY) -m experiments.demo --workdir $(DEMO_DIR)
+
+bench: $(STAMP)
+	$(VPY) -m experiments.bench.topology_update
+
+clean:
+	rm -rf $(VENV) runs

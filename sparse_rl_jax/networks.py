@@ -1,0 +1,94 @@
+"""Flax actor and twin-critic networks used by TD3 and SAC.
+
+Layer naming is part of the public contract, because the sparsity layer finds input and output layers by
+path: every MLP is a dict of ``dense_0 .. dense_{L-1}``; ``dense_0`` is its input layer and the highest
+index its output layer. The twin critic holds two MLPs under ``q1`` and ``q2`` (kept as separate
+matrices, not a stacked ensemble, so every layer of every Q has its own exact non-zero count).
+
+Parameter trees (what ``init`` returns):
+    actor:  {'params': {'dense_0': {'kernel', 'bias'}, 'dense_1': ..., 'dense_2': ...}}
+    critic: {'params': {'q1': {'dense_0': ..., 'dense_1': ..., 'dense_2': ...}, 'q2': {...}}}
+
+Masking is *not* done inside the forward pass: stored weights are kept exactly zero at inactive positions,
+so gradients w.r.t. them are the dense gradients that RigL and importance growth need.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LOG_STD_MIN = -5.0
+LOG_STD_MAX = 2.0
+
+
+def mlp_layers(x: jax.Array, features: Sequence[int]) -> jax.Array:
+    """ReLU layers ``dense_0 .. dense_{L-1}`` registered on the calling compact module."""
+    for i, width in enumerate(features):
+        x = nn.Dense(width, name=f"dense_{i}")(x)
+        if i < len(features) - 1:
+            x = nn.relu(x)
+    return x
+
+
+class MLP(nn.Module):
+    """ReLU MLP with layers named ``dense_0 .. dense_{L-1}``; no activation after the last layer."""
+
+    features: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return mlp_layers(x, self.features)
+
+
+class DeterministicActor(nn.Module):
+    """TD3 actor: tanh-bounded action in [-1, 1]^A."""
+
+    action_dim: int
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return jnp.tanh(mlp_layers(obs, (*self.hidden, self.action_dim)))
+
+
+class GaussianActor(nn.Module):
+    """SAC actor: outputs (mean, log_std) of a Gaussian before tanh squashing; log_std in [-5, 2]."""
+
+    action_dim: int
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        out = mlp_layers(obs, (*self.hidden, 2 * self.action_dim))
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        # Soft clipping keeps gradients alive at the bounds (as in most JAX SAC implementations).
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(log_std) + 1.0)
+        return mean, log_std
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q networks Q1, Q2 taking (obs, action); returns (q1, q2), each of shape [...]."""
+
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        x = jnp.concatenate([obs, action], axis=-1)
+        q1 = MLP((*self.hidden, 1), name="q1")(x)[..., 0]
+        q2 = MLP((*self.hidden, 1), name="q2")(x)[..., 0]
+        return q1, q2
+
+
+def squash_gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array):
+    """Reparameterised tanh-Gaussian sample and its log-probability (summed over action dims)."""
+    std = jnp.exp(log_std)
+    noise = jax.random.normal(key, mean.shape, mean.dtype)
+    pre_tanh = mean + std * noise
+    action = jnp.tanh(pre_tanh)
+    log_prob = -0.5 * (noise**2 + 2.0 * log_std + jnp.log(2.0 * jnp.pi))
+    # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), numerically stable.
+    log_det = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+    return action, jnp.sum(log_prob - log_det, axis=-1)
