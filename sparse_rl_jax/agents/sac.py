@@ -1,0 +1,150 @@
+"""SAC (Haarnoja et al. 2018) with sparse networks and automatic temperature.
+
+Actor, critic and temperature learn every iteration; only the critic keeps a target copy. The n-step
+soft target adds, at every intermediate state of the window, the entropy bonus -alpha log pi(a~|s)
+with a fresh action from the online actor (ALGORITHMS.md, RLx2):
+
+    T = sum_{k<m} g^k r_k + sum_{k=1}^{m-1} g^k (-alpha log pi(a~_k|s_k))
+        + g^m (1 - d) [min Q'(s_m, a~_m) - alpha log pi(a~_m|s_m)]
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from sparse_rl_jax import dst, networks, replay
+from sparse_rl_jax.agents import common
+from sparse_rl_jax.config import AgentConfig, SparsityConfig
+
+
+@struct.dataclass
+class SACState:
+    actor: dst.SparseNet
+    critic: dst.SparseNet
+    log_alpha: jax.Array
+    alpha_opt_state: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class SAC:
+    obs_dim: int
+    action_dim: int
+    cfg: AgentConfig
+    sparsity: SparsityConfig
+    actor_rules: dst.NetRules
+    critic_rules: dst.NetRules
+    actor_clock_on_actor_updates: bool = False  # unused: SAC updates its actor every iteration
+
+    @property
+    def actor_module(self):
+        return networks.GaussianActor(self.action_dim, tuple(self.cfg.hidden))
+
+    @property
+    def critic_module(self):
+        return networks.TwinCritic(tuple(self.cfg.hidden))
+
+    @property
+    def actor_optimizer(self):
+        return common.make_optimizer(self.cfg.actor_lr, self.cfg.weight_decay)
+
+    @property
+    def critic_optimizer(self):
+        return common.make_optimizer(self.cfg.critic_lr, self.cfg.weight_decay)
+
+    @property
+    def alpha_optimizer(self):
+        return optax.adam(self.cfg.alpha_lr)
+
+    @property
+    def target_entropy(self) -> float:
+        te = self.cfg.target_entropy
+        return -float(self.action_dim) if te is None else float(te)
+
+    # ----------------------------------------------------------------- init / acting
+    def init(self, key, actor_sparsity, critic_sparsity) -> SACState:
+        actor_key, critic_key = jax.random.split(key)
+        obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
+        actor = common.build_net(actor_key, self.actor_module, (obs,), actor_sparsity,
+                                 common.is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
+                                 self.actor_rules, self.actor_optimizer, with_target=False)
+        critic = common.build_net(critic_key, self.critic_module, (obs, act), critic_sparsity,
+                                  common.is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity, self.critic_rules, self.critic_optimizer, with_target=True)
+        log_alpha = jnp.asarray(self.cfg.init_log_alpha, jnp.float32)
+        return SACState(actor=actor, critic=critic, log_alpha=log_alpha,
+                        alpha_opt_state=self.alpha_optimizer.init(log_alpha))
+
+    def policy(self, actor_params, obs) -> jax.Array:
+        """Deterministic evaluation policy tanh(mean)."""
+        mean, _ = self.actor_module.apply(actor_params, obs)
+        return jnp.tanh(mean)
+
+    def sample(self, actor_params, obs, key):
+        mean, log_std = self.actor_module.apply(actor_params, obs)
+        return networks.squash_gaussian_sample(key, mean, log_std)
+
+    def explore(self, state: SACState, obs, key) -> Tuple[jax.Array, jax.Array]:
+        mean, log_std = self.actor_module.apply(state.actor.params, obs)
+        action, _ = networks.squash_gaussian_sample(key, mean, log_std)
+        return action, jnp.tanh(mean)
+
+    # ----------------------------------------------------------------- learning
+    def soft_target(self, state: SACState, window: replay.Window, n_active, key) -> jax.Array:
+        alpha = jnp.exp(state.log_alpha)
+        parts = replay.nstep_parts(window, self.cfg.gamma, n_active)
+        boot_key, mid_key = jax.random.split(key)
+        next_obs = replay.gather_bootstrap(window, parts.bootstrap_index)
+        next_action, next_logp = self.sample(state.actor.params, next_obs, boot_key)
+        next_q = common.min_q(self.critic_module.apply, state.critic.target, next_obs, next_action)
+        target = parts.reward_sum + parts.bootstrap_discount * (next_q - alpha * next_logp)
+        n = window.rewards.shape[1]
+        if n > 1:  # entropy bonus at intermediate states s_k = next_obs[k-1], k = 1..n-1
+            mid_obs = window.next_obs[:, :-1]
+            _, mid_logp = self.sample(state.actor.params, mid_obs, mid_key)
+            target = target - alpha * jnp.sum(parts.entropy_discounts[:, 1:] * mid_logp, axis=1)
+        return jax.lax.stop_gradient(target)
+
+    def critic_loss(self, critic_params, state: SACState, window, n_active, key):
+        target = self.soft_target(state, window, n_active, key)
+        q1, q2 = self.critic_module.apply(critic_params, window.obs, window.action)
+        loss = 0.5 * (jnp.mean((q1 - target) ** 2) + jnp.mean((q2 - target) ** 2))
+        return loss, {"critic_loss": loss, "q": jnp.mean(q1)}
+
+    def actor_loss(self, actor_params, critic_params, log_alpha, obs, key):
+        action, logp = self.sample(actor_params, obs, key)
+        q = common.min_q(self.critic_module.apply, critic_params, obs, action)
+        loss = jnp.mean(jnp.exp(log_alpha) * logp - q)
+        return loss, {"actor_loss": loss, "entropy": -jnp.mean(logp), "logp": logp}
+
+    def update(self, state: SACState, window: replay.Window, step, n_active, key
+               ) -> Tuple[SACState, Dict[str, jax.Array]]:
+        critic_key, actor_key = jax.random.split(key)
+        grads, info = jax.grad(self.critic_loss, has_aux=True)(
+            state.critic.params, state, window, n_active, critic_key)
+        critic, critic_topo = dst.apply_gradients(
+            state.critic, grads, step + 1, self.critic_rules, self.critic_optimizer)
+        critic = dst.update_target(critic, self.cfg.tau, self.critic_rules)
+
+        actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
+            state.actor.params, critic.params, state.log_alpha, window.obs, actor_key)
+        actor, actor_topo = dst.apply_gradients(
+            state.actor, actor_grads, step + 1, self.actor_rules, self.actor_optimizer)
+
+        logp = jax.lax.stop_gradient(actor_info.pop("logp"))
+        alpha_grad = jax.grad(lambda la: -la * jnp.mean(logp + self.target_entropy))(state.log_alpha)
+        alpha_update, alpha_opt_state = self.alpha_optimizer.update(alpha_grad, state.alpha_opt_state)
+        log_alpha = optax.apply_updates(state.log_alpha, alpha_update)
+
+        info.update(actor_info)
+        info.update({f"critic_{k}": v for k, v in critic_topo.items()})
+        info.update({f"actor_{k}": v for k, v in actor_topo.items()})
+        info["alpha"] = jnp.exp(log_alpha)
+        state = SACState(actor=actor, critic=critic, log_alpha=log_alpha, alpha_opt_state=alpha_opt_state)
+        return state, info
+
+    def networks(self, state: SACState) -> Dict[str, dst.SparseNet]:
+        return {"actor": state.actor, "critic": state.critic}

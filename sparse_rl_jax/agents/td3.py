@@ -1,0 +1,124 @@
+"""TD3 (Fujimoto et al. 2018) with sparse networks.
+
+Pure functions over `TD3State`; the `TD3` object itself is static configuration (hashable), so its
+methods can be jitted with it closed over. The critic learns every iteration; the actor and both target
+networks every `policy_delay` iterations (a real `lax.cond`: the iteration counter is shared by all
+vmapped seeds). Targets use n-step windows (`replay.nstep_parts`), 1-step when `n_active == 1`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from sparse_rl_jax import dst, networks, replay
+from sparse_rl_jax.agents import common
+from sparse_rl_jax.config import AgentConfig, SparsityConfig
+
+
+@struct.dataclass
+class TD3State:
+    actor: dst.SparseNet
+    critic: dst.SparseNet
+
+
+@dataclasses.dataclass(frozen=True)
+class TD3:
+    obs_dim: int
+    action_dim: int
+    cfg: AgentConfig
+    sparsity: SparsityConfig
+    actor_rules: dst.NetRules
+    critic_rules: dst.NetRules
+    actor_clock_on_actor_updates: bool = False
+
+    @property
+    def actor_module(self):
+        return networks.DeterministicActor(self.action_dim, tuple(self.cfg.hidden))
+
+    @property
+    def critic_module(self):
+        return networks.TwinCritic(tuple(self.cfg.hidden))
+
+    @property
+    def actor_optimizer(self):
+        return common.make_optimizer(self.cfg.actor_lr, self.cfg.weight_decay)
+
+    @property
+    def critic_optimizer(self):
+        return common.make_optimizer(self.cfg.critic_lr, self.cfg.weight_decay)
+
+    # ----------------------------------------------------------------- init / acting
+    def init(self, key, actor_sparsity, critic_sparsity) -> TD3State:
+        actor_key, critic_key = jax.random.split(key)
+        obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
+        actor = common.build_net(actor_key, self.actor_module, (obs,), actor_sparsity,
+                                 common.is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
+                                 self.actor_rules, self.actor_optimizer, with_target=True)
+        critic = common.build_net(critic_key, self.critic_module, (obs, act), critic_sparsity,
+                                  common.is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity, self.critic_rules, self.critic_optimizer, with_target=True)
+        return TD3State(actor=actor, critic=critic)
+
+    def policy(self, actor_params, obs) -> jax.Array:
+        """Deterministic policy (evaluation, and the noise-free action stored for RLx2)."""
+        return self.actor_module.apply(actor_params, obs)
+
+    def explore(self, state: TD3State, obs, key) -> Tuple[jax.Array, jax.Array]:
+        """(action taken with Gaussian exploration noise, noise-free action)."""
+        clean = self.policy(state.actor.params, obs)
+        noise = self.cfg.exploration_noise * jax.random.normal(key, clean.shape)
+        return jnp.clip(clean + noise, -1.0, 1.0), clean
+
+    # ----------------------------------------------------------------- learning
+    def critic_loss(self, critic_params, state: TD3State, window: replay.Window, n_active, key):
+        parts = replay.nstep_parts(window, self.cfg.gamma, n_active)
+        next_obs = replay.gather_bootstrap(window, parts.bootstrap_index)
+        noise = jnp.clip(self.cfg.policy_noise * jax.random.normal(key, window.action.shape),
+                         -self.cfg.noise_clip, self.cfg.noise_clip)
+        next_action = jnp.clip(self.policy(state.actor.target, next_obs) + noise, -1.0, 1.0)
+        next_q = common.min_q(self.critic_module.apply, state.critic.target, next_obs, next_action)
+        target = jax.lax.stop_gradient(parts.reward_sum + parts.bootstrap_discount * next_q)
+        q1, q2 = self.critic_module.apply(critic_params, window.obs, window.action)
+        loss = jnp.mean((q1 - target) ** 2) + jnp.mean((q2 - target) ** 2)
+        return loss, {"critic_loss": loss, "q": jnp.mean(q1)}
+
+    def actor_loss(self, actor_params, critic_params, obs):
+        q1, _ = self.critic_module.apply(critic_params, obs, self.policy(actor_params, obs))
+        loss = -jnp.mean(q1)
+        return loss, {"actor_loss": loss}
+
+    def update(self, state: TD3State, window: replay.Window, step, n_active, key
+               ) -> Tuple[TD3State, Dict[str, jax.Array]]:
+        """One training iteration; `step` is the 0-based iteration count shared across seeds."""
+        grads, info = jax.grad(self.critic_loss, has_aux=True)(
+            state.critic.params, state, window, n_active, key)
+        critic, critic_info = dst.apply_gradients(
+            state.critic, grads, step + 1, self.critic_rules, self.critic_optimizer)
+        state = state.replace(critic=critic)
+        info.update({f"critic_{k}": v for k, v in critic_info.items()})
+
+        def delayed(state):
+            actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
+                state.actor.params, state.critic.params, window.obs)
+            clock = step // self.cfg.policy_delay + 1 if self.actor_clock_on_actor_updates else step + 1
+            actor, topo = dst.apply_gradients(
+                state.actor, actor_grads, clock, self.actor_rules, self.actor_optimizer)
+            actor = dst.update_target(actor, self.cfg.tau, self.actor_rules)
+            critic = dst.update_target(state.critic, self.cfg.tau, self.critic_rules)
+            actor_info.update({f"actor_{k}": v for k, v in topo.items()})
+            return state.replace(actor=actor, critic=critic), actor_info
+
+        def skip(state):
+            zeros = {"actor_loss": jnp.float32(0.0), "actor_mask_change": jnp.float32(0.0),
+                     "actor_topology_updates": jnp.int32(0)}
+            return state, zeros
+
+        state, actor_info = jax.lax.cond(step % self.cfg.policy_delay == 0, delayed, skip, state)
+        info.update(actor_info)
+        return state, info
+
+    def networks(self, state: TD3State) -> Dict[str, dst.SparseNet]:
+        return {"actor": state.actor, "critic": state.critic}

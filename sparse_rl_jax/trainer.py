@@ -1,0 +1,315 @@
+"""The run: pure init and chunk functions compiled once, vmapped over seeds, driven by a host loop.
+
+Structure (PureJaxRL style, with Brax's `progress_fn` contract):
+
+* `Trainer(config)` is static: environment, agent, rules. `trainer.init(key, actor_sparsity,
+  critic_sparsity)` builds one seed's `TrainState`; sparsities are arrays so a sweep can vmap over them.
+* `trainer.chunk(states, first_iteration, num_iterations)` advances all seeds by `num_iterations`
+  environment iterations in one `lax.scan`. An iteration is one vectorised env step (random actions during
+  warm-up) followed by `updates_per_iteration` gradient updates (skipped during warm-up). The iteration
+  counter is an *unbatched* scan carry shared by every seed, so the periodic events (warm-up switch,
+  topology updates, n-step switch, buffer checks) are real `lax.cond`/`lax.switch` branches under `vmap`,
+  never selects that run both sides every step.
+* `train(config, ...)` is the host loop: one compiled chunk per evaluation period, evaluation, metrics to
+  `progress_fn(env_steps, metrics)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from sparse_rl_jax import dst, envs, evaluation, replay
+from sparse_rl_jax.agents.sac import SAC
+from sparse_rl_jax.agents.td3 import TD3
+from sparse_rl_jax.config import Config
+
+ProgressFn = Callable[[int, Dict[str, Any]], None]
+
+
+@struct.dataclass
+class TrainState:
+    agent: Any
+    replay: replay.ReplayState
+    env_state: Any
+    key: jax.Array
+    episode_return: jax.Array  # running return of each parallel env
+    finished_return_sum: jax.Array  # over episodes finished in the current chunk
+    finished_count: jax.Array
+    env_steps: jax.Array
+
+
+def strong_types(tree):
+    """Drop JAX weak types (Brax returns weakly typed `done` flags after a step but not after reset);
+    otherwise the chunk's input types change between calls and it compiles twice."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), tree)
+
+
+def make_agent(config: Config, obs_dim: int, action_dim: int):
+    """The TD3 or SAC agent with each network's method rules."""
+    topo = config.topology
+    total = max(config.total_updates, 1)
+    on_actor_updates = config.algo == "td3" and topo.actor_clock == "actor_updates"
+    actor_total = total // config.agent.policy_delay if on_actor_updates else total
+    cls = TD3 if config.algo == "td3" else SAC
+    return cls(obs_dim=obs_dim, action_dim=action_dim, cfg=config.agent, sparsity=config.sparsity,
+               actor_rules=dst.rules_from_config(topo, actor_total),
+               critic_rules=dst.rules_from_config(topo, total),
+               actor_clock_on_actor_updates=on_actor_updates)
+
+
+class Trainer:
+    """Static pieces of a run; its methods are pure functions of the state."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        e = config.env
+        self.env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, e.num_envs)
+        self.obs_dim, self.action_dim = self.env.observation_size, self.env.action_size
+        self.agent = make_agent(config, self.obs_dim, self.action_dim)
+        self.nmax = config.replay.nstep
+        self.updates_per_iteration = config.updates_per_iteration
+        self.warmup_iterations = config.warmup_iterations
+
+    # ------------------------------------------------------------------ init
+    def init(self, key, actor_sparsity, critic_sparsity) -> TrainState:
+        agent_key, env_key, key = jax.random.split(key, 3)
+        num_envs = self.config.env.num_envs
+        return TrainState(
+            agent=self.agent.init(agent_key, actor_sparsity, critic_sparsity),
+            replay=replay.init(replay.example_transition(self.obs_dim, self.action_dim),
+                               num_envs=num_envs, max_transitions=self.config.replay.capacity),
+            env_state=strong_types(self.env.reset(env_key)),
+            key=key,
+            episode_return=jnp.zeros((num_envs,), jnp.float32),
+            finished_return_sum=jnp.float32(0.0),
+            finished_count=jnp.int32(0),
+            env_steps=jnp.int32(0),
+        )
+
+    # ------------------------------------------------------------------ one iteration
+    def _act(self, ts: TrainState, warm, key):
+        obs = ts.env_state.obs
+        shape = (self.config.env.num_envs, self.action_dim)
+
+        def random_actions():
+            a = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
+            return a, a
+
+        return jax.lax.cond(warm, random_actions, lambda: self.agent.explore(ts.agent, obs, key))
+
+    def _collect(self, ts: TrainState, iteration, key) -> TrainState:
+        warm = iteration < self.warmup_iterations
+        action, clean = self._act(ts, warm, key)
+        env_state, tr = envs.env_step(self.env, ts.env_state, action)
+        env_state = strong_types(env_state)
+        transition = replay.Transition(
+            obs=ts.env_state.obs, action=action, reward=tr.reward, next_obs=tr.next_obs,
+            terminal=tr.terminal, truncated=tr.truncated, policy_action=clean)
+        episode_return = ts.episode_return + tr.reward
+        done = jnp.logical_or(tr.terminal, tr.truncated)
+        return ts.replace(
+            replay=replay.insert(ts.replay, transition), env_state=env_state,
+            episode_return=jnp.where(done, 0.0, episode_return),
+            finished_return_sum=ts.finished_return_sum + jnp.sum(jnp.where(done, episode_return, 0.0)),
+            finished_count=ts.finished_count + jnp.sum(done).astype(jnp.int32),
+            env_steps=ts.env_steps + self.config.env_steps_per_iteration)
+
+    def _learn(self, ts: TrainState, iteration, key):
+        """`updates_per_iteration` gradient updates; returns (state, summed metrics)."""
+        first_step = (iteration - self.warmup_iterations) * self.updates_per_iteration
+        batch, nmax = self.config.agent.batch_size, self.nmax
+        rcfg = self.config.replay
+
+        def one(carry, j):
+            agent_state, key = carry
+            key, sample_key, update_key = jax.random.split(key, 3)
+            step = first_step + j
+            n_active = jnp.where(step >= rcfg.nstep_delay, rcfg.nstep, 1)
+            window = replay.sample_windows(ts.replay, sample_key, batch, nmax)
+            agent_state, info = self.agent.update(agent_state, window, step, n_active, update_key)
+            return (agent_state, key), info
+
+        (agent_state, _), infos = jax.lax.scan(
+            one, (ts.agent, key), jnp.arange(self.updates_per_iteration))
+        return ts.replace(agent=agent_state), jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
+
+    def _check_buffer(self, ts: TrainState) -> TrainState:
+        """RLx2: drop the oldest 10% when the current policy has moved away from the oldest data."""
+        rcfg = self.config.replay
+        oldest = replay.oldest(ts.replay, rcfg.oldest)
+        now = self.agent.policy(ts.agent.actor.params, oldest.obs)
+        distance = replay.policy_distance(now, oldest.policy_action, 1.0, oldest.valid)
+        buf, _ = replay.maybe_shrink(ts.replay, distance, threshold=rcfg.distance_threshold,
+                                     min_transitions=rcfg.min_size, fraction=rcfg.shrink_fraction)
+        return ts.replace(replay=buf), distance
+
+    def iteration(self, ts: TrainState, iteration) -> tuple:
+        key, act_key, learn_key = jax.random.split(ts.key, 3)
+        ts = self._collect(ts.replace(key=key), iteration, act_key)
+        zero_info = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+            lambda: self._learn(ts, iteration, learn_key)[1]))
+        ts, info = jax.lax.cond(
+            iteration >= self.warmup_iterations,
+            lambda: self._learn(ts, iteration, learn_key),
+            lambda: (ts, zero_info))
+        if self.config.replay.dynamic:
+            every = max(self.config.replay.check_every // self.config.env_steps_per_iteration, 1)
+            check = (iteration >= self.warmup_iterations) & ((iteration + 1) % every == 0)
+            ts, distance = jax.lax.cond(
+                check, self._check_buffer, lambda t: (t, jnp.float32(0.0)), ts)
+            info["buffer_policy_distance"] = distance
+            info["buffer_checks"] = check.astype(jnp.float32)
+        return ts, info
+
+    # ------------------------------------------------------------------ chunk
+    def chunk(self, states: TrainState, first_iteration, num_iterations: int):
+        """Advance vmapped `states` (leading seed axis) by `num_iterations`; returns (states, metrics)."""
+        states = states.replace(finished_return_sum=jnp.zeros_like(states.finished_return_sum),
+                                finished_count=jnp.zeros_like(states.finished_count))
+        step_all = jax.vmap(self.iteration, in_axes=(0, None))
+
+        def body(states, iteration):
+            states, info = step_all(states, iteration)
+            return states, info
+
+        iterations = first_iteration + jnp.arange(num_iterations)
+        states, infos = jax.lax.scan(body, states, iterations)
+        return states, jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
+
+
+class TrainResult(NamedTuple):
+    states: TrainState  # leading axis = seeds
+    history: list  # [(env_steps, metrics dict with per-seed numpy arrays)]
+    trainer: Trainer
+
+
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """Per-seed keys: seed i of a vmapped run uses the same key as a single run with seed `seed + i`."""
+    return jnp.stack([jax.random.PRNGKey(seed + i) for i in range(num_seeds)])
+
+
+def init_states(trainer: Trainer, keys, actor_sparsity=None, critic_sparsity=None) -> TrainState:
+    s = trainer.config.sparsity
+    n = keys.shape[0]
+    actor = jnp.full((n,), s.actor if actor_sparsity is None else actor_sparsity, jnp.float32)
+    critic = jnp.full((n,), s.critic if critic_sparsity is None else critic_sparsity, jnp.float32)
+    return jax.jit(jax.vmap(trainer.init))(keys, actor, critic)
+
+
+# ---------------------------------------------------------------------- host loop
+def chunk_iterations(config: Config) -> int:
+    """Iterations per compiled chunk: one evaluation period (at least one iteration)."""
+    return max(config.eval_every // config.env_steps_per_iteration, 1)
+
+
+def num_chunks(config: Config) -> int:
+    """Chunks needed to cover warm-up plus training; the last one may overshoot the step budget
+    slightly, which is cheaper than compiling a second, shorter chunk."""
+    total_iterations = config.warmup_iterations + config.train_iterations
+    return -(-total_iterations // chunk_iterations(config))
+
+
+def make_chunk_fn(trainer: Trainer):
+    """The jitted chunk; the iteration counter is a traced argument so every chunk reuses one compile."""
+    n = chunk_iterations(trainer.config)
+    return jax.jit(lambda states, first: trainer.chunk(states, first, n), donate_argnums=0)
+
+
+def make_eval_fn(trainer: Trainer):
+    e = trainer.config.env
+    env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, num_envs=1)
+    evaluate = evaluation.make_evaluator(env, trainer.agent.policy, e.eval_episodes, e.episode_length,
+                                         jit=False)
+    return jax.jit(jax.vmap(evaluate))
+
+
+def chunk_metrics(trainer: Trainer, states: TrainState, info: Dict, updates: int) -> Dict[str, Any]:
+    """Host-side metric dict (per-seed numpy arrays) with Brax-style names.
+
+    `info` holds per-seed sums over the chunk; losses are averaged over the chunk's `updates`.
+    """
+    m: Dict[str, Any] = {}
+    for name in ("critic_loss", "actor_loss", "q", "alpha", "entropy"):
+        if name in info:
+            m[f"training/{name}"] = np.asarray(info[name]) / max(updates, 1)
+    count = np.asarray(states.finished_count)
+    m["training/episode_reward"] = np.where(
+        count > 0, np.asarray(states.finished_return_sum) / np.maximum(count, 1), np.nan)
+    for net_name, net in trainer.agent.networks(states.agent).items():
+        m[f"sparsity/{net_name}"] = np.asarray(jax.vmap(dst.kernel_sparsity)(net))
+        events = np.asarray(info[f"{net_name}_topology_updates"])
+        # mean fraction of active connections replaced per topology update in this chunk
+        m[f"topology/{net_name}/mask_change"] = np.asarray(info[f"{net_name}_mask_change"]) / np.maximum(events, 1)
+        m[f"topology/{net_name}/updates"] = events
+    m["buffer/size"] = np.asarray(replay.num_transitions(states.replay))
+    if "buffer_policy_distance" in info:
+        checks = np.asarray(info["buffer_checks"])
+        # mean over the checks made in this chunk (the no-check branch contributes 0); NaN if none
+        m["buffer/policy_distance"] = np.where(
+            checks > 0, np.asarray(info["buffer_policy_distance"]) / np.maximum(checks, 1), np.nan)
+    return m
+
+
+def _drop_fractions(trainer: Trainer, update_step: int) -> Dict[str, float]:
+    out = {}
+    agent = trainer.agent
+    for net_name, rules in (("actor", agent.actor_rules), ("critic", agent.critic_rules)):
+        if rules.schedule is not None:
+            clock = update_step
+            if net_name == "actor" and agent.actor_clock_on_actor_updates:
+                clock = update_step // trainer.config.agent.policy_delay
+            out[f"topology/{net_name}/drop_fraction"] = float(rules.schedule.fraction(clock))
+    return out
+
+
+def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] = None,
+          actor_sparsity: Optional[Sequence[float]] = None,
+          critic_sparsity: Optional[Sequence[float]] = None,
+          states: Optional[TrainState] = None, start_chunk: int = 0,
+          checkpoint_fn: Optional[Callable[[int, TrainState, list], None]] = None,
+          verbose: bool = False) -> TrainResult:
+    """Train `num_seeds` seeds of `config` in one program; returns final states and the history.
+
+    `progress_fn(env_steps, metrics)` receives, after every evaluation period, a dict of per-seed numpy
+    arrays: `training/...`, `eval/episode_reward`, `sparsity/<net>`, `topology/<net>/...`, `buffer/...`,
+    `nstep`. `actor_sparsity`/`critic_sparsity` give one level per seed (a vmapped sparsity sweep).
+    `states`/`start_chunk`/`checkpoint_fn` let a launcher resume and checkpoint.
+    """
+    trainer = Trainer(config)
+    keys = seed_keys(config.seed, num_seeds)
+    if states is None:
+        states = init_states(trainer, keys, actor_sparsity, critic_sparsity)
+    chunk_fn, eval_fn = make_chunk_fn(trainer), make_eval_fn(trainer)
+    per_chunk = chunk_iterations(config)
+    history = []
+    for c in range(start_chunk, num_chunks(config)):
+        t0 = time.perf_counter()
+        states, info = chunk_fn(states, jnp.int32(c * per_chunk))
+        jax.block_until_ready(states)
+        elapsed = time.perf_counter() - t0
+        first, last = c * per_chunk, (c + 1) * per_chunk
+        updates = (max(last - trainer.warmup_iterations, 0) - max(first - trainer.warmup_iterations, 0)
+                   ) * trainer.updates_per_iteration
+        metrics = chunk_metrics(trainer, states, info, updates)
+        eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, c))(keys)
+        metrics.update({k: np.asarray(v) for k, v in eval_fn(states.agent.actor.params, eval_keys).items()})
+        env_steps = int(np.asarray(states.env_steps)[0])
+        update_step = max((c + 1) * per_chunk - trainer.warmup_iterations, 0) * trainer.updates_per_iteration
+        metrics.update(_drop_fractions(trainer, update_step))
+        rc = config.replay
+        metrics["nstep"] = rc.nstep if update_step >= rc.nstep_delay else 1
+        metrics["training/updates"] = update_step
+        metrics["training/sps"] = per_chunk * config.env_steps_per_iteration / elapsed
+        metrics["training/walltime"] = elapsed
+        history.append((env_steps, metrics))
+        if progress_fn is not None:
+            progress_fn(env_steps, metrics)
+        if checkpoint_fn is not None:
+            checkpoint_fn(c + 1, states, history)
+    return TrainResult(states=states, history=history, trainer=trainer)
