@@ -1,0 +1,216 @@
+"""Parameter and FLOP accounting for sparse TD3/SAC, following RLx2's table conventions.
+
+Everything here is host-side bookkeeping on Python numbers. It works from real ``params`` + ``masks``
+(the trainer) or from shapes + a density tree (``jax.eval_shape`` params, the report CLI), so nothing has to
+be allocated to get the numbers.
+
+Counting conventions (ALGORITHMS.md, "Accounting conventions"):
+
+* **Weights** are the kernels (leaves with ``ndim >= 2``, the same rule as ``masks.default_predicate``).
+  Biases are excluded from every count, *including FLOPs*: a bias add is not a multiply-add and RLx2 counts
+  weights only, so the sparse and dense columns stay comparable.
+* A layer's active count is the mask's non-zeros, or ``round(density * size)`` from a density tree (the
+  exact-count rule of ``masks.init_masks``, float32 and half to even). Dense leaves (mask/density
+  ``None``) count in full.
+* **Forward pass** of a network on one sample = its non-zero weights in multiply-adds (MACs).
+  **Backward pass** = 2x forward (input gradient + weight gradient). A twin critic's pass runs both Qs.
+
+Pass model of one training iteration (per sample of the mini-batch; multiply by ``batch_size``), listed by
+``train_passes``:
+
+=====================================  =========================  ====================
+pass                                   network                    forward units
+=====================================  =========================  ====================
+TD3 target action                      actor target, forward      1
+SAC next action (online actor)         actor, forward             1
+target Q (both Qs)                     critic target, forward     1
+critic update                          critic, forward+backward   1 + 2
+actor update: actor forward            actor                      1 / d
+actor update: critic forward (Q1, Q2)  critic                     1 / d
+actor update: critic backward          critic                     2 / d
+actor update: actor backward           actor                      2 / d
+=====================================  =========================  ====================
+
+``d`` is the actor's update interval in iterations (TD3 policy delay 2; SAC 1). SAC's temperature update
+reuses the actor update's log-probabilities and costs no network pass; soft target updates and
+re-masking are elementwise and not counted. The critic backward inside the actor update is counted as a
+full backward (2x), as RLx2 does, although only its input gradient is strictly needed.
+
+Topology updates (optional, RigL style): on an update step the weight gradient of the updated network is
+dense (its grow score needs it), so that step costs ``2 f_S + f_D`` instead of ``3 f_S`` (RigL, Evci et
+al. 2020): an extra ``f_D - f_S`` amortised over the period. TD3's actor counter ticks on actor updates
+only, so by default the actor's period in iterations is ``period * d``. Drop/grow sorting is not counted.
+Random growth (SET/DS) needs no dense gradient: leave the period ``None``.
+"""
+from __future__ import annotations
+
+from typing import Any, List, NamedTuple, Optional, Tuple
+
+import jax
+import numpy as np
+
+ALGOS = ("td3", "sac")
+
+
+class LayerStat(NamedTuple):
+    """One weight matrix: path (e.g. 'q1/dense_0/kernel'), shape, dense size and active (non-zero) count."""
+
+    path: str
+    shape: Tuple[int, ...]
+    dense: int
+    active: int
+
+    @property
+    def density(self) -> float:
+        return self.active / self.dense
+
+
+class Count(NamedTuple):
+    """A sparse quantity beside its dense equivalent (weights or multiply-adds)."""
+
+    sparse: float
+    dense: float
+
+    @property
+    def fraction(self) -> float:
+        return self.sparse / self.dense
+
+
+class Pass(NamedTuple):
+    """One network pass of a training iteration: ``units`` forward-pass equivalents per iteration."""
+
+    name: str
+    network: str  # 'actor' | 'actor_target' | 'critic' | 'critic_target'
+    units: float
+
+
+def _path_string(path: Any) -> str:
+    """'/'-joined key names without the leading 'params' collection (the masks.py convention)."""
+    names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    return "/".join(names[1:] if names[:1] == ["params"] else names)
+
+
+def _active(spec: Any, size: int, kind: str) -> int:
+    if spec is None:
+        return size
+    if kind == "masks":
+        return int(np.count_nonzero(np.asarray(spec)))
+    # float32 product rounded half to even: the same count as masks.density_count / init_masks.
+    return int(np.round(np.float32(spec) * np.float32(size)))
+
+
+def layer_stats(params: Any, masks: Any = None, densities: Any = None) -> List[LayerStat]:
+    """Per-weight-matrix table of ``params`` (arrays or ``ShapeDtypeStruct``s), in tree order.
+
+    Give ``masks`` (bool arrays / ``None``) for real networks or ``densities`` (floats / ``None``) for
+    planned ones; with neither the network is dense. Biases (``ndim < 2``) are skipped.
+    """
+    if masks is not None and densities is not None:
+        raise ValueError("give masks or densities, not both")
+    kind, spec_tree = ("masks", masks) if masks is not None else ("densities", densities)
+    path_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    if spec_tree is None:
+        specs = [None] * len(path_leaves)
+    else:
+        specs = treedef.flatten_up_to(spec_tree)
+    stats = []
+    for (path, leaf), spec in zip(path_leaves, specs):
+        shape = tuple(int(s) for s in np.shape(leaf))
+        if len(shape) < 2:
+            continue
+        size = int(np.prod(shape))
+        stats.append(LayerStat(_path_string(path), shape, size, _active(spec, size, kind)))
+    return stats
+
+
+def network_count(params: Any, masks: Any = None, densities: Any = None) -> Count:
+    """Non-zero and dense weight totals of one network (weights only)."""
+    stats = layer_stats(params, masks, densities)
+    return Count(sum(s.active for s in stats), sum(s.dense for s in stats))
+
+
+def inference_flops(actor: Count, batch_size: int = 1) -> Count:
+    """Multiply-adds of one actor forward (one action); the fraction equals the actor's density."""
+    return Count(actor.sparse * batch_size, actor.dense * batch_size)
+
+
+def _check_algo(algo: str) -> None:
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+
+
+def default_policy_delay(algo: str) -> int:
+    """TD3 updates the actor every 2nd iteration; SAC every iteration."""
+    _check_algo(algo)
+    return 2 if algo == "td3" else 1
+
+
+def train_passes(algo: str, policy_delay: Optional[int] = None) -> List[Pass]:
+    """The pass model of one training iteration (see the module docstring), as data."""
+    _check_algo(algo)
+    d = default_policy_delay(algo) if policy_delay is None else policy_delay
+    if d < 1:
+        raise ValueError(f"policy_delay must be >= 1, got {d}")
+    if algo == "td3":
+        next_action = Pass("target action: actor target forward", "actor_target", 1.0)
+    else:
+        next_action = Pass("next action: online actor forward", "actor", 1.0)
+    return [
+        next_action,
+        Pass("target Q: critic target forward (Q1+Q2)", "critic_target", 1.0),
+        Pass("critic update: forward", "critic", 1.0),
+        Pass("critic update: backward", "critic", 2.0),
+        Pass("actor update: actor forward", "actor", 1.0 / d),
+        Pass("actor update: critic forward (Q1+Q2)", "critic", 1.0 / d),
+        Pass("actor update: critic backward", "critic", 2.0 / d),
+        Pass("actor update: actor backward", "actor", 2.0 / d),
+    ]
+
+
+def _networks(actor: Count, critic: Count, actor_target: Optional[Count],
+              critic_target: Optional[Count]) -> dict:
+    """Targets default to the online counts (RLx2 shares masks; DS prunes to the online nnz)."""
+    return {"actor": actor, "critic": critic,
+            "actor_target": actor if actor_target is None else actor_target,
+            "critic_target": critic if critic_target is None else critic_target}
+
+
+def _topology_extra(net: Count, period: Optional[float]) -> float:
+    """Amortised RigL cost: the update step's weight gradient is dense (f_D instead of f_S)."""
+    if period is None:
+        return 0.0
+    if period <= 0:
+        raise ValueError(f"topology period must be positive, got {period}")
+    return (net.dense - net.sparse) / period
+
+
+def train_flops(algo: str, actor: Count, critic: Count, *, actor_target: Optional[Count] = None,
+                critic_target: Optional[Count] = None, policy_delay: Optional[int] = None,
+                batch_size: int = 1, topology_period: Optional[float] = None,
+                actor_topology_period: Optional[float] = None) -> Count:
+    """Multiply-adds of one training iteration under ``train_passes``, beside the dense equivalent.
+
+    ``topology_period`` (iterations between critic topology updates, RigL-style dense gradient) adds the
+    amortised update cost; ``actor_topology_period`` defaults to ``topology_period * policy_delay``
+    because TD3's actor counter ticks on actor updates only. The dense column never includes it.
+    """
+    nets = _networks(actor, critic, actor_target, critic_target)
+    passes = train_passes(algo, policy_delay)
+    sparse = sum(p.units * nets[p.network].sparse for p in passes)
+    dense = sum(p.units * nets[p.network].dense for p in passes)
+    if actor_topology_period is None and topology_period is not None:
+        actor_topology_period = topology_period * (policy_delay or default_policy_delay(algo))
+    sparse += _topology_extra(critic, topology_period) + _topology_extra(actor, actor_topology_period)
+    return Count(sparse * batch_size, dense * batch_size)
+
+
+def total_size(algo: str, actor: Count, critic: Count, *, actor_target: Optional[Count] = None,
+               critic_target: Optional[Count] = None) -> Count:
+    """RLx2 "total size": non-zero weights over dense weights, all stored networks incl. targets.
+
+    TD3 = actor + actor target + critic (both Qs) + critic target; SAC has no actor target.
+    """
+    _check_algo(algo)
+    nets = _networks(actor, critic, actor_target, critic_target)
+    names = ["actor", "critic", "critic_target"] + (["actor_target"] if algo == "td3" else [])
+    return Count(sum(nets[n].sparse for n in names), sum(nets[n].dense for n in names))
