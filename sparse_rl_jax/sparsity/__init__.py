@@ -1,0 +1,17 @@
+"""The sparse core: masks, per-layer densities, exact-count topology updates, scores, schedules, targets.
+
+See docs/ARCHITECTURE.md for the pytree conventions (masks: bool arrays at sparse leaves, None at dense).
+"""
+from sparse_rl_jax.sparsity import distributions, masks, schedules, scores, targets, topology
+from sparse_rl_jax.sparsity.distributions import (
+    densities_for, er_densities, erk_densities, erk_solve, uniform_densities)
+from sparse_rl_jax.sparsity.masks import (
+    active_counts, apply_masks, default_predicate, full_masks, init_masks, leaf_keys, map_sparse,
+    sparse_structure, top_k_mask, total_active, total_size)
+from sparse_rl_jax.sparsity.schedules import TopologySchedule, gmp_sparsity, gmp_window
+from sparse_rl_jax.sparsity.scores import (
+    ImportanceState, LeafInputs, score_tree, init_importance, update_importance)
+from sparse_rl_jax.sparsity.targets import prune_target, remask_target
+from sparse_rl_jax.sparsity.topology import (
+    grown_entries, mask_change, prune_masks, prune_to_count, prune_to_density, update_mask,
+    update_masks)

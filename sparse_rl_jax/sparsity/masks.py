@@ -1,0 +1,308 @@
+"""Mask pytrees: which leaves are sparse, exact-count selection, initial masks, counting.
+
+A *structure* is a tree of Python bools with the params' structure (True = sparse): static, it decides
+which leaves carry a mask. A *mask tree* has a ``bool`` array at sparse leaves and ``None`` at dense
+leaves (biases, dense layers). Densities may be traced, so counts are ``jnp`` values and no shape
+depends on a density. Layer paths are '/'-joined key names without the leading ``'params'``, e.g.
+``'q1/dense_2/kernel'`` (leaf) and ``'q1/dense_2'`` (layer).
+
+:func:`top_k_mask` (exact count, traced ``k``, ties to the lower flat index) is the primitive under
+every mask operation. It bisects on an order-preserving integer image of the scores (passes of
+``count(key >= t)`` with early exit) and resolves ties by a second bisection over flat indices. DS
+prunes its targets after every gradient step, so speed matters: on a 256x256 layer under jit on the
+2-core development CPU it took ~0.26-0.43 ms against ~18-23 ms for a stable argsort (``method='sort'``,
+kept as the reference) and ~0.8-1.1 ms for a fixed 32-pass bisection with a cumsum for the ties.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Any, Callable, Iterable, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_DENSE_RE = re.compile(r"^dense_(\d+)$")
+
+
+def is_none(x: Any) -> bool:
+    """``is_leaf`` for mask / density trees, whose dense leaves are ``None``."""
+    return x is None
+
+
+# ----------------------------------------------------------------------------------------- paths
+def _key_name(k: Any) -> str:
+    """Name of one key-path entry (DictKey.key, GetAttrKey.name, SequenceKey.idx)."""
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def path_names(path: Iterable[Any]) -> tuple:
+    """Key names of a JAX key path, without a leading ``'params'`` collection name."""
+    names = tuple(_key_name(k) for k in path)
+    return names[1:] if names[:1] == ("params",) else names
+
+
+def path_string(path: Iterable[Any]) -> str:
+    """'/'-joined leaf path, e.g. ``'q1/dense_0/kernel'``."""
+    return "/".join(path_names(path))
+
+
+def layer_string(path: Iterable[Any]) -> str:
+    """'/'-joined layer path (leaf path without the leaf name), e.g. ``'q1/dense_0'``."""
+    return "/".join(path_names(path)[:-1])
+
+
+def match_layer(layer: str, pattern: str) -> bool:
+    """True when ``pattern`` is a '/'-aligned suffix of ``layer`` ('dense_0' matches 'q1/dense_0')."""
+    pattern = pattern.strip("/")
+    return layer == pattern or layer.endswith("/" + pattern)
+
+
+def best_match(layer: str, table: Optional[dict]) -> Optional[str]:
+    """The longest key of ``table`` matching ``layer`` (most specific override wins), else None."""
+    hits = [p for p in (table or {}) if match_layer(layer, p)]
+    return max(hits, key=len) if hits else None
+
+
+# ------------------------------------------------------------------------------------- structure
+def default_predicate(path: str, leaf: Any) -> bool:
+    """Sparsify weight matrices only: leaves named 'kernel' with ndim >= 2 (biases stay dense).
+
+    ``path`` is the leaf's path string (see :func:`path_string`); user predicates get the same.
+    """
+    return path.split("/")[-1] == "kernel" and getattr(leaf, "ndim", 0) >= 2
+
+
+def _layer_index(names: tuple) -> Optional[int]:
+    m = _DENSE_RE.match(names[-2]) if len(names) >= 2 else None
+    return int(m.group(1)) if m else None
+
+
+def _output_indices(flat) -> dict:
+    """Highest ``dense_i`` index per parent dict: each MLP (actor, q1, q2) has its own output layer."""
+    last: dict = {}
+    for path, _ in flat:
+        names = path_names(path)
+        idx = _layer_index(names)
+        if idx is not None:
+            last[names[:-2]] = max(idx, last.get(names[:-2], -1))
+    return last
+
+
+def sparse_structure(params, predicate: Optional[Callable] = None, dense_input: bool = False,
+                     dense_output: bool = False, dense_layers: Iterable[str] = ()):
+    """Tree of Python bools (True = sparse) with the params' structure.
+
+    ``predicate(path_string, leaf)`` chooses candidate leaves (default: kernels). ``dense_input`` keeps
+    every MLP's ``dense_0`` dense, ``dense_output`` its highest ``dense_i`` (DS keeps outputs dense,
+    RLx2 does not). ``dense_layers`` are layer-path suffixes kept dense, e.g. ``('q1/dense_2',)``.
+    """
+    predicate = predicate or default_predicate
+    dense_layers = (dense_layers,) if isinstance(dense_layers, str) else tuple(dense_layers)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    last = _output_indices(flat)
+
+    def decide(path, leaf) -> bool:
+        names = path_names(path)
+        if not predicate("/".join(names), leaf):
+            return False
+        idx = _layer_index(names)
+        if dense_input and idx == 0:
+            return False
+        if dense_output and idx is not None and idx == last[names[:-2]]:
+            return False
+        layer = "/".join(names[:-1])
+        return not any(match_layer(layer, p) or match_layer("/".join(names), p) for p in dense_layers)
+
+    return jax.tree_util.tree_unflatten(treedef, [decide(p, x) for p, x in flat])
+
+
+# ---------------------------------------------------------------------------------- tree helpers
+def map_sparse(fn: Callable, masks, *trees, keep_dense: bool = False):
+    """Apply ``fn(mask, *leaves)`` at the sparse leaves of ``masks`` (their non-``None`` leaves).
+
+    At dense leaves the result is ``None`` by default, so the result is a *mask-shaped* tree (new masks,
+    scores, counts) and a params leaf can never leak into a mask tree. With ``keep_dense=True`` it is
+    the first tree's leaf instead, so mapping over params gives a *params-shaped* tree (e.g.
+    :func:`apply_masks`: biases pass through). ``trees`` must match ``masks`` down to its leaves and
+    may hold ``None`` at dense leaves (density or score trees). ``masks`` may be any mask-shaped tree,
+    e.g. a density tree.
+    """
+    def leaf(m, *xs):
+        if m is None:
+            return xs[0] if keep_dense and xs else None
+        return fn(m, *xs)
+
+    return jax.tree.map(leaf, masks, *trees, is_leaf=is_none)
+
+
+def leaf_keys(key: jax.Array, masks):
+    """One independent PRNG key per sparse leaf (``None`` at dense leaves), split from ``key``."""
+    flat, treedef = jax.tree_util.tree_flatten(masks, is_leaf=is_none)
+    n = sum(m is not None for m in flat)
+    keys = iter(jax.random.split(key, max(n, 1)))
+    return jax.tree_util.tree_unflatten(treedef, [None if m is None else next(keys) for m in flat])
+
+
+def full_masks(params, structure):
+    """All-True masks at sparse leaves of ``structure`` (dense training, GMP start)."""
+    return jax.tree.map(lambda s, p: jnp.ones(p.shape, bool) if s else None, structure, params)
+
+
+def apply_masks(params, masks):
+    """Zero the weights where the mask is False (the stored-weights invariant); dense leaves as is."""
+    return map_sparse(lambda m, p: jnp.where(m, p, jnp.zeros((), p.dtype)), masks, params,
+                      keep_dense=True)
+
+
+def active_counts(masks):
+    """Tree of int32 non-zero counts per sparse leaf (``None`` at dense leaves)."""
+    return map_sparse(lambda m: jnp.sum(m, dtype=jnp.int32), masks)
+
+
+def total_active(masks) -> jax.Array:
+    """Total number of active weights over all sparse leaves (int32 scalar)."""
+    counts = jax.tree.leaves(active_counts(masks))
+    return sum(counts, jnp.int32(0))
+
+
+def total_size(params, structure) -> int:
+    """Dense size (Python int) of the sparse leaves: the denominator of every density."""
+    sizes = jax.tree.map(lambda s, p: int(p.size) if s else 0, structure, params)
+    return sum(jax.tree.leaves(sizes))
+
+
+# ---------------------------------------------------------------------------- exact-count top-k
+def order_key(scores: jax.Array) -> jax.Array:
+    """uint32 image of float scores with the same order (NaN -> -inf, -0 -> +0), flattened.
+
+    Non-negative floats already compare like their bit patterns; negative ones are bit-flipped. Every
+    key is >= 0x007FFFFF (the key of -inf), so 0 is free to mark invalid entries.
+    """
+    x = jnp.ravel(scores).astype(jnp.float32)
+    x = jnp.where(jnp.isnan(x), -jnp.inf, x)
+    x = jnp.where(x == 0, jnp.float32(0), x)
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    return jnp.where((bits >> 31) == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def _signed(ukeys):
+    """uint32 keys -> int32 with the same order (signed compares vectorise better on CPU)."""
+    return lax.bitcast_convert_type(ukeys ^ jnp.uint32(0x80000000), jnp.int32)
+
+
+def _count(pred):
+    """Number of True entries. A float32 sum is ~2x faster than an int32 one on XLA:CPU and exact
+    while every partial sum is an integer <= 2**24."""
+    if pred.size <= 2**24:
+        return jnp.sum(pred.astype(jnp.float32)).astype(jnp.int32)
+    return jnp.sum(pred, dtype=jnp.int32)
+
+
+def _bisect(count_at, lo, hi, c_lo, c_hi, target, lo_side):
+    """Integer bisection on [lo, hi] for a monotone count; stops early when either end's count is
+    exactly ``target``. ``lo_side(c)`` says whether a point with count ``c`` belongs to the low end."""
+    def cond(s):
+        lo, hi, c_lo, c_hi = s
+        return (hi - lo > 1) & (c_lo != target) & (c_hi != target)
+
+    def body(s):
+        lo, hi, c_lo, c_hi = s
+        mid = lo + (hi - lo) // 2
+        c = count_at(mid)
+        low = lo_side(c)
+        return (jnp.where(low, mid, lo), jnp.where(low, hi, mid), jnp.where(low, c, c_lo),
+                jnp.where(low, c_hi, c))
+
+    return lax.while_loop(cond, body, (lo, hi, c_lo, c_hi))
+
+
+def _select_bisect(keys, valid, k):
+    """Top-k by two bisections, no sort and no cumsum (both are slow on XLA:CPU).
+
+    1. Largest key threshold ``t`` with ``count(key >= t) >= k`` (<= 32 passes of compare + count;
+       stops as soon as a threshold isolates exactly ``k`` entries: ~22 passes on random weights).
+    2. If more entries tie at ``t`` than are still needed, the smallest flat-index bound ``j`` such
+       that the ties below ``j`` fill the remainder (<= log2(n) passes; none without such ties).
+    """
+    n = keys.size
+    skeys = jnp.where(valid, _signed(keys), jnp.iinfo(jnp.int32).min)  # invalid below every key
+    n_valid = _count(valid)
+    k = jnp.minimum(k, n_valid)
+    # At t = 1 every valid entry counts (valid keys are >= 0x007FFFFF), at max + 1 none does.
+    hi = jnp.max(jnp.where(valid, keys, jnp.uint32(0))) + jnp.uint32(1)
+    t, _, _, _ = _bisect(lambda t: _count(skeys >= _signed(t)), jnp.uint32(1), hi, n_valid,
+                         jnp.int32(0), k, lambda c: c >= k)
+    above = skeys > _signed(t)
+    ties = skeys == _signed(t)
+    need = k - _count(above)
+    index = jnp.arange(n, dtype=jnp.int32)
+    j_lo, j_hi, c_lo, _ = _bisect(lambda j: _count(ties & (index < j)), jnp.int32(0), jnp.int32(n),
+                                  jnp.int32(0), _count(ties), need, lambda c: c < need)
+    j = jnp.where(c_lo == need, j_lo, j_hi)
+    return (above | (ties & (index < j))) & (k > 0)
+
+
+def _select_sort(keys, valid, k):
+    """Reference: stable lexsort (valid first, then key descending, then flat index) and rank < k."""
+    n = keys.size
+    order = jnp.lexsort((~keys, ~valid))
+    ranks = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    return valid & (ranks < k)
+
+
+@functools.partial(jax.jit, static_argnames=("lowest", "method"))
+def top_k_mask(scores: jax.Array, k, valid: Optional[jax.Array] = None, *, lowest: bool = False,
+               method: str = "bisect") -> jax.Array:
+    """Bool mask of the ``k`` highest (``lowest=True``: lowest) scores among ``valid`` entries.
+
+    Exact: selects ``min(k, count(valid))`` entries; ties are broken by lower flat index. ``k`` may be
+    traced (jit/vmap). NaN scores rank as -inf. ``method`` 'bisect' (default, fast) or 'sort'.
+    Jitted so eager calls hit the compilation cache (inside an outer jit it is simply inlined).
+    """
+    keys = order_key(scores)
+    keys = ~keys if lowest else keys
+    valid = jnp.ones(keys.shape, bool) if valid is None else jnp.ravel(valid).astype(bool)
+    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, keys.size)
+    select = {"bisect": _select_bisect, "sort": _select_sort}[method]
+    return select(keys, valid, k).reshape(jnp.shape(scores))
+
+
+def density_count(density, size: int) -> jax.Array:
+    """Exact count ``round(density * size)`` (float32, half to even) as int32; density may be traced."""
+    return jnp.round(jnp.asarray(density, jnp.float32) * size).astype(jnp.int32)
+
+
+# -------------------------------------------------------------------------------- initial masks
+def _random_mask(key, shape, k):
+    """Exactly ``k`` positions chosen uniformly: the first ``k`` entries of a random permutation."""
+    size = math.prod(shape)
+    perm = jax.random.permutation(key, size)
+    flat = jnp.zeros(size, bool).at[perm].set(jnp.arange(size) < k)
+    return flat.reshape(shape)
+
+
+@functools.partial(jax.jit, static_argnames="method")
+def init_masks(key: jax.Array, params, densities, method: str = "random"):
+    """Initial masks with exactly ``round(d * size)`` active entries per sparse leaf.
+
+    ``densities`` is a density tree (float / traced scalar at sparse leaves, ``None`` at dense).
+    'random': uniform random subset (one key per leaf, so vmapped seeds differ); 'magnitude': top-|w|
+    of the initial weights (RLx2), deterministic.
+    """
+    if method not in ("random", "magnitude"):
+        raise ValueError(f"unknown mask init method {method!r}")
+    keys = leaf_keys(key, densities)
+
+    def leaf(d, p, k):
+        count = density_count(d, p.size)
+        if method == "random":
+            return _random_mask(k, p.shape, count)
+        return top_k_mask(jnp.abs(p), count)
+
+    return map_sparse(leaf, densities, params, keys)

@@ -1,0 +1,35 @@
+"""Sparse target networks: the two policies of the papers, both jittable.
+
+* RLx2 shares the online masks: after every soft update the target is re-masked with them.
+* DS (Sokar et al.) keeps its own target support: after every soft update each sparse layer of the target
+  is pruned back to its ``k`` largest |w|, ``k`` = the online layer's non-zero count. This runs after
+  *every* gradient step, so it uses the bisection top-k of :func:`masks.top_k_mask` (no sort).
+
+Dense leaves (mask ``None``: biases, dense layers) are returned untouched.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from sparse_rl_jax.sparsity.masks import apply_masks, map_sparse
+from sparse_rl_jax.sparsity.topology import prune_to_count
+
+
+def remask_target(target_params, masks):
+    """RLx2: zero the target's weights outside the shared online masks."""
+    return apply_masks(target_params, masks)
+
+
+def prune_target(target_params, online_masks):
+    """DS: keep each sparse layer's top-k |w| of the target, k = online active count; returns params.
+
+    Ties go to the lower flat index, so the result is deterministic and has exactly ``k`` non-zeros
+    (fewer only if the target itself has fewer). Only non-zero entries are candidates: the result is
+    the same, and in the steady state between topology updates (target support = online mask, so at
+    most ``k`` non-zeros) the selection exits before its first counting pass.
+    """
+    def leaf(m, w):
+        keep = prune_to_count(w, w != 0, jnp.sum(m, dtype=jnp.int32))
+        return jnp.where(keep, w, jnp.zeros((), w.dtype))
+
+    return map_sparse(leaf, online_masks, target_params, keep_dense=True)
