@@ -1,0 +1,6 @@
+"""Gradual magnitude pruning, SAC."""
+from experiments.configs import common
+
+
+def get_config():
+    return common.preset_config("gmp", "sac")

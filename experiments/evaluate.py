@@ -1,0 +1,94 @@
+"""Evaluate the newest checkpoint of a run: N deterministic episodes per seed, print the returns.
+
+    python -m experiments.evaluate --workdir runs/demo [--episodes 10] [--seed_offset 0] [--json]
+
+Episodes follow the training-time evaluation protocol (``sparse_rl_jax.evaluation``: deterministic policy,
+full episode length, no auto-reset). Exit status: 0, or 2 on bad flags / a missing or corrupted
+checkpoint (one line on stderr). From Python, see ``checkpoint.load_policy``::
+
+    from sparse_rl_jax import checkpoint
+    policy = checkpoint.load_policy("runs/demo")
+    action = policy(obs)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Sequence
+
+from absl import flags
+from absl import logging as absl_logging
+
+USAGE_ERROR = 2
+
+
+def define_flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("workdir", None, "Work directory of a training run.", flag_values=fv)
+    flags.DEFINE_integer("episodes", 10, "Evaluation episodes per seed.", flag_values=fv)
+    flags.DEFINE_integer("seed_offset", 0, "Added to the run's seed for the evaluation keys (0 = the key "
+                         "stream of the first training evaluation).", flag_values=fv)
+    flags.DEFINE_boolean("json", False, "Print one JSON object only.", flag_values=fv)
+    return fv
+
+
+def evaluate_run(workdir: str, episodes: int, seed_offset: int = 0) -> dict:
+    """Returns ``{'step', 'env_steps', 'returns': [per-seed mean], 'mean', 'std_over_seeds'}``."""
+    import jax
+    import numpy as np
+
+    from sparse_rl_jax import checkpoint, evaluation
+    from sparse_rl_jax import config as cfg_lib
+    from sparse_rl_jax import trainer as trainer_lib
+
+    restored = checkpoint.restore(workdir)
+    config = cfg_lib.from_dict(restored.config)
+    trainer = trainer_lib.Trainer(config)
+    e = config.env
+    eval_fn = evaluation.make_evaluator(e.name, trainer.agent.policy, episodes, e.episode_length,
+                                        action_repeat=e.action_repeat, backend=e.backend, jit=False)
+    keys = trainer_lib.seed_keys(config.seed + seed_offset, restored.num_seeds)
+    metrics = jax.jit(jax.vmap(eval_fn))(restored.states.agent.actor.params, keys)
+    returns = [float(r) for r in np.asarray(metrics["eval/episode_reward"])]
+    return {"workdir": workdir, "checkpoint_step": restored.step,
+            "env_steps": int(np.asarray(restored.states.env_steps)[0]), "episodes": episodes,
+            "returns": returns, "mean": float(np.mean(returns)), "std_over_seeds": float(np.std(returns))}
+
+
+def main(argv: Sequence[str]) -> int:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    fv = define_flags()
+    if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
+        print(__doc__.split("\n\n")[1] + "\n\n" + fv.get_help())
+        return 0
+    try:
+        extra = fv(list(argv))
+        if len(extra) > 1:
+            raise flags.Error(f"unexpected positional arguments {extra[1:]!r}")
+        if not fv["workdir"].value:
+            raise flags.Error("--workdir is required")
+        if fv["episodes"].value < 1:
+            raise flags.Error(f"invalid --episodes={fv['episodes'].value}: must be an integer >= 1")
+    except flags.Error as err:
+        print(f"evaluate: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return USAGE_ERROR
+    from sparse_rl_jax import checkpoint
+
+    try:
+        result = evaluate_run(fv["workdir"].value, fv["episodes"].value, fv["seed_offset"].value)
+    except checkpoint.CheckpointError as err:
+        print(f"evaluate: error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    if fv["json"].value:
+        print(json.dumps(result))
+        return 0
+    print(f"checkpoint {result['checkpoint_step']} of {result['workdir']} ({result['env_steps']:,} env steps), "
+          f"{result['episodes']} episodes per seed")
+    for i, r in enumerate(result["returns"]):
+        print(f"seed {i}: return {r:.2f}")
+    print(f"mean return {result['mean']:.2f} (std over seeds {result['std_over_seeds']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,381 @@
+"""Train one preset on one Brax task, several seeds vmapped in one program, into a work directory.
+
+    python -m experiments.train --config=experiments/configs/rlx2_td3.py --workdir runs/rlx2 \\
+        [--config.env.name=hopper] [--config.sparsity.actor=0.95] [--seeds 4] [--resume] \\
+        [--checkpoint_every 1] [--keep_checkpoints 2]
+
+Every config field can be overridden with ``--config.<section>.<field>=value`` (``--config.env=NAME`` is
+short for ``--config.env.name=NAME``); ``--config=experiments/configs/preset.py:<method>,<algo>`` picks any
+preset by name. ``--resume`` continues the newest checkpoint of ``--workdir`` (``--config`` may then be
+left out; if given, the resolved config must equal the saved one, field by field).
+
+Exit status: 0 done; 2 bad input (one line on stderr naming the option, the value and what is allowed,
+printed before anything is compiled or written); 1 the run diverged (NaN/inf in a loss or the
+parameters: the message names the network and the step, the last good checkpoint is left intact).
+Outputs: see ``docs/launcher.md``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from absl import flags
+from absl import logging as absl_logging
+
+USAGE_ERROR = 2
+DIVERGED = 1
+RUN_FILES = ("config.json", "summary.json", "checkpoints", "metrics", "tensorboard", "plots")
+
+
+class UsageError(Exception):
+    """Bad input; the message is one line."""
+
+
+class NonFiniteError(RuntimeError):
+    """NaN/inf in a loss or in the parameters (launcher-side check after every evaluation period)."""
+
+
+# ---------------------------------------------------------------------------- flags
+def define_flags() -> flags.FlagValues:
+    """The launcher's flags on a fresh FlagValues (re-entrant: `main(argv)` can run many times)."""
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file, e.g. experiments/configs/rlx2_td3.py; override fields with "
+        "--config.<section>.<field>=value. Optional with --resume.", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "Work directory (created if missing).", flag_values=fv)
+    flags.DEFINE_integer("seeds", None, "Number of seeds, vmapped in one program (default 1; with --resume "
+                         "the saved number).", flag_values=fv)
+    flags.DEFINE_boolean("resume", False, "Continue from the newest checkpoint in --workdir.", flag_values=fv)
+    flags.DEFINE_integer("checkpoint_every", 1, "Save a checkpoint every N evaluation periods (and always "
+                         "after the last).", flag_values=fv)
+    flags.DEFINE_integer("keep_checkpoints", 2, "Keep the newest K checkpoints.", flag_values=fv)
+    flags.DEFINE_boolean("plots", True, "Write the PNG plots at the end.", flag_values=fv)
+    return fv
+
+
+def _rewrite_shorthands(argv: Sequence[str]) -> List[str]:
+    """``--config.env=NAME`` -> ``--config.env.name=NAME`` (the env section's main field)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--config.env="):
+            arg = "--config.env.name=" + arg[len("--config.env="):]
+        out.append(arg)
+    return out
+
+
+def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
+    fv = define_flags()
+    try:
+        extra = fv(_rewrite_shorthands(argv))
+    except flags.Error as err:
+        raise UsageError(" ".join(str(err).split())) from None
+    except Exception as err:  # a config file that fails to load or an unknown preset inside it
+        raise UsageError(f"--config: {' '.join(str(err).split())}") from None
+    if len(extra) > 1:
+        raise UsageError(f"unexpected positional arguments {extra[1:]!r}; only --flags are allowed")
+    if not fv["workdir"].value:
+        raise UsageError("--workdir is required (the directory that receives config, metrics, checkpoints)")
+    for name, low in (("seeds", 1), ("checkpoint_every", 1), ("keep_checkpoints", 1)):
+        value = fv[name].value
+        if value is not None and value < low:
+            raise UsageError(f"invalid --{name}={value}: must be an integer >= {low}")
+    return fv
+
+
+# ---------------------------------------------------------------------------- plan (all checks, no writes)
+@dataclasses.dataclass
+class Plan:
+    config: Any
+    workdir: str
+    num_seeds: int
+    restored: Any  # checkpoint.Restored or None
+    checkpoint_every: int
+    keep: int
+    plots: bool
+
+
+def _config_from_flag(config_dict) -> Any:
+    from sparse_rl_jax import config as cfg_lib
+
+    try:
+        return cfg_lib.from_dict(config_dict.to_dict())
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--config: {' '.join(str(err).split())}") from None
+
+
+def _validate(config) -> None:
+    from sparse_rl_jax.validation import ConfigError, validate
+
+    try:
+        validate(config)
+    except ConfigError as err:  # "invalid <option>=<value>: <allowed>" -> name the flag
+        msg = " ".join(str(err).split())
+        raise UsageError("invalid --config." + msg[len("invalid "):] if msg.startswith("invalid ") else msg) from None
+    except ValueError as err:  # envs.check_* raise ValueError naming the option and the allowed values
+        raise UsageError(" ".join(str(err).split())) from None
+
+
+def flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_conflicts(saved: Dict[str, Any], resolved: Dict[str, Any]) -> List[str]:
+    """``key=new (saved: old)`` for every field that differs."""
+    a, b = flatten(saved), flatten(resolved)
+    return [f"{k}={b.get(k)!r} (saved: {a.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _has_run(workdir: str) -> List[str]:
+    return [name for name in RUN_FILES if os.path.exists(os.path.join(workdir, name))]
+
+
+def _check_writable(workdir: str, create: bool) -> None:
+    """The work dir exists (or can be created) and accepts files; never touches existing files."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UsageError(f"invalid --workdir={workdir!r}: exists and is not a directory")
+    if not os.path.exists(workdir):
+        if not create:
+            raise UsageError(f"invalid --workdir={workdir!r}: does not exist (nothing to resume)")
+        try:
+            os.makedirs(workdir)
+        except OSError as err:
+            raise UsageError(f"invalid --workdir={workdir!r}: cannot create it ({err.strerror}); "
+                             "choose a writable directory") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"invalid --workdir={workdir!r}: not writable ({err.strerror}); "
+                         "choose a writable directory") from None
+
+
+def _resume_plan(fv, workdir: str):
+    from sparse_rl_jax import checkpoint
+    from sparse_rl_jax import config as cfg_lib
+    from sparse_rl_jax import run_logging
+
+    if not os.path.isdir(workdir):
+        raise UsageError(f"invalid --workdir={workdir!r} with --resume: no such directory (nothing to resume)")
+    try:
+        meta = checkpoint.read_meta(workdir)
+    except checkpoint.CheckpointError as err:
+        raise UsageError(f"--resume: {err}") from None
+    saved = meta["config"]
+    config_json = os.path.join(workdir, "config.json")
+    if os.path.exists(config_json):
+        try:
+            saved = run_logging.read_json(config_json)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--resume: {config_json} is unreadable ({err}); cannot check the flags against "
+                             "the saved run") from None
+    if fv["config"].value is not None:
+        config = _config_from_flag(fv["config"].value)
+        conflicts = config_conflicts(saved, cfg_lib.to_dict(config))
+        if conflicts:
+            raise UsageError(f"--resume: the flags conflict with the run saved in {workdir}: "
+                             f"{'; '.join(conflicts)}. Resume with the saved config (drop --config) or use a "
+                             "new --workdir")
+    else:
+        try:
+            config = cfg_lib.from_dict(saved)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"--resume: {config_json} holds an invalid config ({err})") from None
+    _validate(config)
+    seeds = fv["seeds"].value
+    if seeds is not None and seeds != meta["num_seeds"]:
+        raise UsageError(f"--resume: invalid --seeds={seeds}: the run saved in {workdir} has "
+                         f"{meta['num_seeds']} seeds (omit --seeds or pass --seeds {meta['num_seeds']})")
+    _check_writable(workdir, create=False)
+    try:
+        restored = checkpoint.restore(workdir)
+    except checkpoint.CheckpointError as err:
+        raise UsageError(f"--resume: {err}") from None
+    return config, restored.num_seeds, restored
+
+
+def plan_run(fv: flags.FlagValues) -> Plan:
+    """Resolve and check everything; raise `UsageError` before any compilation or any write."""
+    workdir = os.path.abspath(fv["workdir"].value)
+    if fv["resume"].value:
+        config, seeds, restored = _resume_plan(fv, workdir)
+    else:
+        if fv["config"].value is None:
+            raise UsageError("--config is required for a new run, e.g. --config=experiments/configs/rlx2_td3.py "
+                             "(or pass --resume to continue the run in --workdir)")
+        config = _config_from_flag(fv["config"].value)
+        _validate(config)
+        seeds, restored = fv["seeds"].value or 1, None
+        existing = _has_run(workdir) if os.path.isdir(workdir) else []
+        if existing:
+            raise UsageError(f"invalid --workdir={workdir!r}: it already holds a run ({', '.join(existing)}); "
+                             "pass --resume to continue it, or choose a new --workdir (nothing was changed)")
+        _check_writable(workdir, create=True)
+    return Plan(config, workdir, seeds, restored, fv["checkpoint_every"].value, fv["keep_checkpoints"].value,
+                fv["plots"].value)
+
+
+# ---------------------------------------------------------------------------- running
+def check_finite(entry: List[Any], trainer, states, num_seeds: int, chunk: int) -> None:
+    """Raise `NonFiniteError` naming the network and the step if a loss or a parameter is NaN/inf."""
+    import numpy as np
+
+    steps, metrics = entry
+    where = f"env step {steps:,} (evaluation period {chunk}, gradient update {metrics.get('training/updates')})"
+    for name, value in metrics.items():
+        if name.startswith("training/") and name.endswith("_loss"):
+            vals = value if isinstance(value, list) else [value]
+            bad = [i for i, v in enumerate(vals) if v is None and metrics.get("training/updates", 0)]
+            if bad:
+                net = name[len("training/"):-len("_loss")]
+                raise NonFiniteError(f"{net} loss is NaN/inf (seed {bad[0]}) by {where}")
+    for net_name, net in trainer.agent.networks(states.agent).items():
+        for part, tree in (("params", net.params), ("target params", net.target)):
+            if tree is None:
+                continue
+            import jax
+
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+                finite = np.isfinite(np.asarray(leaf)).reshape(num_seeds, -1).all(axis=1)
+                if not finite.all():
+                    layer = "/".join(str(getattr(k, "key", k)) for k in path)
+                    raise NonFiniteError(f"{net_name} {part} {layer} contain NaN/inf (seed "
+                                         f"{int(np.argmin(finite))}) by {where}")
+
+
+class Hook:
+    """Called by `trainer.train` after every evaluation period: log, check, print, checkpoint."""
+
+    def __init__(self, plan: Plan, log, trainer, total_chunks: int, per_chunk_steps: int):
+        self.plan, self.log, self.trainer = plan, log, trainer
+        self.total_chunks, self.per_chunk_steps = total_chunks, per_chunk_steps
+        self.start = self.last = time.perf_counter()
+        self.last_checkpoint: Optional[str] = None
+        self.calls = 0
+
+    def __call__(self, chunk: int, states, history) -> None:
+        from sparse_rl_jax import checkpoint, run_logging
+
+        plan = self.plan
+        env_steps, metrics = history[-1]
+        metrics = {**metrics, **run_logging.layer_densities(self.trainer, states, plan.num_seeds)}
+        entry = self.log.append(env_steps, metrics)
+        now = time.perf_counter()
+        # The first period of a process includes compilation: no rate or estimate from it.
+        rate = self.per_chunk_steps / max(now - self.last, 1e-9) if self.calls else None
+        self.last, self.calls = now, self.calls + 1
+        total = self.total_chunks * self.per_chunk_steps
+        remaining = max(total - env_steps, 0) / rate if rate else None
+        print(run_logging.format_progress(entry, total, chunk, self.total_chunks, rate, now - self.start,
+                                          remaining, plan.num_seeds), flush=True)
+        try:
+            check_finite(entry, self.trainer, states, plan.num_seeds, chunk)
+        except NonFiniteError as err:
+            kept = self.last_checkpoint or _newest_checkpoint(plan.workdir)
+            raise NonFiniteError(f"{err}; last good checkpoint: {kept or 'none yet'}") from None
+        if chunk % plan.checkpoint_every == 0 or chunk == self.total_chunks:
+            self.last_checkpoint = checkpoint.save(plan.workdir, chunk, states, self.log.history, plan.config,
+                                                   plan.num_seeds, keep=plan.keep)
+
+
+def _newest_checkpoint(workdir: str) -> Optional[str]:
+    from sparse_rl_jax import checkpoint
+
+    step = checkpoint.latest_step(workdir)
+    return None if step is None else os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+
+
+def _describe(config, num_seeds: int, total_chunks: int, per_chunk_steps: int) -> str:
+    e, s = config.env, config.sparsity
+    return (f"{config.method} {config.algo.upper()} on {e.name} ({e.backend}), {num_seeds} seed(s) from seed "
+            f"{config.seed}, sparsity actor {s.actor:g} critic {s.critic:g}; {total_chunks * per_chunk_steps:,} "
+            f"env steps in {total_chunks} evaluation periods of {per_chunk_steps:,}")
+
+
+def execute(plan: Plan) -> Dict[str, Any]:
+    """Train (or finish) the planned run and write every output; returns the summary."""
+    from sparse_rl_jax import config as cfg_lib
+    from sparse_rl_jax import plotting, run_logging
+    from sparse_rl_jax import trainer as trainer_lib
+
+    config, workdir, restored = plan.config, plan.workdir, plan.restored
+    if restored is None:
+        run_logging.write_json(os.path.join(workdir, "config.json"), cfg_lib.to_dict(config))
+    trainer = trainer_lib.Trainer(config)
+    total_chunks = trainer_lib.num_chunks(config)
+    per_chunk_steps = trainer_lib.chunk_iterations(config) * config.env_steps_per_iteration
+    start_chunk = restored.step if restored else 0
+    log = run_logging.RunLog(workdir, plan.num_seeds, history=restored.history if restored else None)
+    print(f"run: {_describe(config, plan.num_seeds, total_chunks, per_chunk_steps)}", flush=True)
+    print(f"workdir: {workdir}", flush=True)
+    try:
+        if start_chunk < total_chunks:
+            what = f"resuming after period {start_chunk}/{total_chunks}" if restored else "starting"
+            print(f"{what}; compiling (the first period takes longer)...", flush=True)
+            hook = Hook(plan, log, trainer, total_chunks, per_chunk_steps)
+            result = trainer_lib.train(config, num_seeds=plan.num_seeds, states=restored.states if restored else None,
+                                       start_chunk=start_chunk, checkpoint_fn=hook)
+            states = result.states
+        else:
+            print(f"the run is complete ({total_chunks} periods); rewriting summary and plots", flush=True)
+            states = restored.states
+    finally:
+        log.close()
+    summary = run_logging.summarize(config, log.history, trainer, states, plan.num_seeds)
+    run_logging.write_json(os.path.join(workdir, "summary.json"), summary)
+    print("\n" + run_logging.format_summary(summary), flush=True)
+    if plan.plots:
+        label = f"{config.method} {config.algo.upper()}"
+        rlx2 = config.replay.dynamic or config.replay.nstep > 1
+        paths = plotting.run_plots(workdir, log.history, run_logging.final_masks(trainer, states), label, rlx2)
+        print(f"\nplots: {', '.join(_show(p) for p in paths)}", flush=True)
+    print(f"summary: {_show(os.path.join(workdir, 'summary.json'))}", flush=True)
+    return summary
+
+
+def _show(path: str) -> str:
+    """Relative to the current directory when inside it, else absolute."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _divergence_types() -> tuple:
+    from sparse_rl_jax import trainer as trainer_lib
+
+    lead = getattr(trainer_lib, "NonFiniteError", None)
+    return (NonFiniteError,) + ((lead,) if isinstance(lead, type) else ())
+
+
+def main(argv: Sequence[str]) -> int:
+    """CLI entry; ``argv[0]`` is the program name. Returns the exit status."""
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
+        print(__doc__.split("\n\n", 2)[1] + "\n\n" + define_flags().get_help())
+        return 0
+    try:
+        plan = plan_run(parse_flags(argv))
+    except UsageError as err:
+        print(f"train: error: {err}", file=sys.stderr, flush=True)
+        return USAGE_ERROR
+    try:
+        execute(plan)
+    except _divergence_types() as err:
+        print(f"train: stopped: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        return DIVERGED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,260 @@
+"""Checkpoints of a whole vmapped run (orbax), and loading a trained policy back.
+
+A checkpoint is one orbax step directory ``<workdir>/checkpoints/<chunk>/`` with two items:
+
+* ``state``: the complete vmapped ``TrainState`` pytree (leading axis = seeds): every network's params,
+  target params, optimizer state, masks (``None`` at dense leaves is kept as structure), densities and
+  importance state, the replay ring, the Brax env state, all PRNG keys and counters;
+* ``meta`` (JSON): the chunk index, the number of seeds, the resolved config and the metric history so
+  far (``history_to_json`` form), so a resumed run writes exactly the metrics of an uninterrupted one.
+
+Atomicity: orbax writes every step into ``<chunk>.orbax-checkpoint-tmp-*`` and renames it when complete;
+unfinished tmp directories are never listed as checkpoints, so a process killed during a save leaves the
+previous checkpoint as the newest usable one. ``keep`` bounds how many finalised checkpoints stay.
+
+Restoring needs the exact pytree structure: ``template(config, num_seeds)`` traces ``trainer.init_states``
+with ``jax.eval_shape`` (nothing is computed or compiled) and orbax fills it in.
+
+Loading a trained policy in three lines::
+
+    from sparse_rl_jax import checkpoint
+    policy = checkpoint.load_policy("runs/demo")  # newest checkpoint, seed 0
+    action = policy(obs)  # obs: float32[obs_dim] or [batch, obs_dim] -> actions in [-1, 1]
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+CHECKPOINT_DIR = "checkpoints"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A missing, unreadable or incompatible checkpoint; the message is one line naming the path."""
+
+
+# ---------------------------------------------------------------------------- history <-> JSON
+def _json_value(value: Any) -> Any:
+    """numpy scalars/arrays -> Python numbers/lists; NaN/inf -> None (strict JSON)."""
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        item = arr.item()
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        return item
+    return [_json_value(v) for v in arr]
+
+
+def history_to_json(history: List[Tuple[int, Dict[str, Any]]]) -> List[list]:
+    """``[(env_steps, {name: per-seed array or scalar})]`` -> ``[[env_steps, {name: list or number}]]``.
+
+    The result is the canonical host-side form used by the logger, the plots and the checkpoints: it
+    survives a JSON round trip unchanged (float32 values become exact Python floats, NaN becomes None).
+    """
+    return [[int(steps), {k: _json_value(v) for k, v in metrics.items()}] for steps, metrics in history]
+
+
+# ---------------------------------------------------------------------------- orbax plumbing
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+
+
+def _manager(workdir: str, keep: Optional[int] = None, read_only: bool = False):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=not read_only, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "meta"))
+
+
+def save(workdir: str, step: int, states: Any, history: List, config: Any, num_seeds: Optional[int] = None,
+         keep: Optional[int] = 3) -> str:
+    """Write checkpoint ``step`` (the number of chunks done) atomically; keep the newest ``keep``.
+
+    ``history`` may be in raw ``train()`` form or already in ``history_to_json`` form.
+    Returns the checkpoint directory.
+    """
+    import jax
+    import orbax.checkpoint as ocp
+
+    from sparse_rl_jax import config as cfg_lib
+
+    if num_seeds is None:
+        num_seeds = int(jax.tree.leaves(states)[0].shape[0])
+    meta = {
+        "format": FORMAT_VERSION, "step": int(step), "num_seeds": int(num_seeds),
+        "config": cfg_lib.to_dict(config) if not isinstance(config, dict) else config,
+        "history": history if _is_json_history(history) else history_to_json(history),
+    }
+    mgr = _manager(workdir, keep=keep)
+    try:
+        mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(states),
+                                                     meta=ocp.args.JsonSave(meta)), force=True)
+        mgr.wait_until_finished()
+    finally:
+        mgr.close()
+    return os.path.join(checkpoint_dir(workdir), str(int(step)))
+
+
+def _is_json_history(history: List) -> bool:
+    return all(isinstance(entry, list) for entry in history)
+
+
+def all_steps(workdir: str) -> List[int]:
+    """Finalised checkpoint steps, oldest first (unfinished tmp directories are ignored)."""
+    if not os.path.isdir(checkpoint_dir(workdir)):
+        return []
+    mgr = _manager(workdir, read_only=True)
+    try:
+        return sorted(int(s) for s in mgr.all_steps())
+    finally:
+        mgr.close()
+
+
+def latest_step(workdir: str) -> Optional[int]:
+    steps = all_steps(workdir)
+    return steps[-1] if steps else None
+
+
+def _resolve_step(workdir: str, step: Optional[int]) -> int:
+    steps = all_steps(workdir)
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)}: nothing to resume or evaluate "
+                              "(train first, or pass the --workdir of a run that has saved a checkpoint)")
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise CheckpointError(f"checkpoint step {step} not in {checkpoint_dir(workdir)}; available: {steps}")
+    return step
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return (text[:300] + "...") if len(text) > 300 else text or type(err).__name__
+
+
+def read_meta(workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
+    """The JSON ``meta`` item of a checkpoint (newest by default): step, num_seeds, config, history."""
+    import orbax.checkpoint as ocp
+
+    step = _resolve_step(workdir, step)
+    path = os.path.join(checkpoint_dir(workdir), str(step))
+    mgr = _manager(workdir, read_only=True)
+    try:
+        meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as err:  # orbax raises many types for damaged files
+        raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)}); "
+                              "delete it to fall back to an earlier checkpoint") from None
+    finally:
+        mgr.close()
+    if not isinstance(meta, dict) or {"step", "num_seeds", "config", "history"} - set(meta):
+        raise CheckpointError(f"checkpoint {path} is corrupted: its meta item lacks step/num_seeds/config/"
+                              "history; delete it to fall back to an earlier checkpoint")
+    return meta
+
+
+def template(config: Any, num_seeds: int):
+    """Abstract (``jax.ShapeDtypeStruct``) vmapped ``TrainState`` for ``config``: nothing is computed."""
+    import jax
+
+    from sparse_rl_jax import trainer as trainer_lib
+
+    trainer = trainer_lib.Trainer(config)
+    keys = trainer_lib.seed_keys(config.seed, num_seeds)
+    return jax.eval_shape(lambda k: trainer_lib.init_states(trainer, k), keys)
+
+
+class Restored(NamedTuple):
+    config: Dict[str, Any]  # the resolved config as a plain dict (`config.from_dict` turns it back)
+    states: Any  # vmapped TrainState, leading axis = seeds
+    history: List[list]  # `history_to_json` form
+    step: int  # chunks done
+    num_seeds: int
+
+
+def restore(workdir: str, step: Optional[int] = None) -> Restored:
+    """Restore a checkpoint (the newest by default). Raises `CheckpointError` with a one-line message."""
+    import orbax.checkpoint as ocp
+
+    from sparse_rl_jax import config as cfg_lib
+
+    step = _resolve_step(workdir, step)
+    meta = read_meta(workdir, step)
+    path = os.path.join(checkpoint_dir(workdir), str(step))
+    try:
+        config = cfg_lib.from_dict(meta["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} holds a config this version cannot read "
+                              f"({_one_line(err)})") from None
+    abstract = template(config, int(meta["num_seeds"]))
+    mgr = _manager(workdir, read_only=True)
+    try:
+        states = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)}); "
+                              "delete it to fall back to an earlier checkpoint") from None
+    finally:
+        mgr.close()
+    return Restored(meta["config"], _uncommitted(states), meta["history"], int(meta["step"]),
+                    int(meta["num_seeds"]))
+
+
+def _uncommitted(tree: Any) -> Any:
+    """Orbax returns arrays committed to a device, while fresh `init_states` outputs are uncommitted; jit
+    keys its cache on that, so without this a resumed run would compile the training chunk a second time."""
+    import jax
+    import jax.numpy as jnp
+
+    def leaf(x):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return x
+        return jnp.asarray(np.asarray(x))
+
+    return jax.tree.map(leaf, tree)
+
+
+def restore_latest(workdir: str) -> Tuple[Dict[str, Any], Any]:
+    """``(config_dict, states)`` of the newest checkpoint; ``states`` is the vmapped ``TrainState``."""
+    restored = restore(workdir)
+    return restored.config, restored.states
+
+
+# ---------------------------------------------------------------------------- policies
+def actor_params(states: Any, seed: int = 0) -> Any:
+    """One seed's actor params (a Flax variable dict) from vmapped states."""
+    import jax
+
+    return jax.tree.map(lambda x: x[seed], states.agent.actor.params)
+
+
+def load_policy(workdir: str, seed: int = 0):
+    """A jitted deterministic policy ``obs -> action`` of the newest checkpoint's seed ``seed``.
+
+    The returned function also carries ``.params``, ``.config`` (a `Config`) and ``.agent`` (TD3/SAC).
+    """
+    import jax
+
+    from sparse_rl_jax import config as cfg_lib
+    from sparse_rl_jax import trainer as trainer_lib
+
+    restored = restore(workdir)
+    if not 0 <= seed < restored.num_seeds:
+        raise CheckpointError(f"invalid seed={seed}: the run in {workdir} has seeds 0..{restored.num_seeds - 1}")
+    config = cfg_lib.from_dict(restored.config)
+    trainer = trainer_lib.Trainer(config)
+    params = actor_params(restored.states, seed)
+    apply = jax.jit(trainer.agent.policy)
+
+    def policy(obs):
+        import jax.numpy as jnp
+
+        obs = jnp.asarray(obs, jnp.float32)
+        return apply(params, obs[None])[0] if obs.ndim == 1 else apply(params, obs)
+
+    policy.params, policy.config, policy.agent = params, config, trainer.agent
+    return policy

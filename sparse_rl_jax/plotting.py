@@ -1,0 +1,140 @@
+"""Matplotlib (Agg) figures of a run or of several runs; every function writes one PNG and returns its path.
+
+Inputs are canonical histories (`checkpoint.history_to_json` form: ``[[env_steps, {name: per-seed list or
+number}]]``) and mask arrays, so the figures can be drawn from a live run or from files on disk.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+RETURN_KEY = "eval/episode_reward"
+
+
+def _per_seed(history: List[list], name: str) -> tuple:
+    """(steps[T], values[T, seeds]) of a metric; missing values are NaN."""
+    steps, rows = [], []
+    for s, m in history:
+        if name not in m:
+            continue
+        v = m[name]
+        v = v if isinstance(v, list) else [v]
+        steps.append(s)
+        rows.append([np.nan if x is None else float(x) for x in v])
+    width = max((len(r) for r in rows), default=0)
+    values = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        values[i, :len(r)] = r
+    return np.asarray(steps, float), values
+
+
+def _save(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _band(ax, steps, values, label: Optional[str]) -> None:
+    """Mean over seeds with a min-max band (the spread over seeds)."""
+    with warnings.catch_warnings():  # all-NaN rows (no evaluation yet) give NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=1)
+        lo, hi = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
+    line, = ax.plot(steps, mean, label=label, marker="." if len(steps) < 30 else None)
+    if values.shape[1] > 1:
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+
+
+def learning_curves(runs: Dict[str, List[list]], path: str, title: str = "Learning curve") -> str:
+    """Eval return vs env steps, one line per run (mean over seeds, shaded min-max over seeds)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, history in runs.items():
+        steps, values = _per_seed(history, RETURN_KEY)
+        if len(steps):
+            n = values.shape[1]
+            _band(ax, steps, values, f"{label} ({n} seed{'s' if n != 1 else ''})")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return _save(fig, path)
+
+
+def layer_density(history: List[list], path: str) -> str:
+    """Per-layer density (fraction of active weights) over env steps, mean over seeds."""
+    names = sorted({k for _, m in history for k in m if k.startswith("density/")})
+    nets = sorted({n.split("/")[1] for n in names}) or ["(none)"]
+    fig, axes = plt.subplots(1, len(nets), figsize=(6 * len(nets), 4), squeeze=False)
+    for ax, net in zip(axes[0], nets):
+        for name in [n for n in names if n.split("/")[1] == net]:
+            steps, values = _per_seed(history, name)
+            _band(ax, steps, values, name.split("/", 2)[2])
+        ax.set_title(f"{net}: per-layer density")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("density (active / dense)")
+        ax.set_ylim(0.0, 1.05)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="x-small")
+    return _save(fig, path)
+
+
+def buffer_and_nstep(history: List[list], path: str) -> str:
+    """RLx2: replay buffer size and the n of the TD target over env steps."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    steps, values = _per_seed(history, "buffer/size")
+    if len(steps):
+        _band(ax1, steps, values, "buffer size")
+    ax1.set_title("replay buffer size (transitions)")
+    steps, values = _per_seed(history, "nstep")
+    if len(steps):
+        ax2.step(steps, values[:, 0], where="post")
+    ax2.set_title("n of the n-step TD target")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def masks_picture(masks: Dict[str, np.ndarray], path: str, title: str = "Final masks") -> str:
+    """One panel per layer: active connections (dark) of a ``bool[in, out]`` mask, with its density."""
+    names = list(masks) or ["(none)"]
+    cols = min(len(names), 4)
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        if name not in masks:
+            continue
+        m = np.asarray(masks[name], bool)
+        m2 = m.reshape(m.shape[0], -1)
+        ax.imshow(m2, cmap="Greys", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+        ax.set_title(f"{name}\n{m2.shape[0]}x{m2.shape[1]}, density {m.mean():.3f}", fontsize="small")
+        ax.axis("on")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def run_plots(workdir: str, history: List[list], masks: Dict[str, np.ndarray], label: str,
+              rlx2_panels: bool) -> Sequence[str]:
+    """All figures of one run into ``<workdir>/plots``; returns their paths."""
+    out = os.path.join(workdir, "plots")
+    paths = [learning_curves({label: history}, os.path.join(out, "learning_curve.png"), f"{label}: learning curve"),
+             layer_density(history, os.path.join(out, "layer_density.png")),
+             masks_picture(masks, os.path.join(out, "final_masks.png"), f"{label}: final masks (seed 0)")]
+    if rlx2_panels:
+        paths.append(buffer_and_nstep(history, os.path.join(out, "buffer_nstep.png")))
+    return paths

@@ -1,0 +1,319 @@
+"""What a run writes to its work directory, and the numbers of its final summary.
+
+Layout of ``<workdir>``::
+
+    config.json                     fully resolved config (`config.to_dict`)
+    metrics/seed_<i>.csv            one row per evaluation period: env_steps, then every metric
+    metrics/seed_<i>.jsonl          the same rows as JSON objects (NaN -> null)
+    tensorboard/seed_<i>/           TensorBoard event files (tensorboardX), step = env steps
+    summary.json                    `summarize(...)`: per-seed and mean final/best return, AUC, sparsity,
+                                    total size and FLOPs relative to dense
+    checkpoints/<chunk>/            orbax checkpoints (`sparse_rl_jax.checkpoint`)
+    plots/*.png                     `sparse_rl_jax.plotting`
+
+History is kept in the canonical JSON form of `checkpoint.history_to_json` (``[[env_steps, {name: value
+or per-seed list}]]``); the CSV/JSONL files are rewritten from the whole history after every period, so a
+resumed run (whose history comes back from the checkpoint) writes exactly the files of an uninterrupted
+run. TensorBoard files are append-only: a resumed run opens its writers with ``purge_step`` so TensorBoard
+drops points a killed run logged after its last checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from sparse_rl_jax.checkpoint import history_to_json
+
+RETURN_KEY = "eval/episode_reward"
+SUMMARY_FIELDS = ("final_return", "best_return", "auc", "sparsity_actor", "sparsity_critic", "total_size",
+                  "train_flops", "inference_flops")
+
+
+# ---------------------------------------------------------------------------- files
+def write_text_atomic(path: str, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see a half-written file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def seed_value(value: Any, seed: int) -> Any:
+    """A metric's value for one seed: per-seed lists are indexed, scalars apply to every seed."""
+    return value[seed] if isinstance(value, list) else value
+
+
+def seed_rows(history: List[list], seed: int) -> List[Dict[str, Any]]:
+    """One dict per evaluation period for one seed: ``env_steps`` then the metrics."""
+    return [{"env_steps": steps, **{k: seed_value(v, seed) for k, v in m.items()}} for steps, m in history]
+
+
+def _csv_text(rows: List[Dict[str, Any]]) -> str:
+    columns: List[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return out.getvalue()
+
+
+def read_history(workdir: str) -> List[list]:
+    """Rebuild the canonical history of a run from its per-seed JSONL files."""
+    seeds = num_seeds_on_disk(workdir)
+    per_seed = []
+    for i in range(seeds):
+        with open(os.path.join(workdir, "metrics", f"seed_{i}.jsonl")) as f:
+            per_seed.append([json.loads(line) for line in f if line.strip()])
+    history = []
+    for rows in zip(*per_seed):
+        steps = rows[0]["env_steps"]
+        names = [k for k in rows[0] if k != "env_steps"]
+        history.append([steps, {k: [r.get(k) for r in rows] for k in names}])
+    return history
+
+
+def num_seeds_on_disk(workdir: str) -> int:
+    folder = os.path.join(workdir, "metrics")
+    if not os.path.isdir(folder):
+        return 0
+    return len([f for f in os.listdir(folder) if f.startswith("seed_") and f.endswith(".jsonl")])
+
+
+class RunLog:
+    """Per-seed CSV/JSONL/TensorBoard writer over the run's whole history."""
+
+    def __init__(self, workdir: str, num_seeds: int, history: Optional[List[list]] = None,
+                 tensorboard: bool = True):
+        self.workdir, self.num_seeds = workdir, num_seeds
+        self.history: List[list] = list(history or [])
+        os.makedirs(os.path.join(workdir, "metrics"), exist_ok=True)
+        self._writers = []
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            purge = self.history[-1][0] + 1 if self.history else None
+            self._writers = [SummaryWriter(os.path.join(workdir, "tensorboard", f"seed_{i}"), purge_step=purge,
+                                           flush_secs=30) for i in range(num_seeds)]
+        if self.history:
+            self._write_files()
+
+    def append(self, env_steps: int, metrics: Dict[str, Any]) -> List[Any]:
+        """Add one evaluation period (raw per-seed numpy metrics); returns the canonical entry."""
+        entry = history_to_json([(env_steps, metrics)])[0]
+        self.history.append(entry)
+        self._write_files()
+        for i, writer in enumerate(self._writers):
+            for name, value in entry[1].items():
+                v = seed_value(value, i)
+                if v is not None:
+                    writer.add_scalar(name, v, global_step=entry[0])
+            writer.flush()
+        return entry
+
+    def _write_files(self) -> None:
+        for i in range(self.num_seeds):
+            rows = seed_rows(self.history, i)
+            base = os.path.join(self.workdir, "metrics", f"seed_{i}")
+            write_text_atomic(base + ".csv", _csv_text(rows))
+            write_text_atomic(base + ".jsonl", "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        self._writers = []
+
+
+# ---------------------------------------------------------------------------- per-layer densities
+def network_layers(trainer, states) -> Dict[str, Any]:
+    """``{net_name: (params, masks)}`` with the leading seed axis (from the vmapped states)."""
+    return {name: (net.params, net.masks) for name, net in trainer.agent.networks(states.agent).items()}
+
+
+def _seed_slice(tree: Any, seed: int) -> Any:
+    import jax
+
+    return jax.tree.map(lambda x: np.asarray(x[seed]), tree)
+
+
+def layer_densities(trainer, states, num_seeds: int) -> Dict[str, List[float]]:
+    """``{'density/<net>/<layer>': [per-seed density]}`` counted from the masks (dense layers: 1.0)."""
+    from sparse_rl_jax.sparsity import flops
+
+    out: Dict[str, List[float]] = {}
+    for name, (params, masks) in network_layers(trainer, states).items():
+        for seed in range(num_seeds):
+            for stat in flops.layer_stats(_seed_slice(params, seed), masks=_seed_slice(masks, seed)):
+                key = f"density/{name}/{stat.path.removesuffix('/kernel')}"
+                out.setdefault(key, []).append(stat.density)
+    return out
+
+
+def final_masks(trainer, states, seed: int = 0) -> Dict[str, np.ndarray]:
+    """``{'<net>/<layer>': bool[in, out]}`` of one seed; dense layers are all True."""
+    import jax
+
+    out = {}
+    for name, (params, masks) in network_layers(trainer, states).items():
+        p, m = _seed_slice(params, seed), _seed_slice(masks, seed)
+        flat_p = jax.tree_util.tree_flatten_with_path(p)[0]
+        flat_m = jax.tree.structure(p).flatten_up_to(m)
+        for (path, leaf), mask in zip(flat_p, flat_m):
+            if leaf.ndim < 2:
+                continue
+            layer = "/".join(str(getattr(k, "key", k)) for k in path if getattr(k, "key", None) != "params")
+            out[f"{name}/{layer.removesuffix('/kernel')}"] = (
+                np.ones(leaf.shape, bool) if mask is None else np.asarray(mask, bool))
+    return out
+
+
+# ---------------------------------------------------------------------------- summary
+def returns_of(history: List[list], seed: int) -> tuple:
+    """(env_steps, eval returns) of one seed, skipping periods without an evaluation."""
+    steps, rets = [], []
+    for s, m in history:
+        v = seed_value(m.get(RETURN_KEY), seed)
+        if v is not None:
+            steps.append(s)
+            rets.append(float(v))
+    return np.asarray(steps, float), np.asarray(rets, float)
+
+
+def area_under_curve(steps: np.ndarray, values: np.ndarray) -> Optional[float]:
+    """Trapezoid area over env steps divided by the step range (= the curve's mean height)."""
+    if len(values) == 0:
+        return None
+    if len(values) == 1 or steps[-1] == steps[0]:
+        return float(values[-1])
+    return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
+
+
+def size_and_flops(config, trainer, states, seed: int) -> Dict[str, float]:
+    """Sparsity, RLx2 total size and FLOPs (fractions of dense) of one seed's final masks."""
+    from sparse_rl_jax.sparsity import flops
+
+    nets = network_layers(trainer, states)
+    counts = {name: flops.network_count(_seed_slice(p, seed), masks=_seed_slice(m, seed))
+              for name, (p, m) in nets.items()}
+    actor, critic = counts["actor"], counts["critic"]
+    topo = config.topology
+    period = topo.period if topo.kind == "dst" and topo.grow in ("gradient", "importance") else None
+    delay = config.agent.policy_delay if config.algo == "td3" else 1
+    actor_period = None
+    if period is not None:
+        on_actor_updates = config.algo == "td3" and topo.actor_clock == "actor_updates"
+        actor_period = period * delay if on_actor_updates else period
+    return {
+        "sparsity_actor": 1.0 - actor.fraction,
+        "sparsity_critic": 1.0 - critic.fraction,
+        "total_size": flops.total_size(config.algo, actor, critic).fraction,
+        "train_flops": flops.train_flops(config.algo, actor, critic, policy_delay=delay,
+                                         topology_period=period, actor_topology_period=actor_period).fraction,
+        "inference_flops": flops.inference_flops(actor).fraction,
+    }
+
+
+def summarize(config, history: List[list], trainer, states, num_seeds: int) -> Dict[str, Any]:
+    """The ``summary.json`` object: one entry per seed, then mean and std over seeds."""
+    from sparse_rl_jax import config as cfg_lib
+
+    seeds = []
+    for i in range(num_seeds):
+        steps, rets = returns_of(history, i)
+        row = {"seed": config.seed + i,
+               "final_return": float(rets[-1]) if len(rets) else None,
+               "best_return": float(rets.max()) if len(rets) else None,
+               "auc": area_under_curve(steps, rets)}
+        row.update(size_and_flops(config, trainer, states, i))
+        seeds.append(row)
+    return {
+        "method": config.method, "algo": config.algo, "env": config.env.name, "num_seeds": num_seeds,
+        "env_steps": history[-1][0] if history else 0, "chunks": len(history),
+        "seeds": seeds, "mean": _aggregate(seeds, np.mean), "std": _aggregate(seeds, np.std),
+        "config": cfg_lib.to_dict(config),
+    }
+
+
+def _aggregate(rows: List[Dict[str, Any]], fn) -> Dict[str, Optional[float]]:
+    out = {}
+    for name in SUMMARY_FIELDS:
+        vals = [r[name] for r in rows if r.get(name) is not None]
+        out[name] = float(fn(vals)) if vals else None
+    return out
+
+
+def _fmt(value: Optional[float], kind: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.3f}" if kind == "fraction" else f"{value:.1f}"
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """The end-of-run table: one row per seed and the mean."""
+    cols = [("final_return", "final return", "return"), ("best_return", "best return", "return"),
+            ("auc", "AUC", "return"), ("sparsity_actor", "sparsity actor", "fraction"),
+            ("sparsity_critic", "sparsity critic", "fraction"), ("total_size", "total size", "fraction"),
+            ("train_flops", "train FLOPs", "fraction"), ("inference_flops", "infer FLOPs", "fraction")]
+    widths = [max(len(title), 8) for _, title, _ in cols]
+    head = f"{'seed':<6}" + "".join(f" {title:>{w}}" for (_, title, _), w in zip(cols, widths))
+    lines = [head, "-" * len(head)]
+    rows = [(str(r["seed"]), r) for r in summary["seeds"]] + [("mean", summary["mean"])]
+    for label, row in rows:
+        lines.append(f"{label:<6}" + "".join(f" {_fmt(row.get(k), kind):>{w}}"
+                                            for (k, _, kind), w in zip(cols, widths)))
+    lines.append("(AUC: mean eval return over the run = trapezoid area / env-step range; size and FLOPs are "
+                 "fractions of the dense agent)")
+    return "\n".join(lines)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def mean_of(value: Any) -> Optional[float]:
+    vals = [v for v in (value if isinstance(value, list) else [value]) if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def format_progress(entry: List[Any], total_steps: int, chunk: int, chunks: int, steps_per_sec: Optional[float],
+                    elapsed: float, remaining: Optional[float], num_seeds: int) -> str:
+    """One progress line a person can follow."""
+    steps, m = entry
+    ret = mean_of(m.get(RETURN_KEY))
+    parts = [
+        f"[{chunk}/{chunks}] env steps {steps:,}/{total_steps:,} ({100.0 * min(steps / total_steps, 1.0):.0f}%)",
+        f"{steps_per_sec:,.0f} env steps/s" if steps_per_sec else "first period (incl. compilation)",
+        f"elapsed {format_duration(elapsed)}",
+        f"remaining {'~' + format_duration(remaining) if remaining is not None else '?'}",
+        f"eval return {'n/a' if ret is None else f'{ret:.1f}'}"
+        + (f" (mean of {num_seeds} seeds)" if num_seeds > 1 else ""),
+        "sparsity " + " ".join(f"{k.split('/')[1]} {_fmt(mean_of(v), 'fraction')}"
+                               for k, v in m.items() if k.startswith("sparsity/")),
+    ]
+    if "buffer/size" in m and ("buffer/policy_distance" in m or (m.get("nstep") or 1) > 1):
+        parts.append(f"buffer {mean_of(m['buffer/size']):,.0f} n={m.get('nstep')}")
+    return " | ".join(parts)
+
+
+__all__: Sequence[str] = (
+    "RunLog", "area_under_curve", "final_masks", "format_progress", "format_summary", "layer_densities",
+    "read_history", "read_json", "returns_of", "summarize", "write_json", "write_text_atomic",
+)
