@@ -7,8 +7,19 @@
 from sparse_rl_jax.config import (AgentConfig, Config, EnvConfig, ReplayConfig, SparsityConfig,
                                   TopologyConfig)
 from sparse_rl_jax.methods import METHODS, make_config, method_names, preset
-from sparse_rl_jax.trainer import TrainResult, Trainer, train
 from sparse_rl_jax.validation import ConfigError, validate
+
+# The trainer pulls in Brax (slow to import, and it prints to stdout); load it only when used, so that
+# `import sparse_rl_jax` and tools such as `python -m sparse_rl_jax.report` stay fast and quiet.
+_LAZY = {"train": "sparse_rl_jax.trainer", "Trainer": "sparse_rl_jax.trainer",
+         "TrainResult": "sparse_rl_jax.trainer"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sparse_rl_jax' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

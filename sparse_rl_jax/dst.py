@@ -94,8 +94,10 @@ def rules_from_config(topo, total_clock: int) -> NetRules:
     uses_importance = "importance" in (topo.drop, topo.grow)
     decay = 1.0 - 1.0 / max(topo.importance_horizon, 1) if uses_importance else None
     stop = max(int(topo.stop * total_clock), 1)
+    # updates fall on multiples of the period, never before `start` (RigL / RLx2 convention)
+    first = max(-(-topo.start // topo.period), 1) * topo.period
     schedule = schedules.TopologySchedule(
-        period=topo.period, start=topo.start, stop=stop, drop_fraction=topo.drop_fraction,
+        period=topo.period, start=first, stop=stop, drop_fraction=topo.drop_fraction,
         decay=topo.decay, end=max(total_clock, 1), final_prune_only=topo.final_prune_only)
     return NetRules(
         kind=topo.kind, schedule=schedule, drop=topo.drop, grow=topo.grow,

@@ -50,8 +50,8 @@ def strong_types(tree):
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), tree)
 
 
-def make_agent(config: Config, obs_dim: int, action_dim: int):
-    """The TD3 or SAC agent with each network's method rules."""
+def make_agent(config: Config, obs_dim: int, action_dim: int, grad_axis: Optional[str] = None):
+    """The TD3 or SAC agent with each network's method rules (`grad_axis`: data-parallel axis name)."""
     topo = config.topology
     total = max(config.total_updates, 1)
     on_actor_updates = config.algo == "td3" and topo.actor_clock == "actor_updates"
@@ -60,18 +60,18 @@ def make_agent(config: Config, obs_dim: int, action_dim: int):
     return cls(obs_dim=obs_dim, action_dim=action_dim, cfg=config.agent, sparsity=config.sparsity,
                actor_rules=dst.rules_from_config(topo, actor_total),
                critic_rules=dst.rules_from_config(topo, total),
-               actor_clock_on_actor_updates=on_actor_updates)
+               actor_clock_on_actor_updates=on_actor_updates, grad_axis=grad_axis)
 
 
 class Trainer:
     """Static pieces of a run; its methods are pure functions of the state."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, grad_axis: Optional[str] = None):
         self.config = config
         e = config.env
         self.env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, e.num_envs)
         self.obs_dim, self.action_dim = self.env.observation_size, self.env.action_size
-        self.agent = make_agent(config, self.obs_dim, self.action_dim)
+        self.agent = make_agent(config, self.obs_dim, self.action_dim, grad_axis)
         self.nmax = config.replay.nstep
         self.updates_per_iteration = config.updates_per_iteration
         self.warmup_iterations = config.warmup_iterations

@@ -10,7 +10,7 @@ with a fresh action from the online actor (ALGORITHMS.md, RLx2):
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Tuple
+from typing import Optional, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,13 @@ class SAC:
     sparsity: SparsityConfig
     actor_rules: dst.NetRules
     critic_rules: dst.NetRules
-    actor_clock_on_actor_updates: bool = False  # unused: SAC updates its actor every iteration
+    actor_clock_on_actor_updates: bool = False
+    # Data-parallel training: name of the mapped device axis; gradients (and thus importance and
+    # topology decisions) are averaged over it so every device keeps identical params and masks.
+    grad_axis: Optional[str] = None
+
+    def reduce(self, tree):
+        return tree if self.grad_axis is None else jax.lax.pmean(tree, self.grad_axis)  # unused: SAC updates its actor every iteration
 
     @property
     def actor_module(self):
@@ -125,17 +131,20 @@ class SAC:
         critic_key, actor_key = jax.random.split(key)
         grads, info = jax.grad(self.critic_loss, has_aux=True)(
             state.critic.params, state, window, n_active, critic_key)
+        grads, info = self.reduce((grads, info))
         critic, critic_topo = dst.apply_gradients(
             state.critic, grads, step + 1, self.critic_rules, self.critic_optimizer)
         critic = dst.update_target(critic, self.cfg.tau, self.critic_rules)
 
         actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
             state.actor.params, critic.params, state.log_alpha, window.obs, actor_key)
+        logp = jax.lax.stop_gradient(actor_info.pop("logp"))
+        actor_grads, actor_info = self.reduce((actor_grads, actor_info))
         actor, actor_topo = dst.apply_gradients(
             state.actor, actor_grads, step + 1, self.actor_rules, self.actor_optimizer)
 
-        logp = jax.lax.stop_gradient(actor_info.pop("logp"))
-        alpha_grad = jax.grad(lambda la: -la * jnp.mean(logp + self.target_entropy))(state.log_alpha)
+        alpha_grad = self.reduce(
+            jax.grad(lambda la: -la * jnp.mean(logp + self.target_entropy))(state.log_alpha))
         alpha_update, alpha_opt_state = self.alpha_optimizer.update(alpha_grad, state.alpha_opt_state)
         log_alpha = optax.apply_updates(state.log_alpha, alpha_update)
 

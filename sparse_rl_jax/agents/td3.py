@@ -8,7 +8,7 @@ vmapped seeds). Targets use n-step windows (`replay.nstep_parts`), 1-step when `
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Optional, Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,12 @@ class TD3:
     actor_rules: dst.NetRules
     critic_rules: dst.NetRules
     actor_clock_on_actor_updates: bool = False
+    # Data-parallel training: name of the mapped device axis; gradients (and thus importance and
+    # topology decisions) are averaged over it so every device keeps identical params and masks.
+    grad_axis: Optional[str] = None
+
+    def reduce(self, tree):
+        return tree if self.grad_axis is None else jax.lax.pmean(tree, self.grad_axis)
 
     @property
     def actor_module(self):
@@ -95,6 +101,7 @@ class TD3:
         """One training iteration; `step` is the 0-based iteration count shared across seeds."""
         grads, info = jax.grad(self.critic_loss, has_aux=True)(
             state.critic.params, state, window, n_active, key)
+        grads, info = self.reduce((grads, info))
         critic, critic_info = dst.apply_gradients(
             state.critic, grads, step + 1, self.critic_rules, self.critic_optimizer)
         state = state.replace(critic=critic)
@@ -103,6 +110,7 @@ class TD3:
         def delayed(state):
             actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
                 state.actor.params, state.critic.params, window.obs)
+            actor_grads, actor_info = self.reduce((actor_grads, actor_info))
             clock = step // self.cfg.policy_delay + 1 if self.actor_clock_on_actor_updates else step + 1
             actor, topo = dst.apply_gradients(
                 state.actor, actor_grads, clock, self.actor_rules, self.actor_optimizer)

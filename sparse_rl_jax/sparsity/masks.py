@@ -171,7 +171,7 @@ def total_active(masks) -> jax.Array:
     return sum(counts, jnp.int32(0))
 
 
-def total_size(params, structure) -> int:
+def sparse_weight_count(params, structure) -> int:
     """Dense size (Python int) of the sparse leaves: the denominator of every density."""
     sizes = jax.tree.map(lambda s, p: int(p.size) if s else 0, structure, params)
     return sum(jax.tree.leaves(sizes))

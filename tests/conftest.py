@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny configs that compile fast on a 2-core CPU."""
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+import sparse_rl_jax as srj  # noqa: E402
+
+TINY = {
+    "total_env_steps": 640, "warmup_env_steps": 128, "eval_every": 320,
+    "env.name": "inverted_pendulum", "env.backend": "positional", "env.num_envs": 4,
+    "env.episode_length": 50, "env.eval_episodes": 2,
+    "agent.hidden": (16, 16), "agent.batch_size": 32,
+    "replay.capacity": 2000, "replay.min_size": 400, "replay.check_every": 80, "replay.oldest": 64,
+    "topology.period": 10, "replay.nstep_delay": 20,
+}
+
+
+def tiny_config(method="rlx2", algo="td3", **overrides):
+    return srj.make_config(method, algo, **{**TINY, **overrides})
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config

@@ -1,0 +1,75 @@
+"""Engine invariants: exact sparsity after topology updates, one compile, vmapped seeds."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sparse_rl_jax import dst, trainer
+from sparse_rl_jax.sparsity import masks as mask_lib
+from tests.conftest import tiny_config
+
+
+def _run_chunks(config, num_seeds=1, chunks=2, seed_offset=0):
+    tr = trainer.Trainer(config)
+    states = trainer.init_states(tr, trainer.seed_keys(config.seed + seed_offset, num_seeds))
+    chunk = trainer.make_chunk_fn(tr)
+    per = trainer.chunk_iterations(config)
+    for c in range(chunks):
+        states, info = chunk(states, jnp.int32(c * per))
+    return tr, states, info, chunk
+
+
+def _expected_count(density, size):
+    return int(np.round(float(density) * size))
+
+
+def _check_exact(net, shared_target: bool):
+    leaves = jax.tree.leaves(net.masks, is_leaf=lambda x: x is None)
+    dens = jax.tree.leaves(net.densities, is_leaf=lambda x: x is None)
+    params = jax.tree.leaves(net.params)
+    targets = jax.tree.leaves(net.target) if net.target is not None else [None] * len(params)
+    for mask, density, w, t in zip(leaves, dens, params, targets):
+        if mask is None:
+            continue
+        mask, w = np.asarray(mask), np.asarray(w)
+        assert mask.sum() == _expected_count(density, mask.size)
+        assert np.all(w[~mask] == 0.0)
+        if t is not None:
+            t = np.asarray(t)
+            if shared_target:
+                assert np.all(t[~mask] == 0.0)
+            assert np.count_nonzero(t) <= mask.sum()
+
+
+@pytest.mark.parametrize("method,algo", [("rlx2", "td3"), ("ds", "sac"), ("rigl+importance", "td3")])
+def test_exact_sparsity_after_topology_updates(method, algo):
+    # the final prune-only update (DS) changes the budget on purpose; it is tested in test_dst.py
+    config = tiny_config(method, algo, **{"sparsity.actor": 0.8, "sparsity.critic": 0.7,
+                                          "topology.final_prune_only": False})
+    tr, states, info, _ = _run_chunks(config)
+    assert int(info["critic_topology_updates"][0]) > 0, "the chunk must contain topology updates"
+    assert float(info["critic_mask_change"][0]) > 0.0
+    one = jax.tree.map(lambda x: x[0], states)
+    for net in tr.agent.networks(one.agent).values():
+        _check_exact(net, shared_target=config.topology.target_masks == "share")
+
+
+def test_one_compile_and_vmapped_seeds_match_single_runs():
+    config = tiny_config("rlx2", "td3")
+    _, batched, _, chunk = _run_chunks(config, num_seeds=3)
+    assert chunk._cache_size() == 1, "chunks must reuse one compiled program"
+    finals = [np.asarray(jax.tree.leaves(batched.agent.actor.params)[1][i]) for i in range(3)]
+    assert not np.allclose(finals[0], finals[1]) and not np.allclose(finals[1], finals[2])
+    _, single, _, _ = _run_chunks(config, num_seeds=1, seed_offset=2)
+    np.testing.assert_allclose(
+        np.asarray(jax.tree.leaves(single.agent.actor.params)[1][0]), finals[2], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(
+        np.asarray(jax.tree.leaves(single.agent.critic.masks)[0][0]),
+        np.asarray(jax.tree.leaves(batched.agent.critic.masks)[0][2]))
+
+
+def test_dense_method_has_no_masks():
+    config = tiny_config("dense", "sac")
+    tr = trainer.Trainer(config)
+    states = trainer.init_states(tr, trainer.seed_keys(0, 1))
+    assert all(m is None for m in jax.tree.leaves(states.agent.actor.masks, is_leaf=lambda x: x is None))
