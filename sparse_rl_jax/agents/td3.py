@@ -79,14 +79,18 @@ class TD3:
         return jnp.clip(clean + noise, -1.0, 1.0), clean
 
     # ----------------------------------------------------------------- learning
-    def critic_loss(self, critic_params, state: TD3State, window: replay.Window, n_active, key):
+    def td_target(self, state: TD3State, window: replay.Window, n_active, key) -> jax.Array:
+        """n-step clipped double-Q target with target policy smoothing."""
         parts = replay.nstep_parts(window, self.cfg.gamma, n_active)
         next_obs = replay.gather_bootstrap(window, parts.bootstrap_index)
         noise = jnp.clip(self.cfg.policy_noise * jax.random.normal(key, window.action.shape),
                          -self.cfg.noise_clip, self.cfg.noise_clip)
         next_action = jnp.clip(self.policy(state.actor.target, next_obs) + noise, -1.0, 1.0)
         next_q = common.min_q(self.critic_module.apply, state.critic.target, next_obs, next_action)
-        target = jax.lax.stop_gradient(parts.reward_sum + parts.bootstrap_discount * next_q)
+        return jax.lax.stop_gradient(parts.reward_sum + parts.bootstrap_discount * next_q)
+
+    def critic_loss(self, critic_params, state: TD3State, window: replay.Window, n_active, key):
+        target = self.td_target(state, window, n_active, key)
         q1, q2 = self.critic_module.apply(critic_params, window.obs, window.action)
         loss = jnp.mean((q1 - target) ** 2) + jnp.mean((q2 - target) ** 2)
         return loss, {"critic_loss": loss, "q": jnp.mean(q1)}
