@@ -41,14 +41,17 @@ class NonFiniteError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- flags
-def define_flags() -> flags.FlagValues:
-    """The launcher's flags on a fresh FlagValues (re-entrant: `main(argv)` can run many times)."""
+def define_flags(argv: Sequence[str] = ()) -> flags.FlagValues:
+    """The launcher's flags on a fresh FlagValues (re-entrant: `main(argv)` can run many times).
+
+    ml_collections registers the ``--config.*`` override flags from ``argv`` at definition time.
+    """
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", None, "Config file, e.g. experiments/configs/rlx2_td3.py; override fields with "
-        "--config.<section>.<field>=value. Optional with --resume.", flag_values=fv)
+        "--config.<section>.<field>=value. Optional with --resume.", flag_values=fv, sys_argv=list(argv))
     flags.DEFINE_string("workdir", None, "Work directory (created if missing).", flag_values=fv)
     flags.DEFINE_integer("seeds", None, "Number of seeds, vmapped in one program (default 1; with --resume "
                          "the saved number).", flag_values=fv)
@@ -70,14 +73,53 @@ def _rewrite_shorthands(argv: Sequence[str]) -> List[str]:
     return out
 
 
+def _config_path(argv: Sequence[str]) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg[len("--config="):]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _presets_hint() -> str:
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+    names = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f not in ("__init__.py", "common.py"))
+    return f"config files in experiments/configs/: {', '.join(names)}"
+
+
+def _top_level_fields() -> List[str]:
+    from sparse_rl_jax import config as cfg_lib
+
+    return [f.name for f in dataclasses.fields(cfg_lib.Config)]
+
+
 def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
-    fv = define_flags()
+    argv = _rewrite_shorthands(argv)
+    path = _config_path(argv)
+    if path is not None and not os.path.isfile(path.split(":", 1)[0]):
+        raise UsageError(f"invalid --config={path!r}: no such config file; {_presets_hint()}")
+    fv = define_flags(argv)
     try:
-        extra = fv(_rewrite_shorthands(argv))
+        extra = fv(argv)
+        fv["config"].value  # the file is loaded lazily: surface its errors here  # noqa: B018
+        if fv["config"].value is not None:
+            fv["config"].value.to_dict()
     except flags.Error as err:
-        raise UsageError(" ".join(str(err).split())) from None
-    except Exception as err:  # a config file that fails to load or an unknown preset inside it
-        raise UsageError(f"--config: {' '.join(str(err).split())}") from None
+        text = str(err)
+        if "Error whilst parsing config file" in text:  # get_config raised: keep its last line only
+            raise UsageError(f"invalid --config={path!r}: {text.strip().splitlines()[-1]}") from None
+        raise UsageError(" ".join(text.split())) from None
+    except Exception as err:  # a config file that fails to load, or an override of an unknown field
+        cause = err.__cause__ or err
+        key_error = next((e for e in (err, err.__cause__, err.__context__, *getattr(err, "args", ()))
+                          if isinstance(e, KeyError)), None)
+        if key_error is not None:
+            key = str(key_error.args[0]).strip("'\"") if key_error.args else "?"
+            bad = [a.split("=", 1)[0] for a in argv if a.startswith("--config.") and key in a]
+            raise UsageError(f"invalid {bad[0] if bad else '--config.' + key}: no such config field; "
+                             f"top-level fields: {', '.join(_top_level_fields())}") from None
+        raise UsageError(f"invalid --config={path!r}: {' '.join(str(cause).split())}") from None
     if len(extra) > 1:
         raise UsageError(f"unexpected positional arguments {extra[1:]!r}; only --flags are allowed")
     if not fv["workdir"].value:
@@ -185,9 +227,9 @@ def _resume_plan(fv, workdir: str):
         config = _config_from_flag(fv["config"].value)
         conflicts = config_conflicts(saved, cfg_lib.to_dict(config))
         if conflicts:
-            raise UsageError(f"--resume: the flags conflict with the run saved in {workdir}: "
-                             f"{'; '.join(conflicts)}. Resume with the saved config (drop --config) or use a "
-                             "new --workdir")
+            shown = "; ".join(conflicts[:6]) + (f"; and {len(conflicts) - 6} more" if len(conflicts) > 6 else "")
+            raise UsageError(f"--resume: the flags conflict with the run saved in {workdir}: {shown}. Resume "
+                             "with the saved config (drop --config and its overrides) or use a new --workdir")
     else:
         try:
             config = cfg_lib.from_dict(saved)

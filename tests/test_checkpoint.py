@@ -1,0 +1,152 @@
+"""Checkpoints: exact round trip of a full TrainState, keep-last-k, atomic saves, clear errors."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sparse_rl_jax as srj
+from sparse_rl_jax import checkpoint
+from sparse_rl_jax import config as cfg_lib
+
+TINY = {
+    "total_env_steps": 640, "warmup_env_steps": 128, "eval_every": 160, "env.num_envs": 4,
+    "env.episode_length": 50, "env.eval_episodes": 2, "agent.hidden": (16, 16), "agent.batch_size": 32,
+    "replay.capacity": 2000, "replay.min_size": 400,
+}
+
+
+def _filled(template, seed=0):
+    """Concrete states with random contents in the exact structure of `template` (no compilation)."""
+    rng = np.random.default_rng(seed)
+
+    def leaf(s):
+        if s.dtype == jnp.bool_:
+            return jnp.asarray(rng.random(s.shape) < 0.5)
+        if jnp.issubdtype(s.dtype, jnp.integer):
+            return jnp.asarray(rng.integers(0, 2**31 - 1, s.shape).astype(s.dtype))
+        return jnp.asarray(rng.standard_normal(s.shape).astype(s.dtype))
+
+    return jax.tree.map(leaf, template)
+
+
+def _leaves_equal(a, b):
+    la, lb = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for (path, x), y in zip(la, lb):
+        assert x.dtype == y.dtype and x.shape == y.shape, jax.tree_util.keystr(path)
+        assert np.array_equal(np.asarray(x), np.asarray(y)), jax.tree_util.keystr(path)
+
+
+def test_history_json_form_survives_round_trip():
+    history = [(160, {"eval/episode_reward": np.array([1.5, np.nan], np.float32), "nstep": 3,
+                      "buffer/size": np.array([160, 160], np.int32), "x": np.float32(np.inf)})]
+    form = checkpoint.history_to_json(history)
+    assert form == [[160, {"eval/episode_reward": [1.5, None], "nstep": 3, "buffer/size": [160, 160], "x": None}]]
+    import json
+    assert json.loads(json.dumps(form)) == form
+
+
+@pytest.mark.parametrize("method,algo", [("rlx2+importance", "sac"), ("dense", "td3")])
+def test_full_train_state_round_trip_is_exact(tmp_path, method, algo):
+    config = srj.make_config(method, algo, **TINY)
+    template = checkpoint.template(config, num_seeds=2)
+    states = _filled(template)
+    history = [(160, {"eval/episode_reward": np.array([3.0, 4.0], np.float32)})]
+    checkpoint.save(str(tmp_path), 1, states, history, config, keep=2)
+    restored = checkpoint.restore(str(tmp_path))
+    assert restored.step == 1 and restored.num_seeds == 2
+    assert restored.config == cfg_lib.to_dict(config) or cfg_lib.from_dict(restored.config) == config
+    assert restored.history == checkpoint.history_to_json(history)
+    # Same structure including None leaves (dense masks, no actor target for SAC) and Brax's env state.
+    assert jax.tree.structure(restored.states) == jax.tree.structure(states)
+    _leaves_equal(states, restored.states)
+    # Restored arrays behave like fresh ones under jit (no second compile of the training chunk).
+    assert not any(x._committed for x in jax.tree.leaves(restored.states))
+    config_dict, same = checkpoint.restore_latest(str(tmp_path))
+    assert config_dict["method"] == method
+    _leaves_equal(states, same)
+
+
+def test_keeps_last_k_and_restores_newest(tmp_path):
+    states = {"w": jnp.arange(6.0).reshape(2, 3), "mask": None, "key": jnp.zeros((2, 2), jnp.uint32)}
+    for step in range(1, 5):
+        states = {**states, "w": states["w"] + 1}
+        checkpoint.save(str(tmp_path), step, states, [], cfg_lib.Config(), num_seeds=2, keep=2)
+    assert checkpoint.all_steps(str(tmp_path)) == [3, 4]
+    assert checkpoint.read_meta(str(tmp_path))["step"] == 4
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in"):
+        checkpoint.restore(str(tmp_path))
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in"):
+        checkpoint.restore_latest(str(tmp_path / "absent"))
+
+
+def _corrupt_files(folder):
+    """Overwrite every data file below `folder` with garbage (metadata files included)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"\x00garbage")
+
+
+def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
+    config = srj.make_config("dense", "td3", **TINY)
+    states = _filled(checkpoint.template(config, num_seeds=1))
+    checkpoint.save(str(tmp_path), 1, states, [], config)
+    step_dir = os.path.join(checkpoint.checkpoint_dir(str(tmp_path)), "1")
+    _corrupt_files(os.path.join(step_dir, "state"))
+    with pytest.raises(checkpoint.CheckpointError, match="corrupted") as err:
+        checkpoint.restore(str(tmp_path))
+    assert step_dir in str(err.value) and "\n" not in str(err.value)
+    _corrupt_files(os.path.join(step_dir, "meta"))
+    with pytest.raises(checkpoint.CheckpointError, match="corrupted"):
+        checkpoint.read_meta(str(tmp_path))
+
+
+_SAVER = textwrap.dedent("""
+    import sys
+    import numpy as np, jax.numpy as jnp
+    from sparse_rl_jax import checkpoint, config
+    workdir = sys.argv[1]
+    small = {"w": jnp.ones((2, 8)), "mask": None}
+    checkpoint.save(workdir, 1, small, [], config.Config(), num_seeds=2)
+    print("saved 1", flush=True)
+    big = {"w": jnp.asarray(np.random.default_rng(0).random((2, 30_000_000), np.float32)), "mask": None}
+    checkpoint.save(workdir, 2, big, [], config.Config(), num_seeds=2)
+    print("saved 2", flush=True)
+""")
+
+
+def test_process_killed_during_save_leaves_previous_checkpoint_usable(tmp_path):
+    workdir = str(tmp_path / "run")
+    script = tmp_path / "saver.py"
+    script.write_text(_SAVER)
+    proc = subprocess.Popen([sys.executable, str(script), workdir], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    tmp_dir = os.path.join(checkpoint.checkpoint_dir(workdir), "2.orbax-checkpoint-tmp")
+    try:
+        assert proc.stdout.readline().strip() == "saved 1"
+        deadline = time.time() + 120
+        while not os.path.exists(tmp_dir) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
+        assert os.path.exists(tmp_dir), "the second save never started writing"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert os.path.isdir(tmp_dir), "killed mid-save: the unfinished tmp directory is left behind"
+    assert checkpoint.all_steps(workdir) == [1]
+    meta = checkpoint.read_meta(workdir)
+    assert meta["step"] == 1
+    # The next save of the same step replaces the stale tmp directory and succeeds.
+    checkpoint.save(workdir, 2, {"w": jnp.zeros((2, 8)), "mask": None}, [], cfg_lib.Config(), num_seeds=2)
+    assert checkpoint.all_steps(workdir) == [1, 2]

@@ -1,0 +1,388 @@
+"""End-to-end launcher runs on a tiny budget: outputs, resume after a kill during a save, divergence,
+evaluation, and every kind of bad input (exit 2, one line, nothing compiled or changed).
+
+The CLI runs in subprocesses that share a JAX persistent compilation cache, so the resumed and the
+diverging runs reuse the compiled programs of the first TD3 run.
+"""
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from sparse_rl_jax import checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "experiments", "configs")
+TINY = [
+    "--config.total_env_steps=640", "--config.warmup_env_steps=128", "--config.eval_every=160",
+    "--config.env.num_envs=4", "--config.env.episode_length=50", "--config.env.eval_episodes=2",
+    "--config.agent.hidden=(16,16)", "--config.agent.batch_size=32", "--config.replay.capacity=2000",
+    "--config.replay.min_size=400", "--config.replay.check_every=80", "--config.replay.oldest=64",
+    "--config.topology.period=10", "--config.replay.nstep_delay=20",
+]
+TD3_ARGS = [f"--config={CONFIGS}/rlx2_td3.py", *TINY, "--seeds=2", "--keep_checkpoints=2"]
+SAC_ARGS = [f"--config={CONFIGS}/ds_sac.py", "--config.env=inverted_pendulum", *TINY]
+TIMING = ("training/sps", "training/walltime")
+CHUNKS = 4
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory):
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    return env
+
+
+def _cmd(module, *args):
+    return [sys.executable, "-m", module, *args]
+
+
+def run_cli(env, module, *args, timeout=600):
+    return subprocess.run(_cmd(module, *args), env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+class Background:
+    """A CLI run started in the background (XLA compiles on one core: two first runs overlap well)."""
+
+    def __init__(self, env, workdir, *args):
+        self.workdir = workdir
+        self.proc = subprocess.Popen(_cmd("experiments.train", *args, f"--workdir={workdir}"), env=env, cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.result = None
+
+    def wait(self):
+        if self.result is None:
+            stdout, stderr = self.proc.communicate(timeout=900)
+            self.result = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, stdout, stderr)
+        return self.result
+
+
+@pytest.fixture(scope="module")
+def first_runs(cli_env, tmp_path_factory):
+    """The TD3 and SAC end-to-end runs, started together."""
+    runs = {"td3": Background(cli_env, str(tmp_path_factory.mktemp("td3") / "run"), *TD3_ARGS),
+            "sac": Background(cli_env, str(tmp_path_factory.mktemp("sac") / "run"), *SAC_ARGS,
+                              "--checkpoint_every=2")}
+    yield runs
+    for run in runs.values():
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def td3_run(first_runs):
+    proc = first_runs["td3"].wait()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return first_runs["td3"].workdir, proc
+
+
+def _is_png(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    width, height = struct.unpack(">II", head[16:24])
+    assert width > 50 and height > 50
+    return True
+
+
+def _jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+@pytest.mark.slow
+def test_td3_end_to_end_outputs(td3_run):
+    workdir, proc = td3_run
+    out = proc.stdout
+    # Progress a person can follow, then the summary table and where things are.
+    assert f"[{CHUNKS}/{CHUNKS}] env steps 640/640 (100%)" in out
+    for part in ("env steps/s", "elapsed", "remaining", "eval return", "mean of 2 seeds", "sparsity actor"):
+        assert part in out
+    for col in ("final return", "best return", "AUC", "total size", "train FLOPs", "infer FLOPs"):
+        assert col in out
+    assert "mean " in out and "summary:" in out
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["method"] == "rlx2" and config["agent"]["hidden"] == [16, 16]
+    for seed in (0, 1):
+        rows = _jsonl(os.path.join(workdir, "metrics", f"seed_{seed}.jsonl"))
+        assert [r["env_steps"] for r in rows] == [160, 320, 480, 640]
+        assert {"eval/episode_reward", "sparsity/actor", "buffer/size", "nstep",
+                "density/actor/dense_0", "density/critic/q1/dense_1"} <= set(rows[0])
+        with open(os.path.join(workdir, "metrics", f"seed_{seed}.csv")) as f:
+            lines = f.read().splitlines()
+        assert lines[0].startswith("env_steps,") and len(lines) == 1 + CHUNKS
+        events = os.listdir(os.path.join(workdir, "tensorboard", f"seed_{seed}"))
+        assert any(e.startswith("events.out.tfevents") for e in events)
+    summary = json.load(open(os.path.join(workdir, "summary.json")))
+    assert len(summary["seeds"]) == 2
+    for key in ("final_return", "best_return", "auc", "sparsity_actor", "sparsity_critic", "total_size",
+                "train_flops", "inference_flops"):
+        assert summary["mean"][key] is not None
+    assert 0.85 < summary["mean"]["sparsity_actor"] < 0.95
+    assert summary["mean"]["total_size"] < 0.3 and summary["mean"]["inference_flops"] < 0.2
+    for name in ("learning_curve", "layer_density", "final_masks", "buffer_nstep"):
+        assert _is_png(os.path.join(workdir, "plots", f"{name}.png"))
+    assert checkpoint.all_steps(workdir) == [CHUNKS - 1, CHUNKS]
+
+
+@pytest.mark.slow
+def test_sac_end_to_end(first_runs):
+    workdir, proc = first_runs["sac"].workdir, first_runs["sac"].wait()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[4/4] env steps 640/640 (100%)" in proc.stdout
+    summary = json.load(open(os.path.join(workdir, "summary.json")))
+    assert summary["algo"] == "sac" and summary["method"] == "ds" and summary["num_seeds"] == 1
+    assert summary["seeds"][0]["final_return"] is not None
+    assert checkpoint.all_steps(workdir) == [2, 4]
+    assert _is_png(os.path.join(workdir, "plots", "learning_curve.png"))
+    assert not os.path.exists(os.path.join(workdir, "plots", "buffer_nstep.png"))  # not an RLx2 run
+
+
+def _state_leaves(workdir):
+    return jax.tree.leaves(checkpoint.restore(workdir).states)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_during_save_equals_uninterrupted_run(td3_run, cli_env, tmp_path):
+    reference, _ = td3_run
+    workdir = str(tmp_path / "killed")
+    ckpt = checkpoint.checkpoint_dir(workdir)
+    proc = subprocess.Popen(_cmd("experiments.train", *TD3_ARGS, f"--workdir={workdir}"), env=cli_env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_mid_save = False
+    try:
+        deadline = time.time() + 600
+        while proc.poll() is None and time.time() < deadline:
+            names = os.listdir(ckpt) if os.path.isdir(ckpt) else []
+            if any(n.endswith("orbax-checkpoint-tmp") and int(n.split(".")[0]) >= 2 for n in names):
+                proc.send_signal(signal.SIGKILL)
+                killed_mid_save = True
+                break
+            time.sleep(0.002)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert killed_mid_save, "the run ended before a checkpoint save could be interrupted"
+    steps = checkpoint.all_steps(workdir)
+    assert steps and steps[-1] < CHUNKS, steps
+    resumed = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming after period {steps[-1]}/{CHUNKS}" in resumed.stdout
+    # Exactly the same final state (params, targets, optimizer, masks, buffer, env, keys) and metrics.
+    for a, b in zip(_state_leaves(reference), _state_leaves(workdir)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    for seed in (0, 1):
+        name = os.path.join("metrics", f"seed_{seed}.jsonl")
+        assert _without_timing(_jsonl(os.path.join(workdir, name))) == \
+            _without_timing(_jsonl(os.path.join(reference, name)))
+    ref_summary = json.load(open(os.path.join(reference, "summary.json")))
+    assert json.load(open(os.path.join(workdir, "summary.json"))) == ref_summary
+
+
+@pytest.mark.slow
+def test_evaluate_cli_and_three_line_policy_loading(td3_run, cli_env):
+    workdir, _ = td3_run
+    proc = run_cli(cli_env, "experiments.evaluate", f"--workdir={workdir}", "--episodes=2", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["checkpoint_step"] == CHUNKS and len(result["returns"]) == 2
+    assert all(0.0 <= r <= 50.0 for r in result["returns"])
+
+    policy = checkpoint.load_policy(workdir)  # the documented three lines
+    action = policy(np.zeros(4, np.float32))
+    assert action.shape == (1,) and -1.0 <= float(action[0]) <= 1.0
+    assert policy(np.zeros((3, 4), np.float32)).shape == (3, 1)
+
+
+def _files(folder):
+    """{relative path: bytes} of everything below `folder`."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = f.read()
+    return out
+
+
+@pytest.mark.slow
+def test_divergence_stops_with_message_and_keeps_last_checkpoint(td3_run, cli_env, tmp_path):
+    """Resume from a checkpoint whose critic Adam second moments are negative: the next period's
+    updates are NaN. The run must stop naming the network and step, exit non-zero, and write nothing
+    over the last good checkpoint."""
+    reference, _ = td3_run
+    workdir = str(tmp_path / "diverge")
+    shutil.copytree(reference, workdir)
+    restored = checkpoint.restore(workdir, step=CHUNKS - 1)
+    shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(workdir), str(CHUNKS)))
+    adam = restored.states.agent.critic.opt_state[0]
+    poisoned_adam = adam._replace(nu=jax.tree.map(lambda x: -1.0 - x, adam.nu))
+    opt_state = (poisoned_adam,) + tuple(restored.states.agent.critic.opt_state[1:])
+    states = restored.states.replace(agent=restored.states.agent.replace(
+        critic=restored.states.agent.critic.replace(opt_state=opt_state)))
+    shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(workdir), str(CHUNKS - 1)))
+    from sparse_rl_jax import config as cfg_lib
+    checkpoint.save(workdir, CHUNKS - 1, states, restored.history, cfg_lib.from_dict(restored.config))
+    before = _files(checkpoint.checkpoint_dir(workdir))
+
+    proc = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("train: stopped:") and "NaN/inf" in message and "critic" in message
+    assert "env step 640" in message and f"checkpoints/{CHUNKS - 1}" in message
+    assert checkpoint.all_steps(workdir) == [CHUNKS - 1]
+    assert _files(checkpoint.checkpoint_dir(workdir)) == before
+
+
+# ---------------------------------------------------------------------------- bad input
+@pytest.fixture
+def no_training(monkeypatch):
+    """Bad input must be rejected before anything is compiled: training/init must never be reached."""
+    from sparse_rl_jax import trainer
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training was started for bad input")
+
+    monkeypatch.setattr(trainer, "train", forbidden)
+    monkeypatch.setattr(trainer, "make_chunk_fn", forbidden)
+
+
+def _main(argv, capsys):
+    from experiments import train
+
+    status = train.main(["train", *argv])
+    err = capsys.readouterr().err.strip()
+    return status, err
+
+
+BAD = [
+    (["--config.env.name=nope"], "--config.env.name='nope'", "allowed values are"),
+    (["--config.env=nope"], "--config.env.name='nope'", "allowed values are"),
+    (["--config.env.backend=warp"], "--config.env.backend='warp'", "allowed values are"),
+    (["--config.method=nope"], "--config.method='nope'", "allowed values are"),
+    (["--config.algo=ppo"], "--config.algo='ppo'", "td3, sac"),
+    (["--config.sparsity.actor=1.0"], "--config.sparsity.actor=1.0", "[0, 1)"),
+    (["--config.sparsity.critic=-0.1"], "--config.sparsity.critic=-0.1", "[0, 1)"),
+    (["--config.total_env_steps=0"], "--config.total_env_steps=0", "must be > 0"),
+    (["--config.eval_every=-5"], "--config.eval_every=-5", "must be > 0"),
+    (["--config.agent.batch_size=5000"], "--config.agent.batch_size=5000", "minimum buffer size (400"),
+    (["--config.replay.nstep=0"], "--config.replay.nstep=0", "integer >= 1"),
+    (["--config.nope=1"], "--config.nope", "no such config field"),
+    (["--config.sparsity.actor=abc"], "--config.sparsity.actor=abc", "float"),
+    (["--seeds=0"], "--seeds=0", ">= 1"),
+]
+
+
+@pytest.mark.parametrize("extra,option,allowed", BAD, ids=[b[1] for b in BAD])
+def test_bad_config_values_exit_2_with_one_line(extra, option, allowed, tmp_path, capsys, no_training):
+    workdir = tmp_path / "w"
+    status, err = _main([f"--config={CONFIGS}/rlx2_td3.py", *TINY, *extra, f"--workdir={workdir}"], capsys)
+    assert status == 2
+    assert len(err.splitlines()) == 1 and option in err and allowed in err, err
+    assert not workdir.exists(), "nothing may be written for bad input"
+
+
+@pytest.mark.parametrize("config,allowed", [
+    ("nope_td3.py", "rlx2_td3"),
+    ("preset.py:nope,td3", "unknown method 'nope'; allowed: dense"),
+    ("preset.py:ds,ppo", "unknown algo 'ppo'; allowed: td3, sac"),
+])
+def test_bad_preset_or_algorithm(config, allowed, tmp_path, capsys, no_training):
+    status, err = _main([f"--config={CONFIGS}/{config}", f"--workdir={tmp_path / 'w'}"], capsys)
+    assert status == 2 and len(err.splitlines()) == 1 and config in err and allowed in err, err
+
+
+def test_unwritable_workdir(tmp_path, capsys, no_training):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    status, err = _main([f"--config={CONFIGS}/rlx2_td3.py", f"--workdir={blocker / 'run'}"], capsys)
+    assert status == 2 and "--workdir=" in err and "writable" in err and len(err.splitlines()) == 1
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    """A work dir shaped like a TD3_ARGS run after 3 periods (checkpoint contents are random; nothing
+    is compiled), for the bad-input tests."""
+    from experiments import train
+    from sparse_rl_jax import config as cfg_lib
+    from sparse_rl_jax import run_logging
+
+    workdir = str(tmp_path_factory.mktemp("fake") / "run")
+    config = train._config_from_flag(train.parse_flags(["train", *TD3_ARGS, "--workdir=unused"])["config"].value)
+    template = checkpoint.template(config, num_seeds=2)
+    states = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), template)
+    checkpoint.save(workdir, CHUNKS - 1, states, [], config, num_seeds=2)
+    run_logging.write_json(os.path.join(workdir, "config.json"), cfg_lib.to_dict(config))
+    return workdir
+
+
+def test_existing_run_is_never_overwritten(fake_run, capsys, no_training):
+    workdir = fake_run
+    before = _files(workdir)
+    status, err = _main([*TD3_ARGS, f"--workdir={workdir}"], capsys)
+    assert status == 2 and "already holds a run" in err and "--resume" in err
+    assert _files(workdir) == before
+
+
+def test_resume_with_conflicting_flags(fake_run, capsys, no_training):
+    workdir = fake_run
+    before = _files(workdir)
+    status, err = _main([*TD3_ARGS, "--config.agent.batch_size=64", f"--workdir={workdir}", "--resume"], capsys)
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "agent.batch_size=64 (saved: 32)" in err
+    status, err = _main([f"--workdir={workdir}", "--resume", "--seeds=3"], capsys)
+    assert status == 2 and "--seeds=3" in err and "2 seeds" in err
+    assert _files(workdir) == before
+
+
+def test_resume_without_checkpoint(tmp_path, capsys, no_training):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "config.json").write_text("{}")
+    status, err = _main([f"--workdir={workdir}", "--resume"], capsys)
+    assert status == 2 and "no checkpoint" in err and len(err.splitlines()) == 1
+    status, err = _main([f"--workdir={tmp_path / 'absent'}", "--resume"], capsys)
+    assert status == 2 and "nothing to resume" in err
+
+
+def test_resume_from_corrupted_checkpoint(fake_run, tmp_path, capsys, no_training):
+    workdir = str(tmp_path / "corrupt")
+    shutil.copytree(fake_run, workdir)
+    newest = os.path.join(checkpoint.checkpoint_dir(workdir), str(CHUNKS - 1))
+    for root, _, files in os.walk(os.path.join(newest, "state")):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+    before = _files(workdir)
+    status, err = _main([f"--workdir={workdir}", "--resume"], capsys)
+    assert status == 2 and "corrupted" in err and newest in err and len(err.splitlines()) == 1
+    assert _files(workdir) == before
+
+
+def test_bad_input_exit_status_from_the_real_cli(cli_env, tmp_path):
+    start = time.time()
+    proc = run_cli(cli_env, "experiments.train", f"--config={CONFIGS}/ds_td3.py", "--config.sparsity.actor=1.5",
+                   f"--workdir={tmp_path / 'w'}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "train: error: invalid --config.sparsity.actor=1.5: must be in [0, 1)"
+    assert "run:" not in proc.stdout and not (tmp_path / "w").exists()
+    assert time.time() - start < 120
