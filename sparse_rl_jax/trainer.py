@@ -25,6 +25,7 @@ import numpy as np
 from flax import struct
 
 from sparse_rl_jax import dst, envs, evaluation, replay
+from sparse_rl_jax.sparsity import flops
 from sparse_rl_jax.agents.sac import SAC
 from sparse_rl_jax.agents.td3 import TD3
 from sparse_rl_jax.config import Config
@@ -256,6 +257,25 @@ def chunk_metrics(trainer: Trainer, states: TrainState, info: Dict, updates: int
     return m
 
 
+def flop_fractions(trainer: Trainer, states: TrainState) -> Dict[str, np.ndarray]:
+    """Per seed: training MACs per iteration and inference MACs per action (sparse, dense), from the
+    current masks under the pass model of `sparsity.flops` (targets counted like their online nets)."""
+    cfg = trainer.config
+    nets = trainer.agent.networks(states.agent)
+    num_seeds = np.asarray(states.env_steps).shape[0]
+    train_sparse, train_dense, infer = [], [], []
+    for i in range(num_seeds):
+        one = {k: jax.tree.map(lambda x: x[i], (n.params, n.masks)) for k, n in nets.items()}
+        actor, critic = (flops.network_count(*one[k]) for k in ("actor", "critic"))
+        t = flops.train_flops(cfg.algo, actor, critic, policy_delay=cfg.agent.policy_delay
+                              if cfg.algo == "td3" else 1, batch_size=cfg.agent.batch_size)
+        train_sparse.append(t.sparse)
+        train_dense.append(t.dense)
+        infer.append(actor.fraction)
+    return {"train_sparse": np.array(train_sparse, np.float64), "train_dense": np.array(train_dense, np.float64),
+            "inference_fraction": np.array(infer)}
+
+
 def _drop_fractions(trainer: Trainer, update_step: int) -> Dict[str, float]:
     out = {}
     agent = trainer.agent
@@ -271,15 +291,15 @@ def _drop_fractions(trainer: Trainer, update_step: int) -> Dict[str, float]:
 def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] = None,
           actor_sparsity: Optional[Sequence[float]] = None,
           critic_sparsity: Optional[Sequence[float]] = None,
-          states: Optional[TrainState] = None, start_chunk: int = 0,
-          checkpoint_fn: Optional[Callable[[int, TrainState, list], None]] = None,
-          verbose: bool = False) -> TrainResult:
+          states: Optional[TrainState] = None, start_chunk: int = 0, history: Optional[list] = None,
+          checkpoint_fn: Optional[Callable[[int, TrainState, list], None]] = None) -> TrainResult:
     """Train `num_seeds` seeds of `config` in one program; returns final states and the history.
 
     `progress_fn(env_steps, metrics)` receives, after every evaluation period, a dict of per-seed numpy
     arrays: `training/...`, `eval/episode_reward`, `sparsity/<net>`, `topology/<net>/...`, `buffer/...`,
     `nstep`. `actor_sparsity`/`critic_sparsity` give one level per seed (a vmapped sparsity sweep).
-    `states`/`start_chunk`/`checkpoint_fn` let a launcher resume and checkpoint.
+    `states`/`start_chunk`/`history`/`checkpoint_fn` let a launcher resume (passing the restored state, the
+    number of chunks done and the history so far) and checkpoint after every chunk.
     """
     trainer = Trainer(config)
     keys = seed_keys(config.seed, num_seeds)
@@ -287,7 +307,10 @@ def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] 
         states = init_states(trainer, keys, actor_sparsity, critic_sparsity)
     chunk_fn, eval_fn = make_chunk_fn(trainer), make_eval_fn(trainer)
     per_chunk = chunk_iterations(config)
-    history = []
+    history = list(history or [])
+    flops_so_far = np.zeros(num_seeds, np.float64)
+    if history and "flops/train_so_far" in history[-1][1]:
+        flops_so_far = np.asarray(history[-1][1]["flops/train_so_far"], np.float64)
     for c in range(start_chunk, num_chunks(config)):
         t0 = time.perf_counter()
         states, info = chunk_fn(states, jnp.int32(c * per_chunk))
@@ -297,6 +320,12 @@ def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] 
         updates = (max(last - trainer.warmup_iterations, 0) - max(first - trainer.warmup_iterations, 0)
                    ) * trainer.updates_per_iteration
         metrics = chunk_metrics(trainer, states, info, updates)
+        fl = flop_fractions(trainer, states)
+        # MACs of this chunk's updates, counted at the end-of-chunk masks (exact for fixed budgets)
+        flops_so_far = flops_so_far + fl["train_sparse"] * updates
+        metrics["flops/train_so_far"] = flops_so_far.copy()
+        metrics["flops/train_fraction"] = fl["train_sparse"] / fl["train_dense"]
+        metrics["flops/inference_fraction"] = fl["inference_fraction"]
         eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, c))(keys)
         metrics.update({k: np.asarray(v) for k, v in eval_fn(states.agent.actor.params, eval_keys).items()})
         env_steps = int(np.asarray(states.env_steps)[0])

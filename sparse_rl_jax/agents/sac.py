@@ -10,7 +10,7 @@ with a fresh action from the online actor (ALGORITHMS.md, RLx2):
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -75,11 +75,14 @@ class SAC:
     def init(self, key, actor_sparsity, critic_sparsity) -> SACState:
         actor_key, critic_key = jax.random.split(key)
         obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
-        actor = common.build_net(actor_key, self.actor_module, (obs,), actor_sparsity,
-                                 common.is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
-                                 self.actor_rules, self.actor_optimizer, with_target=False)
-        critic = common.build_net(critic_key, self.critic_module, (obs, act), critic_sparsity,
-                                  common.is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity, self.critic_rules, self.critic_optimizer, with_target=True)
+        actor = common.build_net(
+            actor_key, self.actor_module, (obs,), actor_sparsity,
+            common.is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
+            self.actor_rules, self.actor_optimizer, with_target=False)
+        critic = common.build_net(
+            critic_key, self.critic_module, (obs, act), critic_sparsity,
+            common.is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity,
+            self.critic_rules, self.critic_optimizer, with_target=True)
         log_alpha = jnp.asarray(self.cfg.init_log_alpha, jnp.float32)
         return SACState(actor=actor, critic=critic, log_alpha=log_alpha,
                         alpha_opt_state=self.alpha_optimizer.init(log_alpha))

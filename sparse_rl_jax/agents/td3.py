@@ -8,7 +8,7 @@ vmapped seeds). Targets use n-step windows (`replay.nstep_parts`), 1-step when `
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Any, Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -61,11 +61,14 @@ class TD3:
     def init(self, key, actor_sparsity, critic_sparsity) -> TD3State:
         actor_key, critic_key = jax.random.split(key)
         obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
-        actor = common.build_net(actor_key, self.actor_module, (obs,), actor_sparsity,
-                                 common.is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
-                                 self.actor_rules, self.actor_optimizer, with_target=True)
-        critic = common.build_net(critic_key, self.critic_module, (obs, act), critic_sparsity,
-                                  common.is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity, self.critic_rules, self.critic_optimizer, with_target=True)
+        actor = common.build_net(
+            actor_key, self.actor_module, (obs,), actor_sparsity,
+            common.is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
+            self.actor_rules, self.actor_optimizer, with_target=True)
+        critic = common.build_net(
+            critic_key, self.critic_module, (obs, act), critic_sparsity,
+            common.is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity,
+            self.critic_rules, self.critic_optimizer, with_target=True)
         return TD3State(actor=actor, critic=critic)
 
     def policy(self, actor_params, obs) -> jax.Array:
