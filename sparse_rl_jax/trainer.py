@@ -15,9 +15,8 @@ Structure (PureJaxRL style, with Brax's `progress_fn` contract):
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -140,7 +139,7 @@ class Trainer:
             one, (ts.agent, key), jnp.arange(self.updates_per_iteration))
         return ts.replace(agent=agent_state), jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
 
-    def _check_buffer(self, ts: TrainState) -> TrainState:
+    def _check_buffer(self, ts: TrainState) -> Tuple[TrainState, jax.Array]:
         """RLx2: drop the oldest 10% when the current policy has moved away from the oldest data."""
         rcfg = self.config.replay
         oldest = replay.oldest(ts.replay, rcfg.oldest)
@@ -173,14 +172,9 @@ class Trainer:
         """Advance vmapped `states` (leading seed axis) by `num_iterations`; returns (states, metrics)."""
         states = states.replace(finished_return_sum=jnp.zeros_like(states.finished_return_sum),
                                 finished_count=jnp.zeros_like(states.finished_count))
-        step_all = jax.vmap(self.iteration, in_axes=(0, None))
-
-        def body(states, iteration):
-            states, info = step_all(states, iteration)
-            return states, info
-
+        step_all = jax.vmap(self.iteration, in_axes=(0, None))  # seeds batched, counter shared
         iterations = first_iteration + jnp.arange(num_iterations)
-        states, infos = jax.lax.scan(body, states, iterations)
+        states, infos = jax.lax.scan(step_all, states, iterations)
         return states, jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
 
 
