@@ -1,0 +1,470 @@
+"""Scale-out: seeds and data across devices and hosts, on JAX's own runtime (no scheduler of ours).
+
+Two layouts, one device mesh with axes ``('seed', 'data')`` built from ``jax.devices()``:
+
+* **Seed-sharded** (``data_shards=0``): the usual vmapped ``TrainState`` (leading axis = seeds or sweep
+  cells) is split over the ``seed`` mesh axis. Each device runs ``Trainer.chunk``'s vmapped scan on its own
+  block of seeds inside ``jax.shard_map``; nothing is communicated during training. Results equal the
+  single-device run of the same seeds (up to float reassociation from different batch sizes).
+* **Data-parallel** (``data_shards=D``): one run (per seed) is split into ``D`` logical *shards*. The state
+  has leading axes ``[seeds, D]``. Every shard steps ``num_envs / D`` of the parallel envs, holds its own
+  replay shard (capacity / D), samples ``batch_size / D`` per update and draws its own exploration and
+  sampling noise (its keys are the seed's keys with the shard index folded in; shard 0 keeps the seed's
+  keys, so ``D = 1`` is exactly the ordinary run). The agent (params, targets, masks, optimizer states,
+  importance, topology RNG) is the *same* on every shard and stays the same: the agents are built with
+  ``grad_axis=('data', 'shard')``, so every gradient, loss info and importance input is ``pmean``-ed over
+  all shards before the optimizer and the topology update see it. Shards map onto the ``data`` mesh axis
+  (``D`` a multiple of its size); several shards per device are vmapped with the axis name ``'shard'``.
+  Hence the results depend on ``D`` but not on the number of devices or hosts: ``D = 4`` on one CPU
+  device equals ``D = 4`` on four devices or on two processes. RLx2's buffer check averages the policy
+  distance over shards too, so all shards shrink their replay together.
+
+Iteration counters stay unbatched (replicated ``P()`` argument), so periodic events remain real
+``lax.cond`` branches on every device.
+
+Multi-host: call :func:`initialize_from_flags` first thing (before any JAX computation); every process
+then runs the same program on its local devices (``jax.devices()`` is global). Host values enter as
+global arrays through :func:`to_global` (every process holds the same host value) and leave through
+:func:`to_host` (a collective gather). Only the primary process (:func:`is_primary`) should write logs and
+checkpoints; :func:`train` calls ``progress_fn`` on the primary process only.
+
+Per-cell hyperparameters (sweeps): ``hparams`` is an optional dict of per-seed arrays with keys among
+:data:`HPARAMS` (``actor_lr``, ``critic_lr``, ``drop_fraction``). They are traced values substituted into
+the static agent description inside the compiled step (:func:`with_hparams`), so cells differing only in
+these numbers share one compiled program and give exactly what a run with those config values gives.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from sparse_rl_jax import config as cfg_lib
+from sparse_rl_jax import dst, envs, evaluation, replay
+from sparse_rl_jax import trainer as trainer_lib
+from sparse_rl_jax.config import Config
+
+SEED, DATA, SHARD = "seed", "data", "shard"
+GRAD_AXES = (DATA, SHARD)
+HPARAMS = ("actor_lr", "critic_lr", "drop_fraction")
+
+
+class ScaleError(ValueError):
+    """A layout that cannot be mapped onto the devices (one line: what, the values, what is allowed)."""
+
+
+# ---------------------------------------------------------------------------- multi-host
+def initialize_from_flags(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+                          process_id: Optional[int] = None, local_device_ids: Optional[Sequence[int]] = None,
+                          auto: bool = False, cpu_collectives: Optional[str] = "gloo") -> bool:
+    """Start JAX's distributed runtime from launcher flags; returns True if it was started.
+
+    Must run before any JAX computation. Nothing happens without ``coordinator_address`` (single process)
+    unless ``auto`` (TPU pods / SLURM, where ``jax.distributed.initialize()`` finds its own arguments).
+    ``cpu_collectives='gloo'`` enables cross-process collectives on CPU (ignored by GPU and TPU).
+    """
+    if not coordinator_address and not auto:
+        if num_processes not in (None, 1):
+            raise ScaleError(f"invalid num_processes={num_processes}: needs --coordinator_address")
+        return False
+    if cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    if coordinator_address:
+        if num_processes is None or process_id is None:
+            raise ScaleError("--coordinator_address needs --num_processes and --process_id")
+        if not 0 <= process_id < num_processes:
+            raise ScaleError(f"invalid process_id={process_id}: must be in [0, {num_processes})")
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id, local_device_ids=local_device_ids)
+    else:
+        jax.distributed.initialize()
+    return True
+
+
+def define_flags(flag_values=None) -> None:
+    """Register ``--coordinator_address``, ``--num_processes``, ``--process_id``, ``--distributed_auto``
+    and ``--data_shards`` on an absl ``FlagValues`` (default: the global ``absl.flags.FLAGS``)."""
+    from absl import flags
+
+    fv = flag_values if flag_values is not None else flags.FLAGS
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host runs).",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host runs).", flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).", flag_values=fv)
+    flags.DEFINE_boolean("distributed_auto", False, "jax.distributed.initialize() with auto-detected "
+                         "arguments (TPU pods, SLURM).", flag_values=fv)
+    flags.DEFINE_integer("data_shards", 0, "0: shard seeds over devices; D >= 1: data-parallel with D "
+                         "shards of envs, replay and batch per seed.", flag_values=fv)
+
+
+def initialize_from_flag_values(fv) -> bool:
+    """:func:`initialize_from_flags` with the values of :func:`define_flags`' flags."""
+    return initialize_from_flags(fv.coordinator_address, fv.num_processes, fv.process_id,
+                                 auto=fv.distributed_auto)
+
+
+def is_primary() -> bool:
+    """True on the process that writes logs and checkpoints (process 0)."""
+    return jax.process_index() == 0
+
+
+# ---------------------------------------------------------------------------- mesh and placement
+def make_mesh(data_devices: int = 1, devices: Optional[Sequence[Any]] = None) -> Mesh:
+    """Mesh ``('seed', 'data')`` over all devices (default ``jax.devices()``, every host's)."""
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if data_devices < 1 or n % data_devices:
+        raise ScaleError(f"invalid data_devices={data_devices}: must divide the device count {n}")
+    try:
+        from jax.experimental import mesh_utils
+        grid = mesh_utils.create_device_mesh((n // data_devices, data_devices), devices=devices)
+    except Exception:  # odd device sets (e.g. a subset on TPU): plain order
+        grid = np.asarray(devices, dtype=object).reshape(n // data_devices, data_devices)
+    return Mesh(grid, (SEED, DATA))
+
+
+def check_layout(mesh: Mesh, num_seeds: int, data_shards: int = 0) -> None:
+    """Clear error unless seeds (and shards) divide evenly over the mesh."""
+    ns, nd = mesh.shape[SEED], mesh.shape[DATA]
+    if num_seeds < 1 or num_seeds % ns:
+        raise ScaleError(f"invalid number of seeds {num_seeds}: must be a multiple of the {ns} devices on "
+                         f"the seed axis ({mesh.devices.size} devices in all); use {max(ns, -(-num_seeds // ns) * ns)}")
+    if data_shards and data_shards % nd:
+        raise ScaleError(f"invalid data_shards={data_shards}: must be a multiple of the {nd} devices on the "
+                         "data axis")
+    if not data_shards and nd != 1:
+        raise ScaleError(f"seed-sharded runs need a mesh with data axis size 1, got {nd}")
+
+
+def to_global(tree: Any, mesh: Mesh, spec: P) -> Any:
+    """Host values (identical on every process) -> global arrays laid out by ``spec``."""
+    sharding = NamedSharding(mesh, spec)
+
+    def leaf(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(leaf, tree)
+
+
+def to_host(tree: Any) -> Any:
+    """Global (possibly multi-host) arrays -> full numpy arrays on every process (a collective)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _shard_map(fn, mesh, in_specs, out_specs, check=False):
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=check)
+
+
+# ---------------------------------------------------------------------------- per-cell hyperparameters
+def with_hparams(trainer: trainer_lib.Trainer, hp: Optional[Dict[str, jax.Array]]) -> trainer_lib.Trainer:
+    """A shallow copy of ``trainer`` whose agent uses the traced per-seed values in ``hp``.
+
+    Learning rates replace ``cfg.actor_lr``/``cfg.critic_lr`` (the agents build their optax optimizers from
+    them inside the step; Adam's state does not depend on the rate), the drop fraction replaces both
+    networks' ``schedule.drop_fraction``. The arithmetic is the same as with the static config values.
+    """
+    if not hp:
+        return trainer
+    unknown = set(hp) - set(HPARAMS)
+    if unknown:
+        raise ValueError(f"unknown hparams {sorted(unknown)}; allowed: {HPARAMS}")
+    agent = trainer.agent
+    cfg = agent.cfg
+    if "actor_lr" in hp:
+        cfg = dataclasses.replace(cfg, actor_lr=hp["actor_lr"])
+    if "critic_lr" in hp:
+        cfg = dataclasses.replace(cfg, critic_lr=hp["critic_lr"])
+    rules = {"actor_rules": agent.actor_rules, "critic_rules": agent.critic_rules}
+    if "drop_fraction" in hp:
+        rules = {name: r if r.schedule is None else dataclasses.replace(
+            r, schedule=dataclasses.replace(r.schedule, drop_fraction=hp["drop_fraction"]))
+            for name, r in rules.items()}
+    view = copy.copy(trainer)
+    view.agent = dataclasses.replace(agent, cfg=cfg, **rules)
+    return view
+
+
+def hparams_array(num_seeds: int, **values) -> Optional[Dict[str, np.ndarray]]:
+    """``{name: float32[num_seeds]}`` from scalars or per-seed sequences (``None`` values are left out)."""
+    out = {k: np.broadcast_to(np.asarray(v, np.float32), (num_seeds,)).copy()
+           for k, v in values.items() if v is not None}
+    return out or None
+
+
+# ---------------------------------------------------------------------------- data-parallel trainer
+def shard_config(config: Config, num_shards: int) -> Config:
+    """The config one data shard runs: ``num_envs``, batch, replay sizes divided by ``num_shards``; every
+    iteration count (warm-up, training, updates per iteration, evaluation period, buffer checks) equal to
+    the full run's, so schedules and topology updates happen at the same iterations."""
+    e, a, r = config.env, config.agent, config.replay
+    for name, value in (("env.num_envs", e.num_envs), ("agent.batch_size", a.batch_size)):
+        if value % num_shards:
+            raise ScaleError(f"invalid {name}={value}: must be a multiple of data_shards={num_shards}")
+    local_envs = e.num_envs // num_shards
+    spi = local_envs * e.action_repeat
+    warm, train_it = config.warmup_iterations, config.train_iterations
+    every = max(r.check_every // config.env_steps_per_iteration, 1)
+    local = cfg_lib.replace(config, **{
+        "env.num_envs": local_envs, "agent.batch_size": a.batch_size // num_shards,
+        "updates_per_env_step": config.updates_per_iteration / local_envs,
+        "warmup_env_steps": warm * spi, "total_env_steps": (warm + train_it) * spi,
+        "eval_every": trainer_lib.chunk_iterations(config) * spi,
+        "replay.capacity": -(-r.capacity // num_shards), "replay.min_size": -(-r.min_size // num_shards),
+        "replay.oldest": -(-r.oldest // num_shards), "replay.check_every": every * spi,
+    })
+    same = ("warmup_iterations", "train_iterations", "updates_per_iteration", "total_updates")
+    for name in same:
+        assert getattr(local, name) == getattr(config, name), name
+    assert trainer_lib.chunk_iterations(local) == trainer_lib.chunk_iterations(config)
+    return local
+
+
+class DataParallelTrainer(trainer_lib.Trainer):
+    """One shard's trainer: the shard config's envs/replay/batch, gradients averaged over all shards."""
+
+    def __init__(self, config: Config, num_shards: int):
+        if num_shards < 1:
+            raise ScaleError(f"invalid data_shards={num_shards}: must be >= 1")
+        super().__init__(shard_config(config, num_shards), grad_axis=GRAD_AXES)
+        self.global_config, self.num_shards = config, num_shards
+
+    def _check_buffer(self, ts):
+        """RLx2's check with the policy distance averaged over shards (all shards shrink together)."""
+        rcfg = self.config.replay
+        oldest = replay.oldest(ts.replay, rcfg.oldest)
+        now = self.agent.policy(ts.agent.actor.params, oldest.obs)
+        distance = jax.lax.pmean(
+            replay.policy_distance(now, oldest.policy_action, 1.0, oldest.valid), GRAD_AXES)
+        buf, _ = replay.maybe_shrink(ts.replay, distance, threshold=rcfg.distance_threshold,
+                                     min_transitions=rcfg.min_size, fraction=rcfg.shrink_fraction)
+        return ts.replace(replay=buf), distance
+
+    def init_shards(self, key, actor_sparsity, critic_sparsity, shard_ids=None):
+        """One seed's data-parallel state: the agent once (no shard axis), every other field with a
+        leading axis over ``shard_ids`` (default all ``D``). Shard 0 keeps the seed's key, shard ``d``
+        folds ``d`` into it, so ``D = 1`` reproduces the ordinary run."""
+        shard_ids = jnp.arange(self.num_shards) if shard_ids is None else shard_ids
+        agent = self.init(key, actor_sparsity, critic_sparsity).agent
+        shard_keys = jax.vmap(lambda d: jnp.where(d == 0, key, jax.random.fold_in(key, d)))(shard_ids)
+        shards = jax.vmap(lambda k: self.init(k, actor_sparsity, critic_sparsity).replace(agent=None))(
+            shard_keys)
+        return shards.replace(agent=agent)
+
+
+def _per_field(states_cls, agent, rest):
+    """A TrainState-shaped prefix tree: ``agent`` for the agent, ``rest`` for every other field."""
+    names = [f.name for f in dataclasses.fields(states_cls)]
+    return states_cls(**{n: (agent if n == "agent" else rest) for n in names})
+
+
+# ---------------------------------------------------------------------------- compiled pieces
+def _specs(data_parallel: bool):
+    """State layout: data-parallel states keep one agent per seed (replicated over the data axis: every
+    device holds it) and split every other field over seeds and shards."""
+    if not data_parallel:
+        return P(SEED)
+    return _per_field(trainer_lib.TrainState, P(SEED), P(SEED, DATA))
+
+
+def make_init_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
+    """Jitted ``(keys, actor_sparsity, critic_sparsity) -> states``; each device builds only its seeds."""
+    dp = isinstance(trainer, DataParallelTrainer)
+    if dp:
+        per_device = trainer.num_shards // mesh.shape[DATA]
+
+        def one(key, actor, critic):  # this device's shards only
+            ids = jax.lax.axis_index(DATA) * per_device + jnp.arange(per_device)
+            return trainer.init_shards(key, actor, critic, ids)
+    else:
+        one = trainer.init
+    fn = _shard_map(jax.vmap(one), mesh, (P(SEED), P(SEED), P(SEED)), _specs(dp))
+    return jax.jit(fn)
+
+
+def init_states(trainer: trainer_lib.Trainer, mesh: Mesh, keys, actor_sparsity=None,
+                critic_sparsity=None) -> trainer_lib.TrainState:
+    """Sharded initial states (leading axis seeds; ``[seeds, shards]`` for data-parallel trainers)."""
+    s = trainer.config.sparsity
+    n = int(keys.shape[0])
+    check_layout(mesh, n, trainer.num_shards if isinstance(trainer, DataParallelTrainer) else 0)
+    actor = np.broadcast_to(np.asarray(s.actor if actor_sparsity is None else actor_sparsity, np.float32), (n,))
+    critic = np.broadcast_to(np.asarray(s.critic if critic_sparsity is None else critic_sparsity, np.float32),
+                             (n,))
+    args = to_global((np.asarray(keys), actor, critic), mesh, P(SEED))
+    return make_init_fn(trainer, mesh)(*args)
+
+
+def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh, with_hp: bool = False):
+    """Jitted ``(states, first_iteration[, hparams]) -> (states, infos)`` over the mesh (states donated).
+
+    Seed-sharded: ``infos`` leaves are ``[seeds]``; data-parallel: ``[seeds, shards]``.
+    """
+    dp = isinstance(trainer, DataParallelTrainer)
+    n = trainer_lib.chunk_iterations(trainer.config)
+
+    def iteration(ts, hp, it):
+        return with_hparams(trainer, hp).iteration(ts, it)
+
+    if dp:
+        # the agent is unbatched over shards: its update only sees `pmean`-ed values, and out_axes=None
+        # makes JAX reject (at trace time) anything that would let shard-local data leak into it
+        axes = _per_field(trainer_lib.TrainState, None, 0)
+        step = jax.vmap(jax.vmap(iteration, in_axes=(axes, None, None), out_axes=(axes, 0), axis_name=SHARD),
+                        in_axes=(0, 0, None))
+    else:
+        step = jax.vmap(iteration, in_axes=(0, 0, None))
+
+    def local(states, first, hp):
+        states = states.replace(finished_return_sum=jnp.zeros_like(states.finished_return_sum),
+                                finished_count=jnp.zeros_like(states.finished_count))
+
+        def body(states, it):
+            return step(states, hp, it)
+
+        states, infos = jax.lax.scan(body, states, first + jnp.arange(n))
+        return states, jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
+
+    spec = _specs(dp)
+    info_spec = P(SEED, DATA) if dp else P(SEED)
+    fn = _shard_map(local, mesh, (spec, P(), P(SEED)), (spec, info_spec))
+    if with_hp:
+        return jax.jit(lambda states, first, hp: fn(states, first, hp), donate_argnums=0)
+    return jax.jit(lambda states, first: fn(states, first, None), donate_argnums=0)
+
+
+def make_eval_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
+    """Jitted ``(actor_params, keys) -> {metric: [seeds]}``, seeds split over the seed axis (data-parallel
+    runs: every device of a seed's data group evaluates the same policy with the same key)."""
+    e = trainer.config.env
+    env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, num_envs=1)
+    evaluate = evaluation.make_evaluator(env, trainer.agent.policy, e.eval_episodes, e.episode_length,
+                                         jit=False)
+    return jax.jit(_shard_map(jax.vmap(evaluate), mesh, (P(SEED), P(SEED)), P(SEED)))
+
+
+def _metric_view(states, dp: bool):
+    """The small part of the states the metrics read: no env state, one replay row."""
+    rep = states.replay
+    axis = 2 if dp else 1
+    data = jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, 1, axis=axis), rep.data)
+    return states.replace(env_state=None, replay=rep.replace(data=data))
+
+
+def host_metrics(trainer: trainer_lib.Trainer, states, info, updates: int) -> Dict[str, Any]:
+    """``Trainer.chunk_metrics`` for host copies of (possibly data-parallel) states and infos."""
+    if not isinstance(trainer, DataParallelTrainer):
+        return trainer_lib.chunk_metrics(trainer, states, info, updates)
+    merged = states.replace(
+        finished_return_sum=states.finished_return_sum.sum(1), finished_count=states.finished_count.sum(1),
+        env_steps=states.env_steps.sum(1), replay=jax.tree.map(lambda x: x[:, 0], states.replay))
+    m = trainer_lib.chunk_metrics(trainer, merged, {k: np.asarray(v)[:, 0] for k, v in info.items()}, updates)
+    m["buffer/size"] = (np.asarray(states.replay.size) * trainer.config.env.num_envs).sum(1)
+    return m
+
+
+# ---------------------------------------------------------------------------- host loop
+def make_trainer(config: Config, data_shards: int = 0) -> trainer_lib.Trainer:
+    return DataParallelTrainer(config, data_shards) if data_shards else trainer_lib.Trainer(config)
+
+
+def default_mesh(data_shards: int = 0) -> Mesh:
+    """Seed-sharded: every device on the seed axis; data-parallel: every device on the data axis."""
+    return make_mesh(len(jax.devices()) if data_shards else 1)
+
+
+def drop_fractions(trainer: trainer_lib.Trainer, update_step: int, drop_fraction=None) -> Dict[str, Any]:
+    """Scheduled drop fraction per network at ``update_step`` (per seed when ``drop_fraction`` is)."""
+    out = {}
+    agent = trainer.agent
+    for name, rules in (("actor", agent.actor_rules), ("critic", agent.critic_rules)):
+        if rules.schedule is None:
+            continue
+        clock = update_step
+        if name == "actor" and agent.actor_clock_on_actor_updates:
+            clock = update_step // trainer.config.agent.policy_delay
+        if drop_fraction is None:
+            out[f"topology/{name}/drop_fraction"] = float(rules.schedule.fraction(clock))
+        else:
+            out[f"topology/{name}/drop_fraction"] = np.asarray([
+                float(dataclasses.replace(rules.schedule, drop_fraction=float(d)).fraction(clock))
+                for d in np.asarray(drop_fraction)], np.float32)
+    return out
+
+
+def train(config: Config, num_seeds: int = 1, *, data_shards: int = 0, mesh: Optional[Mesh] = None,
+          keys=None, progress_fn: Optional[trainer_lib.ProgressFn] = None,
+          actor_sparsity: Optional[Sequence[float]] = None, critic_sparsity: Optional[Sequence[float]] = None,
+          hparams: Optional[Dict[str, Any]] = None, states=None, start_chunk: int = 0,
+          checkpoint_fn: Optional[Callable[[int, Any, list], None]] = None) -> trainer_lib.TrainResult:
+    """``trainer.train`` over a device mesh (every host runs this same call).
+
+    ``data_shards=0`` shards seeds over the devices; ``data_shards=D`` runs each seed data-parallel with
+    ``D`` shards. ``keys`` (default ``seed_keys(config.seed, num_seeds)``) gives each vmapped entry its key;
+    ``hparams`` per-entry values of :data:`HPARAMS`. Metrics are the same per-seed dict as
+    ``trainer.train``'s (data-parallel: totals over shards for returns, steps and buffer size);
+    ``progress_fn`` runs on the primary process only. ``checkpoint_fn(chunks_done, states, history)`` runs
+    on every process with the global states (use :func:`to_host` there, a collective, then write on the
+    primary only). ``states`` (global arrays, e.g. ``to_global`` of a restored checkpoint) resumes.
+    """
+    trainer = make_trainer(config, data_shards)
+    mesh = mesh if mesh is not None else default_mesh(data_shards)
+    keys = trainer_lib.seed_keys(config.seed, num_seeds) if keys is None else keys
+    check_layout(mesh, int(keys.shape[0]), data_shards)
+    hp = hparams_array(int(keys.shape[0]), **(hparams or {}))
+    if states is None:
+        states = init_states(trainer, mesh, keys, actor_sparsity, critic_sparsity)
+    chunk_fn, eval_fn = make_chunk_fn(trainer, mesh, with_hp=hp is not None), make_eval_fn(trainer, mesh)
+    hp_global = to_global(hp, mesh, P(SEED)) if hp is not None else None
+    host_keys = np.asarray(keys)
+    per_chunk = trainer_lib.chunk_iterations(trainer.config)
+    dp = bool(data_shards)
+    history = []
+    for c in range(start_chunk, trainer_lib.num_chunks(trainer.config)):
+        t0 = time.perf_counter()
+        first = jnp.int32(c * per_chunk)
+        states, info = chunk_fn(states, first, hp_global) if hp is not None else chunk_fn(states, first)
+        jax.block_until_ready(states)
+        elapsed = time.perf_counter() - t0
+        lo, hi = c * per_chunk, (c + 1) * per_chunk
+        updates = (max(hi - trainer.warmup_iterations, 0) - max(lo - trainer.warmup_iterations, 0)
+                   ) * trainer.updates_per_iteration
+        eval_keys = to_global(np.stack([np.asarray(jax.random.fold_in(k, c)) for k in host_keys]), mesh,
+                              P(SEED))
+        evals = eval_fn(states.agent.actor.params, eval_keys)
+        host_states, host_info, host_evals = to_host((_metric_view(states, dp), info, evals))
+        metrics = host_metrics(trainer, host_states, host_info, updates)
+        metrics.update(host_evals)
+        env_steps = int(np.asarray(host_states.env_steps).reshape(len(host_keys), -1).sum(1)[0])
+        update_step = max(hi - trainer.warmup_iterations, 0) * trainer.updates_per_iteration
+        metrics.update(drop_fractions(trainer, update_step, None if hp is None else hp.get("drop_fraction")))
+        rc = config.replay
+        metrics["nstep"] = rc.nstep if update_step >= rc.nstep_delay else 1
+        metrics["training/updates"] = update_step
+        metrics["training/sps"] = per_chunk * config.env_steps_per_iteration / elapsed
+        metrics["training/walltime"] = elapsed
+        history.append((env_steps, metrics))
+        if progress_fn is not None and is_primary():
+            progress_fn(env_steps, metrics)
+        if checkpoint_fn is not None:
+            checkpoint_fn(c + 1, states, history)
+    return trainer_lib.TrainResult(states=states, history=history, trainer=trainer)
+
+
+__all__ = [
+    "DATA", "GRAD_AXES", "HPARAMS", "SEED", "SHARD", "DataParallelTrainer", "ScaleError", "check_layout",
+    "default_mesh", "define_flags", "drop_fractions", "host_metrics", "init_states", "initialize_from_flags",
+    "initialize_from_flag_values", "is_primary", "make_chunk_fn", "make_eval_fn", "make_init_fn",
+    "make_mesh", "make_trainer", "shard_config", "to_global", "to_host", "train", "with_hparams",
+]
