@@ -368,7 +368,8 @@ def execute(plan: Plan) -> Dict[str, Any]:
             print(f"{what}; compiling (the first period takes longer)...", flush=True)
             hook = Hook(plan, log, trainer, total_chunks, per_chunk_steps)
             result = trainer_lib.train(config, num_seeds=plan.num_seeds, states=restored.states if restored else None,
-                                       start_chunk=start_chunk, checkpoint_fn=hook)
+                                       start_chunk=start_chunk, history=restored.history if restored else None,
+                                       checkpoint_fn=hook)
             states = result.states
         else:
             print(f"the run is complete ({total_chunks} periods); rewriting summary and plots", flush=True)

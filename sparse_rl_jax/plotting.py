@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 RETURN_KEY = "eval/episode_reward"
@@ -99,6 +100,7 @@ def buffer_and_nstep(history: List[list], path: str) -> str:
     steps, values = _per_seed(history, "nstep")
     if len(steps):
         ax2.step(steps, values[:, 0], where="post")
+    ax2.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax2.set_title("n of the n-step TD target")
     for ax in (ax1, ax2):
         ax.set_xlabel("environment steps")
