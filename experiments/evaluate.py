@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from typing import Sequence
 
 from absl import flags
@@ -26,8 +27,8 @@ def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_string("workdir", None, "Work directory of a training run.", flag_values=fv)
     flags.DEFINE_integer("episodes", 10, "Evaluation episodes per seed.", flag_values=fv)
-    flags.DEFINE_integer("seed_offset", 0, "Added to the run's seed for the evaluation keys (0 = the key "
-                         "stream of the first training evaluation).", flag_values=fv)
+    flags.DEFINE_integer("seed_offset", 0, "Evaluation key of seed i: PRNGKey(config.seed + seed_offset + i).",
+                         flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print one JSON object only.", flag_values=fv)
     return fv
 
@@ -57,6 +58,7 @@ def evaluate_run(workdir: str, episodes: int, seed_offset: int = 0) -> dict:
 
 def main(argv: Sequence[str]) -> int:
     absl_logging.set_verbosity(absl_logging.WARNING)
+    warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
     fv = define_flags()
     if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
         print(__doc__.split("\n\n")[1] + "\n\n" + fv.get_help())

@@ -11,17 +11,18 @@ left out; if given, the resolved config must equal the saved one, field by field
 
 Exit status: 0 done; 2 bad input (one line on stderr naming the option, the value and what is allowed,
 printed before anything is compiled or written); 1 the run diverged (NaN/inf in a loss or the
-parameters: the message names the network and the step, the last good checkpoint is left intact).
+parameters: the message names the network and the step, the last good checkpoint is left intact); 130
+interrupted (Ctrl-C): the newest checkpoint is intact, continue with --resume.
 Outputs: see ``docs/launcher.md``.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import tempfile
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 from absl import flags
@@ -29,6 +30,7 @@ from absl import logging as absl_logging
 
 USAGE_ERROR = 2
 DIVERGED = 1
+INTERRUPTED = 130
 RUN_FILES = ("config.json", "summary.json", "checkpoints", "metrics", "tensorboard", "plots")
 
 
@@ -270,8 +272,14 @@ def plan_run(fv: flags.FlagValues) -> Plan:
 
 
 # ---------------------------------------------------------------------------- running
-def check_finite(entry: List[Any], trainer, states, num_seeds: int, chunk: int) -> None:
-    """Raise `NonFiniteError` naming the network and the step if a loss or a parameter is NaN/inf."""
+def _path_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def check_finite(entry: List[Any], states, num_seeds: int, chunk: int) -> None:
+    """Raise `NonFiniteError` naming the network and the step if a loss or any agent value (params,
+    targets, optimizer moments, temperature, importance) is NaN/inf."""
+    import jax
     import numpy as np
 
     steps, metrics = entry
@@ -283,18 +291,13 @@ def check_finite(entry: List[Any], trainer, states, num_seeds: int, chunk: int) 
             if bad:
                 net = name[len("training/"):-len("_loss")]
                 raise NonFiniteError(f"{net} loss is NaN/inf (seed {bad[0]}) by {where}")
-    for net_name, net in trainer.agent.networks(states.agent).items():
-        for part, tree in (("params", net.params), ("target params", net.target)):
-            if tree is None:
-                continue
-            import jax
-
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-                finite = np.isfinite(np.asarray(leaf)).reshape(num_seeds, -1).all(axis=1)
-                if not finite.all():
-                    layer = "/".join(str(getattr(k, "key", k)) for k in path)
-                    raise NonFiniteError(f"{net_name} {part} {layer} contain NaN/inf (seed "
-                                         f"{int(np.argmin(finite))}) by {where}")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(states.agent)[0]:
+        arr = np.asarray(leaf)
+        if not np.issubdtype(arr.dtype, np.floating):
+            continue
+        finite = np.isfinite(arr).reshape(num_seeds, -1).all(axis=1)
+        if not finite.all():
+            raise NonFiniteError(f"NaN/inf in {_path_name(path)} (seed {int(np.argmin(finite))}) by {where}")
 
 
 class Hook:
@@ -323,7 +326,7 @@ class Hook:
         print(run_logging.format_progress(entry, total, chunk, self.total_chunks, rate, now - self.start,
                                           remaining, plan.num_seeds), flush=True)
         try:
-            check_finite(entry, self.trainer, states, plan.num_seeds, chunk)
+            check_finite(entry, states, plan.num_seeds, chunk)
         except NonFiniteError as err:
             kept = self.last_checkpoint or _newest_checkpoint(plan.workdir)
             raise NonFiniteError(f"{err}; last good checkpoint: {kept or 'none yet'}") from None
@@ -404,6 +407,7 @@ def _divergence_types() -> tuple:
 def main(argv: Sequence[str]) -> int:
     """CLI entry; ``argv[0]`` is the program name. Returns the exit status."""
     absl_logging.set_verbosity(absl_logging.WARNING)
+    warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
     if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
         print(__doc__.split("\n\n", 2)[1] + "\n\n" + define_flags().get_help())
         return 0
@@ -417,6 +421,10 @@ def main(argv: Sequence[str]) -> int:
     except _divergence_types() as err:
         print(f"train: stopped: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
         return DIVERGED
+    except KeyboardInterrupt:
+        print(f"train: interrupted; continue with: python -m experiments.train --workdir {plan.workdir} --resume",
+              file=sys.stderr, flush=True)
+        return INTERRUPTED
     return 0
 
 

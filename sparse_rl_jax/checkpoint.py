@@ -23,7 +23,6 @@ Loading a trained policy in three lines::
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
@@ -125,7 +124,8 @@ def _resolve_step(workdir: str, step: Optional[int]) -> int:
     steps = all_steps(workdir)
     if not steps:
         raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)}: nothing to resume or evaluate "
-                              "(train first, or pass the --workdir of a run that has saved a checkpoint)")
+                              "(a run stopped before its first checkpoint leaves none: start it again in a new "
+                              "or emptied work dir)")
     if step is None:
         return steps[-1]
     if step not in steps:

@@ -386,3 +386,19 @@ def test_bad_input_exit_status_from_the_real_cli(cli_env, tmp_path):
         "train: error: invalid --config.sparsity.actor=1.5: must be in [0, 1)"
     assert "run:" not in proc.stdout and not (tmp_path / "w").exists()
     assert time.time() - start < 120
+
+
+def test_divergence_check_names_the_network_the_seed_and_the_step():
+    from types import SimpleNamespace
+
+    from experiments import train
+
+    entry = [320, {"training/critic_loss": [1.0, 2.0], "training/updates": 160}]
+    agent = {"actor": {"params": np.ones((2, 3))},
+             "critic": {"target": {"q1": np.array([[1.0, 2.0], [np.inf, 0.0]])}, "masks": np.zeros((2, 2), bool)}}
+    with pytest.raises(train.NonFiniteError, match=r"NaN/inf in critic/target/q1 \(seed 1\) by env step 320 "
+                                                   r"\(evaluation period 2, gradient update 160\)"):
+        train.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, chunk=2)
+    entry[1]["training/actor_loss"] = [None, 0.5]
+    with pytest.raises(train.NonFiniteError, match=r"actor loss is NaN/inf \(seed 0\)"):
+        train.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, chunk=2)
