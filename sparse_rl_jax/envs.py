@@ -38,7 +38,7 @@ from brax.envs.base import Env, State, Wrapper
 from brax.envs.wrappers import training as brax_training
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
-# Fastest backend per env on the 2-core CPU (docs/envs.md); used when ``backend=None``.
+# Used when ``backend=None`` (docs/envs.md): fast on the 2-core CPU and known to learn (Brax's own SAC).
 DEFAULT_BACKENDS = {"inverted_pendulum": "positional", "halfcheetah": "spring"}
 FALLBACK_BACKEND = "spring"
 # Info entries that describe the step that just happened; kept (not reset) when an env auto-resets.
@@ -79,7 +79,7 @@ def _check_positive_int(option: str, value) -> None:
 
 
 def resolve_backend(name: str, backend: Optional[str] = None) -> str:
-    """Validated backend; ``None`` picks the fastest measured backend for ``name``."""
+    """Validated backend; ``None`` picks ``DEFAULT_BACKENDS[name]`` (spring for other envs)."""
     if backend is None:
         return DEFAULT_BACKENDS.get(name, FALLBACK_BACKEND)
     _check_choice("backend", backend, BACKENDS)
@@ -200,7 +200,7 @@ def make_env(
 ) -> TrainingEnv:
     """Vectorized, time-limited, freshly auto-resetting Brax env for training.
 
-    ``backend=None`` uses ``DEFAULT_BACKENDS`` (fastest measured on CPU). ``episode_length`` counts
+    ``backend=None`` uses ``DEFAULT_BACKENDS`` (else spring). ``episode_length`` counts
     physics-env steps like Brax (an agent step advances ``action_repeat`` of them).
     Raises ``ValueError`` naming the option, the value and the allowed values.
     """
