@@ -295,22 +295,23 @@ def make_init_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
 
 def init_states(trainer: trainer_lib.Trainer, mesh: Mesh, keys, actor_sparsity=None,
                 critic_sparsity=None) -> trainer_lib.TrainState:
-    """Sharded initial states (leading axis seeds; ``[seeds, shards]`` for data-parallel trainers)."""
-    s = trainer.config.sparsity
+    """Sharded initial states (seed-sharded: ``TrainState`` with leading seed axis; data-parallel: agent
+    ``[seeds]``, every other field ``[seeds, shards]``)."""
     n = int(keys.shape[0])
     check_layout(mesh, n, trainer.num_shards if isinstance(trainer, DataParallelTrainer) else 0)
-    actor = np.broadcast_to(np.asarray(s.actor if actor_sparsity is None else actor_sparsity, np.float32), (n,))
-    critic = np.broadcast_to(np.asarray(s.critic if critic_sparsity is None else critic_sparsity, np.float32),
-                             (n,))
-    args = to_global((np.asarray(keys), actor, critic), mesh, P(SEED))
-    return make_init_fn(trainer, mesh)(*args)
+    s = trainer.config.sparsity
+
+    def levels(value, default):
+        return np.broadcast_to(np.asarray(default if value is None else value, np.float32), (n,))
+
+    args = (np.asarray(keys), levels(actor_sparsity, s.actor), levels(critic_sparsity, s.critic))
+    return make_init_fn(trainer, mesh)(*to_global(args, mesh, P(SEED)))
 
 
-def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh, with_hp: bool = False):
-    """Jitted ``(states, first_iteration[, hparams]) -> (states, infos)`` over the mesh (states donated).
-
-    Seed-sharded: ``infos`` leaves are ``[seeds]``; data-parallel: ``[seeds, shards]``.
-    """
+def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
+    """Jitted ``(states, first_iteration, hparams=None) -> (states, infos)`` over the mesh (states are
+    donated). ``first_iteration``: a host integer (replicated). ``infos`` leaves: ``[seeds]``
+    (data-parallel: ``[seeds, shards]``)."""
     dp = isinstance(trainer, DataParallelTrainer)
     n = trainer_lib.chunk_iterations(trainer.config)
 
@@ -339,9 +340,7 @@ def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh, with_hp: bool = Fals
     spec = _specs(dp)
     info_spec = P(SEED, DATA) if dp else P(SEED)
     fn = _shard_map(local, mesh, (spec, P(), P(SEED)), (spec, info_spec))
-    if with_hp:
-        return jax.jit(lambda states, first, hp: fn(states, first, hp), donate_argnums=0)
-    return jax.jit(lambda states, first: fn(states, first, None), donate_argnums=0)
+    return jax.jit(lambda states, first, hp=None: fn(states, first, hp), donate_argnums=0)
 
 
 def make_eval_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
@@ -403,67 +402,124 @@ def drop_fractions(trainer: trainer_lib.Trainer, update_step: int, drop_fraction
     return out
 
 
+class Runner:
+    """A compiled run layout: the trainer, the mesh and the jitted init, chunk and evaluation programs.
+
+    Reuse one runner for several batches of the same config (a sweep): every call to :meth:`train`
+    with the same number of entries reuses the compiled programs.
+    """
+
+    def __init__(self, config: Config, data_shards: int = 0, mesh: Optional[Mesh] = None):
+        self.config, self.data_shards = config, data_shards
+        self.trainer = make_trainer(config, data_shards)
+        self.mesh = mesh if mesh is not None else default_mesh(data_shards)
+        self.init_fn = make_init_fn(self.trainer, self.mesh)
+        self.chunk_fn = make_chunk_fn(self.trainer, self.mesh)
+        self.eval_fn = make_eval_fn(self.trainer, self.mesh)
+        # whole-run view for FLOP accounting (a data-parallel trainer's own config is one shard's)
+        self._whole = copy.copy(self.trainer)
+        self._whole.config = config
+
+    def init(self, keys, actor_sparsity=None, critic_sparsity=None):
+        """Sharded initial states for per-entry ``keys`` (``[n, 2]`` raw keys)."""
+        n = int(keys.shape[0])
+        check_layout(self.mesh, n, self.data_shards)
+        s = self.config.sparsity
+
+        def levels(value, default):
+            return np.broadcast_to(np.asarray(default if value is None else value, np.float32), (n,))
+
+        args = (np.asarray(keys), levels(actor_sparsity, s.actor), levels(critic_sparsity, s.critic))
+        return self.init_fn(*to_global(args, self.mesh, P(SEED)))
+
+    def train(self, num_seeds: int = 1, *, keys=None, progress_fn: Optional[trainer_lib.ProgressFn] = None,
+              actor_sparsity=None, critic_sparsity=None, hparams: Optional[Dict[str, Any]] = None,
+              states=None, start_chunk: int = 0, history: Optional[list] = None,
+              checkpoint_fn: Optional[Callable[[int, Any, list], None]] = None) -> trainer_lib.TrainResult:
+        """See :func:`train`."""
+        config, trainer, mesh = self.config, self.trainer, self.mesh
+        keys = trainer_lib.seed_keys(config.seed, num_seeds) if keys is None else keys
+        n = int(keys.shape[0])
+        check_layout(mesh, n, self.data_shards)
+        hp = hparams_array(n, **(hparams or {}))
+        if states is None:
+            states = self.init(keys, actor_sparsity, critic_sparsity)
+        hp_global = to_global(hp, mesh, P(SEED)) if hp is not None else None
+        host_keys = np.asarray(keys)
+        per_chunk = trainer_lib.chunk_iterations(config)
+        history = list(history or [])
+        flops_so_far = np.zeros(n, np.float64)
+        if history and "flops/train_so_far" in history[-1][1]:
+            flops_so_far = np.asarray(history[-1][1]["flops/train_so_far"], np.float64)
+        for c in range(start_chunk, trainer_lib.num_chunks(config)):
+            t0 = time.perf_counter()
+            # the iteration counter is a host value: replicated on every process, unbatched everywhere
+            states, info = self.chunk_fn(states, np.int32(c * per_chunk), hp_global)
+            jax.block_until_ready(states)
+            elapsed = time.perf_counter() - t0
+            lo, hi = c * per_chunk, (c + 1) * per_chunk
+            updates = (max(hi - trainer.warmup_iterations, 0) - max(lo - trainer.warmup_iterations, 0)
+                       ) * trainer.updates_per_iteration
+            eval_keys = to_global(np.stack([np.asarray(jax.random.fold_in(k, c)) for k in host_keys]), mesh,
+                                  P(SEED))
+            evals = self.eval_fn(states.agent.actor.params, eval_keys)
+            host_states, host_info, host_evals = to_host(
+                (_metric_view(states, bool(self.data_shards)), info, evals))
+            metrics = host_metrics(trainer, host_states, host_info, updates)
+            fl = trainer_lib.flop_fractions(self._whole, host_states.replace(env_steps=np.zeros(n)))
+            flops_so_far = flops_so_far + fl["train_sparse"] * updates
+            metrics["flops/train_so_far"] = flops_so_far.copy()
+            metrics["flops/train_fraction"] = fl["train_sparse"] / fl["train_dense"]
+            metrics["flops/inference_fraction"] = fl["inference_fraction"]
+            metrics.update(host_evals)
+            env_steps = int(np.asarray(host_states.env_steps).reshape(n, -1).sum(1)[0])
+            update_step = max(hi - trainer.warmup_iterations, 0) * trainer.updates_per_iteration
+            metrics.update(drop_fractions(trainer, update_step, None if hp is None else hp.get("drop_fraction")))
+            rc = config.replay
+            metrics["nstep"] = rc.nstep if update_step >= rc.nstep_delay else 1
+            metrics["training/updates"] = update_step
+            metrics["training/sps"] = per_chunk * config.env_steps_per_iteration / elapsed
+            metrics["training/walltime"] = elapsed
+            history.append((env_steps, metrics))
+            if progress_fn is not None and is_primary():
+                progress_fn(env_steps, metrics)
+            if checkpoint_fn is not None:
+                checkpoint_fn(c + 1, states, history)
+        return trainer_lib.TrainResult(states=states, history=history, trainer=trainer)
+
+
 def train(config: Config, num_seeds: int = 1, *, data_shards: int = 0, mesh: Optional[Mesh] = None,
           keys=None, progress_fn: Optional[trainer_lib.ProgressFn] = None,
           actor_sparsity: Optional[Sequence[float]] = None, critic_sparsity: Optional[Sequence[float]] = None,
           hparams: Optional[Dict[str, Any]] = None, states=None, start_chunk: int = 0,
+          history: Optional[list] = None,
           checkpoint_fn: Optional[Callable[[int, Any, list], None]] = None) -> trainer_lib.TrainResult:
-    """``trainer.train`` over a device mesh (every host runs this same call).
+    """``trainer.train`` over a device mesh; every process of a multi-host run makes this same call.
 
-    ``data_shards=0`` shards seeds over the devices; ``data_shards=D`` runs each seed data-parallel with
-    ``D`` shards. ``keys`` (default ``seed_keys(config.seed, num_seeds)``) gives each vmapped entry its key;
-    ``hparams`` per-entry values of :data:`HPARAMS`. Metrics are the same per-seed dict as
-    ``trainer.train``'s (data-parallel: totals over shards for returns, steps and buffer size);
-    ``progress_fn`` runs on the primary process only. ``checkpoint_fn(chunks_done, states, history)`` runs
-    on every process with the global states (use :func:`to_host` there, a collective, then write on the
-    primary only). ``states`` (global arrays, e.g. ``to_global`` of a restored checkpoint) resumes.
+    ``data_shards=0`` shards the seeds over the devices (default mesh: all devices on the seed axis);
+    ``data_shards=D`` runs each seed data-parallel with ``D`` shards (default mesh: all devices on the
+    data axis). ``keys`` (default ``seed_keys(config.seed, num_seeds)``) gives each vmapped entry its key,
+    ``hparams`` its values of :data:`HPARAMS`, ``actor_sparsity``/``critic_sparsity`` its levels.
+    Metrics: ``trainer.train``'s per-seed dict (data-parallel: returns, env steps and buffer size summed
+    over shards). ``progress_fn`` runs on the primary process only; ``checkpoint_fn(chunks_done, states,
+    history)`` on every process with the global states (call :func:`to_host` there, a collective, and
+    write on the primary only). To resume pass ``states`` (``to_global`` of restored host states, layout
+    :func:`state_spec`), ``start_chunk`` and ``history``.
     """
-    trainer = make_trainer(config, data_shards)
-    mesh = mesh if mesh is not None else default_mesh(data_shards)
-    keys = trainer_lib.seed_keys(config.seed, num_seeds) if keys is None else keys
-    check_layout(mesh, int(keys.shape[0]), data_shards)
-    hp = hparams_array(int(keys.shape[0]), **(hparams or {}))
-    if states is None:
-        states = init_states(trainer, mesh, keys, actor_sparsity, critic_sparsity)
-    chunk_fn, eval_fn = make_chunk_fn(trainer, mesh, with_hp=hp is not None), make_eval_fn(trainer, mesh)
-    hp_global = to_global(hp, mesh, P(SEED)) if hp is not None else None
-    host_keys = np.asarray(keys)
-    per_chunk = trainer_lib.chunk_iterations(trainer.config)
-    dp = bool(data_shards)
-    history = []
-    for c in range(start_chunk, trainer_lib.num_chunks(trainer.config)):
-        t0 = time.perf_counter()
-        first = jnp.int32(c * per_chunk)
-        states, info = chunk_fn(states, first, hp_global) if hp is not None else chunk_fn(states, first)
-        jax.block_until_ready(states)
-        elapsed = time.perf_counter() - t0
-        lo, hi = c * per_chunk, (c + 1) * per_chunk
-        updates = (max(hi - trainer.warmup_iterations, 0) - max(lo - trainer.warmup_iterations, 0)
-                   ) * trainer.updates_per_iteration
-        eval_keys = to_global(np.stack([np.asarray(jax.random.fold_in(k, c)) for k in host_keys]), mesh,
-                              P(SEED))
-        evals = eval_fn(states.agent.actor.params, eval_keys)
-        host_states, host_info, host_evals = to_host((_metric_view(states, dp), info, evals))
-        metrics = host_metrics(trainer, host_states, host_info, updates)
-        metrics.update(host_evals)
-        env_steps = int(np.asarray(host_states.env_steps).reshape(len(host_keys), -1).sum(1)[0])
-        update_step = max(hi - trainer.warmup_iterations, 0) * trainer.updates_per_iteration
-        metrics.update(drop_fractions(trainer, update_step, None if hp is None else hp.get("drop_fraction")))
-        rc = config.replay
-        metrics["nstep"] = rc.nstep if update_step >= rc.nstep_delay else 1
-        metrics["training/updates"] = update_step
-        metrics["training/sps"] = per_chunk * config.env_steps_per_iteration / elapsed
-        metrics["training/walltime"] = elapsed
-        history.append((env_steps, metrics))
-        if progress_fn is not None and is_primary():
-            progress_fn(env_steps, metrics)
-        if checkpoint_fn is not None:
-            checkpoint_fn(c + 1, states, history)
-    return trainer_lib.TrainResult(states=states, history=history, trainer=trainer)
+    return Runner(config, data_shards, mesh).train(
+        num_seeds, keys=keys, progress_fn=progress_fn, actor_sparsity=actor_sparsity,
+        critic_sparsity=critic_sparsity, hparams=hparams, states=states, start_chunk=start_chunk,
+        history=history, checkpoint_fn=checkpoint_fn)
+
+
+def state_spec(data_shards: int = 0):
+    """The ``PartitionSpec`` prefix tree of a run's states (for :func:`to_global` when resuming)."""
+    return _specs(bool(data_shards))
 
 
 __all__ = [
-    "DATA", "GRAD_AXES", "HPARAMS", "SEED", "SHARD", "DataParallelTrainer", "ScaleError", "check_layout",
+    "DATA", "GRAD_AXES", "HPARAMS", "SEED", "SHARD", "DataParallelTrainer", "Runner", "ScaleError",
+    "check_layout", "state_spec",
     "default_mesh", "define_flags", "drop_fractions", "host_metrics", "init_states", "initialize_from_flags",
     "initialize_from_flag_values", "is_primary", "make_chunk_fn", "make_eval_fn", "make_init_fn",
     "make_mesh", "make_trainer", "shard_config", "to_global", "to_host", "train", "with_hparams",
