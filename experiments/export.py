@@ -12,6 +12,7 @@ checkpoint module (``sparse_rl_jax.checkpoint``) is not available in this instal
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any, Dict, NamedTuple, Sequence
@@ -59,7 +60,9 @@ def load_actor_from_workdir(workdir: str, seed: int = 0) -> ActorCheckpoint:
     An ``obs_normalizer`` attribute on ``states`` (mean/std), if a future trainer adds one, is exported.
     """
     try:
-        from sparse_rl_jax import checkpoint
+        # import_module consults sys.modules, so the module can be replaced (tests, plug-in checkpoint
+        # formats) even after `sparse_rl_jax.checkpoint` was imported as a package attribute
+        checkpoint = importlib.import_module("sparse_rl_jax.checkpoint")
     except ImportError as err:
         raise CheckpointModuleMissing(
             f"cannot import sparse_rl_jax.checkpoint ({err}); this installation has no checkpoint "
