@@ -118,17 +118,30 @@ def is_primary() -> bool:
 
 # ---------------------------------------------------------------------------- mesh and placement
 def make_mesh(data_devices: int = 1, devices: Optional[Sequence[Any]] = None) -> Mesh:
-    """Mesh ``('seed', 'data')`` over all devices (default ``jax.devices()``, every host's)."""
-    devices = list(jax.devices() if devices is None else devices)
-    n = len(devices)
-    if data_devices < 1 or n % data_devices:
-        raise ScaleError(f"invalid data_devices={data_devices}: must divide the device count {n}")
+    """Mesh ``('seed', 'data')`` with ``data_devices`` devices on the data axis.
+
+    Default: all devices of all hosts, laid out by ``mesh_utils.create_device_mesh`` (topology-aware on
+    TPU). Explicit ``devices`` are used in the given order, row-major (each consecutive group of
+    ``data_devices`` is one data group).
+    """
+    shape_of = lambda n: (n // data_devices, data_devices)  # noqa: E731
+    if devices is not None:
+        devices = list(devices)
+        _check_divides(data_devices, len(devices))
+        return Mesh(np.asarray(devices, dtype=object).reshape(shape_of(len(devices))), (SEED, DATA))
+    devices = jax.devices()
+    _check_divides(data_devices, len(devices))
     try:
         from jax.experimental import mesh_utils
-        grid = mesh_utils.create_device_mesh((n // data_devices, data_devices), devices=devices)
-    except Exception:  # odd device sets (e.g. a subset on TPU): plain order
-        grid = np.asarray(devices, dtype=object).reshape(n // data_devices, data_devices)
+        grid = mesh_utils.create_device_mesh(shape_of(len(devices)), devices=devices)
+    except Exception:  # device sets the topology helper cannot tile: plain order
+        grid = np.asarray(devices, dtype=object).reshape(shape_of(len(devices)))
     return Mesh(grid, (SEED, DATA))
+
+
+def _check_divides(data_devices: int, n: int) -> None:
+    if data_devices < 1 or n % data_devices:
+        raise ScaleError(f"invalid data_devices={data_devices}: must divide the device count {n}")
 
 
 def check_layout(mesh: Mesh, num_seeds: int, data_shards: int = 0) -> None:
@@ -294,9 +307,9 @@ def make_init_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
 
 
 def init_states(trainer: trainer_lib.Trainer, mesh: Mesh, keys, actor_sparsity=None,
-                critic_sparsity=None) -> trainer_lib.TrainState:
+                critic_sparsity=None, init_fn=None) -> trainer_lib.TrainState:
     """Sharded initial states (seed-sharded: ``TrainState`` with leading seed axis; data-parallel: agent
-    ``[seeds]``, every other field ``[seeds, shards]``)."""
+    ``[seeds]``, every other field ``[seeds, shards]``). ``init_fn``: a cached :func:`make_init_fn`."""
     n = int(keys.shape[0])
     check_layout(mesh, n, trainer.num_shards if isinstance(trainer, DataParallelTrainer) else 0)
     s = trainer.config.sparsity
@@ -305,7 +318,19 @@ def init_states(trainer: trainer_lib.Trainer, mesh: Mesh, keys, actor_sparsity=N
         return np.broadcast_to(np.asarray(default if value is None else value, np.float32), (n,))
 
     args = (np.asarray(keys), levels(actor_sparsity, s.actor), levels(critic_sparsity, s.critic))
-    return make_init_fn(trainer, mesh)(*to_global(args, mesh, P(SEED)))
+    init_fn = init_fn if init_fn is not None else make_init_fn(trainer, mesh)
+    return init_fn(*to_global(args, mesh, P(SEED)))
+
+
+def abstract_states(config: Config, num_seeds: int, data_shards: int = 0):
+    """Shapes and dtypes (``jax.ShapeDtypeStruct``) of a run's host-side states, nothing computed: the
+    restore template of a data-parallel checkpoint (seed-sharded states have the ordinary layout of
+    ``checkpoint.template``)."""
+    tr = make_trainer(config, data_shards)
+    init = tr.init_shards if data_shards else tr.init
+    keys = trainer_lib.seed_keys(config.seed, num_seeds)
+    levels = jnp.zeros((num_seeds,), jnp.float32)
+    return jax.eval_shape(jax.vmap(init), keys, levels + config.sparsity.actor, levels + config.sparsity.critic)
 
 
 def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
@@ -422,15 +447,7 @@ class Runner:
 
     def init(self, keys, actor_sparsity=None, critic_sparsity=None):
         """Sharded initial states for per-entry ``keys`` (``[n, 2]`` raw keys)."""
-        n = int(keys.shape[0])
-        check_layout(self.mesh, n, self.data_shards)
-        s = self.config.sparsity
-
-        def levels(value, default):
-            return np.broadcast_to(np.asarray(default if value is None else value, np.float32), (n,))
-
-        args = (np.asarray(keys), levels(actor_sparsity, s.actor), levels(critic_sparsity, s.critic))
-        return self.init_fn(*to_global(args, self.mesh, P(SEED)))
+        return init_states(self.trainer, self.mesh, keys, actor_sparsity, critic_sparsity, self.init_fn)
 
     def train(self, num_seeds: int = 1, *, keys=None, progress_fn: Optional[trainer_lib.ProgressFn] = None,
               actor_sparsity=None, critic_sparsity=None, hparams: Optional[Dict[str, Any]] = None,
@@ -519,7 +536,7 @@ def state_spec(data_shards: int = 0):
 
 __all__ = [
     "DATA", "GRAD_AXES", "HPARAMS", "SEED", "SHARD", "DataParallelTrainer", "Runner", "ScaleError",
-    "check_layout", "state_spec",
+    "abstract_states", "check_layout", "state_spec",
     "default_mesh", "define_flags", "drop_fractions", "host_metrics", "init_states", "initialize_from_flags",
     "initialize_from_flag_values", "is_primary", "make_chunk_fn", "make_eval_fn", "make_init_fn",
     "make_mesh", "make_trainer", "shard_config", "to_global", "to_host", "train", "with_hparams",

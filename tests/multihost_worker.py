@@ -15,7 +15,10 @@ import os
 import sys
 
 MODE = sys.argv[1]
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + ("4" if MODE == "reference" else "2")
+# every run compared here uses the same flags; LLVM optimisation off halves the compile time of these
+# tiny programs (which run for a fraction of a second)
+os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=" + ("4" if MODE == "reference" else "2")
+                           + " --xla_backend_optimization_level=0")
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -131,6 +134,7 @@ def worker(out):
                         checkpoint_fn=save)
     info = {"process": pid, "processes": jax.process_count(), "global_devices": len(jax.devices()),
             "replicas_identical": replicas_identical(result.states.agent),
+            "data_group_processes": sorted({d.process_index for d in mesh.devices[0]}),
             "env_steps": result.history[-1][0]}
     # this process's copies of the agent, to compare bits across processes
     np.savez(os.path.join(out, f"agent_local_{pid}.npz"),

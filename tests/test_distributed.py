@@ -72,12 +72,14 @@ def assert_states_close(actual, desired, rtol=1e-4, atol=1e-5):
             np.testing.assert_allclose(a, d, rtol=rtol, atol=atol, err_msg=key)
 
 
+@pytest.mark.slow
 def test_seed_sharded_four_devices_equals_single_device(runs):
     ref = json.load(open(os.path.join(runs, "reference.json")))
     assert ref["devices"] == 4 and ref["seed_shards_per_leaf"] == 4  # one seed per device
     assert_states_close(_load(runs, "seeds_sharded.npz"), _load(runs, "seeds_single.npz"))
 
 
+@pytest.mark.slow
 def test_data_parallel_four_devices_equals_single_device(runs):
     ref = json.load(open(os.path.join(runs, "reference.json")))
     assert ref["dp_mesh"] == {"seed": 2, "data": 2}
@@ -91,10 +93,12 @@ def test_data_parallel_four_devices_equals_single_device(runs):
     assert not np.allclose(obs[:, 0], obs[:, 1])
 
 
+@pytest.mark.slow
 def test_two_processes_equal_single_device(runs):
     infos = [json.load(open(os.path.join(runs, f"worker_{i}.json"))) for i in range(2)]
     assert [i["processes"] for i in infos] == [2, 2] and [i["global_devices"] for i in infos] == [4, 4]
     assert all(i["replicas_identical"] for i in infos)
+    assert infos[0]["data_group_processes"] == [0, 1]  # the gradient all-reduce crosses processes
     assert infos[0]["env_steps"] == 320
     assert_states_close(_load(runs, "dp_multihost.npz"), _load(runs, "dp_single.npz"))
     # the agent copies on the two processes are bit-identical
@@ -107,6 +111,7 @@ def test_two_processes_equal_single_device(runs):
     assert os.listdir(os.path.join(runs, "run", "checkpoints")) == ["1"]
 
 
+@pytest.mark.slow
 def test_bad_layouts_raise_one_line_errors(runs):
     errors = json.load(open(os.path.join(runs, "reference.json")))["errors"]
     assert "number of seeds 3" in errors["seeds"] and "multiple of the 4 devices" in errors["seeds"]
@@ -123,8 +128,8 @@ def test_shard_config_keeps_every_iteration_count():
     for name in ("warmup_iterations", "train_iterations", "updates_per_iteration", "total_updates"):
         assert getattr(local, name) == getattr(config, name)
     assert local.replay.capacity * 4 >= config.replay.capacity
-    with pytest.raises(dist.ScaleError, match="agent.batch_size=64"):
-        dist.shard_config(cfg_lib.replace(config, **{"env.num_envs": 12, "agent.batch_size": 66}), 3)
+    with pytest.raises(dist.ScaleError, match="agent.batch_size=65"):
+        dist.shard_config(cfg_lib.replace(config, **{"env.num_envs": 12, "agent.batch_size": 65}), 3)
 
 
 def test_with_hparams_substitutes_traced_values():

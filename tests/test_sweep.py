@@ -31,6 +31,7 @@ def _rows(workdir, seed=0):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_sweep_compiles_each_group_once_and_writes_cells(swept):
     root, cells, logs = swept
     assert len(cells) == 8
@@ -46,6 +47,7 @@ def test_sweep_compiles_each_group_once_and_writes_cells(swept):
         assert abs(summary["mean"]["sparsity_actor"] - cell.actor_sparsity) < 0.02
 
 
+@pytest.mark.slow
 def test_vmapped_sweep_cell_equals_its_separate_run(swept):
     from sparse_rl_jax import trainer
 
@@ -67,6 +69,7 @@ def test_vmapped_sweep_cell_equals_its_separate_run(swept):
     assert other[-1]["training/critic_loss"] != rows[-1]["training/critic_loss"]
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_cells_and_writes_tables(swept):
     root, cells, _ = swept
     logs = []
