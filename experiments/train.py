@@ -2,12 +2,21 @@
 
     python -m experiments.train --config=experiments/configs/rlx2_td3.py --workdir runs/rlx2 \\
         [--config.env.name=hopper] [--config.sparsity.actor=0.95] [--seeds 4] [--resume] \\
-        [--checkpoint_every 1] [--keep_checkpoints 2]
+        [--checkpoint_every 1] [--keep_checkpoints 2] [--data_shards D] \\
+        [--coordinator_address HOST:PORT --num_processes N --process_id I]
 
 Every config field can be overridden with ``--config.<section>.<field>=value`` (``--config.env=NAME`` is
 short for ``--config.env.name=NAME``); ``--config=experiments/configs/preset.py:<method>,<algo>`` picks any
 preset by name. ``--resume`` continues the newest checkpoint of ``--workdir`` (``--config`` may then be
 left out; if given, the resolved config must equal the saved one, field by field).
+
+Devices: one device runs the plain vmapped program. With several devices (or processes) the seeds are
+sharded over all of them (``--seeds`` a multiple of the device count); ``--data_shards D`` instead splits
+each seed's envs, replay and batch into ``D`` shards over the devices, with averaged gradients (``D`` a
+multiple of the device count). Multi-host: start the same command on every host with
+``--coordinator_address``/``--num_processes``/``--process_id`` (or ``--distributed_auto`` on TPU pods and
+SLURM) and a ``--workdir`` every host can read; only process 0 prints and writes logs, and every process
+takes part in each checkpoint (orbax synchronises them). See BUILD.md and docs/scaling.md.
 
 Exit status: 0 done; 2 bad input (one line on stderr naming the option, the value and what is allowed,
 printed before anything is compiled or written); 1 the run diverged (NaN/inf in a loss or the
@@ -62,7 +71,14 @@ def define_flags(argv: Sequence[str] = ()) -> flags.FlagValues:
                          "after the last).", flag_values=fv)
     flags.DEFINE_integer("keep_checkpoints", 2, "Keep the newest K checkpoints.", flag_values=fv)
     flags.DEFINE_boolean("plots", True, "Write the PNG plots at the end.", flag_values=fv)
+    dist_lib().define_flags(fv)  # --data_shards, --coordinator_address, --num_processes, --process_id, ...
     return fv
+
+
+def dist_lib():
+    from sparse_rl_jax import distributed
+
+    return distributed
 
 
 def _rewrite_shorthands(argv: Sequence[str]) -> List[str]:
@@ -126,11 +142,24 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
         raise UsageError(f"unexpected positional arguments {extra[1:]!r}; only --flags are allowed")
     if not fv["workdir"].value:
         raise UsageError("--workdir is required (the directory that receives config, metrics, checkpoints)")
-    for name, low in (("seeds", 1), ("checkpoint_every", 1), ("keep_checkpoints", 1)):
+    for name, low in (("seeds", 1), ("checkpoint_every", 1), ("keep_checkpoints", 1), ("data_shards", 0),
+                      ("num_processes", 1), ("process_id", 0)):
         value = fv[name].value
         if value is not None and value < low:
             raise UsageError(f"invalid --{name}={value}: must be an integer >= {low}")
     return fv
+
+
+def start_distributed(fv: flags.FlagValues) -> None:
+    """Join the multi-host run (`jax.distributed`) if the flags ask for one; before any JAX computation."""
+    dist = dist_lib()
+    try:
+        dist.initialize_from_flag_values(fv)
+    except dist.ScaleError as err:
+        raise UsageError(" ".join(str(err).split())) from None
+    except Exception as err:  # the runtime could not start or reach the coordinator
+        raise UsageError(f"could not join the distributed run at --coordinator_address="
+                         f"{fv['coordinator_address'].value!r}: {' '.join(str(err).split())[:300]}") from None
 
 
 # ---------------------------------------------------------------------------- plan (all checks, no writes)
@@ -143,6 +172,8 @@ class Plan:
     checkpoint_every: int
     keep: int
     plots: bool
+    data_shards: int = 0  # > 0: data-parallel with this many shards per seed
+    sharded: bool = False  # run over a device mesh (`distributed`), not the plain single-device program
 
 
 def _config_from_flag(config_dict) -> Any:
@@ -194,7 +225,7 @@ def _check_writable(workdir: str, create: bool) -> None:
         if not create:
             raise UsageError(f"invalid --workdir={workdir!r}: does not exist (nothing to resume)")
         try:
-            os.makedirs(workdir)
+            os.makedirs(workdir, exist_ok=True)  # the processes of a multi-host run race here
         except OSError as err:
             raise UsageError(f"invalid --workdir={workdir!r}: cannot create it ({err.strerror}); "
                              "choose a writable directory") from None
@@ -242,6 +273,10 @@ def _resume_plan(fv, workdir: str):
     if seeds is not None and seeds != meta["num_seeds"]:
         raise UsageError(f"--resume: invalid --seeds={seeds}: the run saved in {workdir} has "
                          f"{meta['num_seeds']} seeds (omit --seeds or pass --seeds {meta['num_seeds']})")
+    saved_shards = int(meta.get("data_shards", 0))
+    if fv["data_shards"].present and fv["data_shards"].value != saved_shards:
+        raise UsageError(f"--resume: invalid --data_shards={fv['data_shards'].value}: the run saved in {workdir} "
+                         f"has data_shards={saved_shards} (omit --data_shards or pass --data_shards {saved_shards})")
     _check_writable(workdir, create=False)
     try:
         restored = checkpoint.restore(workdir)
@@ -252,6 +287,9 @@ def _resume_plan(fv, workdir: str):
 
 def plan_run(fv: flags.FlagValues) -> Plan:
     """Resolve and check everything; raise `UsageError` before any compilation or any write."""
+    if "://" in fv["workdir"].value:  # os.path would silently make a local directory named "gs:"
+        raise UsageError(f"invalid --workdir={fv['workdir'].value!r}: must be a file-system path; mount remote "
+                         "storage first (e.g. a GCS bucket with gcsfuse) and pass the mounted path")
     workdir = os.path.abspath(fv["workdir"].value)
     if fv["resume"].value:
         config, seeds, restored = _resume_plan(fv, workdir)
@@ -262,13 +300,40 @@ def plan_run(fv: flags.FlagValues) -> Plan:
         config = _config_from_flag(fv["config"].value)
         _validate(config)
         seeds, restored = fv["seeds"].value or 1, None
+        sharded = check_layout(config, seeds, fv["data_shards"].value)
         existing = _has_run(workdir) if os.path.isdir(workdir) else []
         if existing:
             raise UsageError(f"invalid --workdir={workdir!r}: it already holds a run ({', '.join(existing)}); "
                              "pass --resume to continue it, or choose a new --workdir (nothing was changed)")
         _check_writable(workdir, create=True)
+    shards = restored.data_shards if restored is not None else fv["data_shards"].value
+    if restored is not None:
+        sharded = check_layout(config, seeds, shards)
     return Plan(config, workdir, seeds, restored, fv["checkpoint_every"].value, fv["keep_checkpoints"].value,
-                fv["plots"].value)
+                fv["plots"].value, shards, sharded)
+
+
+def check_layout(config, seeds: int, data_shards: int) -> bool:
+    """Check that the seeds (or data shards) map onto the devices; True if the run needs a device mesh."""
+    import jax
+
+    dist = dist_lib()
+    devices = jax.device_count()
+    if data_shards:
+        try:
+            dist.shard_config(config, data_shards)
+        except dist.ScaleError as err:  # "invalid env.num_envs=6: must be a multiple of data_shards=4"
+            msg = " ".join(str(err).split()).replace("invalid ", "invalid --config.", 1)
+            raise UsageError(msg.replace("data_shards=", "--data_shards=")) from None
+        if data_shards % devices:
+            raise UsageError(f"invalid --data_shards={data_shards}: must be a multiple of the {devices} devices "
+                             "(data-parallel runs put every device on the data axis)")
+        return True
+    if seeds % devices:
+        raise UsageError(f"invalid --seeds={seeds}: the seeds are sharded over all {devices} devices, so --seeds "
+                         f"must be a multiple of {devices} (use --seeds {-(-seeds // devices) * devices}), or pass "
+                         f"--data_shards {devices} to split each seed's envs, replay and batch over the devices")
+    return devices > 1
 
 
 # ---------------------------------------------------------------------------- running
@@ -315,7 +380,8 @@ class Hook:
 
         plan = self.plan
         env_steps, metrics = history[-1]
-        metrics = {**metrics, **run_logging.layer_densities(self.trainer, states, plan.num_seeds)}
+        view = host_agent(plan, states)  # every process takes part in the gather
+        metrics = {**metrics, **run_logging.layer_densities(self.trainer, view, plan.num_seeds)}
         entry = self.log.append(env_steps, metrics)
         now = time.perf_counter()
         # The first period of a process includes compilation: no rate or estimate from it.
@@ -323,16 +389,27 @@ class Hook:
         self.last, self.calls = now, self.calls + 1
         total = self.total_chunks * self.per_chunk_steps
         remaining = max(total - env_steps, 0) / rate if rate else None
-        print(run_logging.format_progress(entry, total, chunk, self.total_chunks, rate, now - self.start,
-                                          remaining, plan.num_seeds), flush=True)
+        if self.log.write:
+            print(run_logging.format_progress(entry, total, chunk, self.total_chunks, rate, now - self.start,
+                                              remaining, plan.num_seeds), flush=True)
         try:
-            check_finite(entry, states, plan.num_seeds, chunk)
+            check_finite(entry, view, plan.num_seeds, chunk)
         except NonFiniteError as err:
             kept = self.last_checkpoint or _newest_checkpoint(plan.workdir)
             raise NonFiniteError(f"{err}; last good checkpoint: {kept or 'none yet'}") from None
         if chunk % plan.checkpoint_every == 0 or chunk == self.total_chunks:
-            self.last_checkpoint = checkpoint.save(plan.workdir, chunk, states, self.log.history, plan.config,
-                                                   plan.num_seeds, keep=plan.keep)
+            # sharded runs save host copies: the layout on disk does not depend on the devices
+            saved = dist_lib().to_host(states) if plan.sharded else states
+            self.last_checkpoint = checkpoint.save(plan.workdir, chunk, saved, self.log.history, plan.config,
+                                                   plan.num_seeds, keep=plan.keep, data_shards=plan.data_shards)
+
+
+def host_agent(plan: Plan, states):
+    """``states`` with its agent as host arrays (a collective gather on sharded runs; the other fields,
+    which hold the big replay buffers, are left where they are)."""
+    if not plan.sharded:
+        return states
+    return states.replace(agent=dist_lib().to_host(states.agent))
 
 
 def _newest_checkpoint(workdir: str) -> Optional[str]:
@@ -349,6 +426,17 @@ def _describe(config, num_seeds: int, total_chunks: int, per_chunk_steps: int) -
             f"env steps in {total_chunks} evaluation periods of {per_chunk_steps:,}")
 
 
+def _describe_layout(plan: Plan) -> str:
+    import jax
+
+    where = f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
+    if jax.process_count() > 1:
+        where += f" in {jax.process_count()} processes"
+    if plan.data_shards:
+        return f"data-parallel, {plan.data_shards} shards per seed over {where}"
+    return f"seeds sharded over {where}" if plan.sharded else f"one program on {where}"
+
+
 def execute(plan: Plan) -> Dict[str, Any]:
     """Train (or finish) the planned run and write every output; returns the summary."""
     from sparse_rl_jax import config as cfg_lib
@@ -356,29 +444,34 @@ def execute(plan: Plan) -> Dict[str, Any]:
     from sparse_rl_jax import trainer as trainer_lib
 
     config, workdir, restored = plan.config, plan.workdir, plan.restored
-    if restored is None:
+    primary = dist_lib().is_primary()
+    say = print if primary else (lambda *args, **kwargs: None)
+    _barrier("sparse_rl_jax: every process checked the work dir")  # before process 0 writes into it
+    if restored is None and primary:
         run_logging.write_json(os.path.join(workdir, "config.json"), cfg_lib.to_dict(config))
-    trainer = trainer_lib.Trainer(config)
+    runner = dist_lib().Runner(config, plan.data_shards) if plan.sharded else None
+    trainer = runner.trainer if runner else trainer_lib.Trainer(config)
     total_chunks = trainer_lib.num_chunks(config)
     per_chunk_steps = trainer_lib.chunk_iterations(config) * config.env_steps_per_iteration
     start_chunk = restored.step if restored else 0
-    log = run_logging.RunLog(workdir, plan.num_seeds, history=restored.history if restored else None)
-    print(f"run: {_describe(config, plan.num_seeds, total_chunks, per_chunk_steps)}", flush=True)
-    print(f"workdir: {workdir}", flush=True)
+    log = run_logging.RunLog(workdir, plan.num_seeds, history=restored.history if restored else None,
+                             write=primary)
+    say(f"run: {_describe(config, plan.num_seeds, total_chunks, per_chunk_steps)}", flush=True)
+    say(f"layout: {_describe_layout(plan)}", flush=True)
+    say(f"workdir: {workdir}", flush=True)
     try:
         if start_chunk < total_chunks:
             what = f"resuming after period {start_chunk}/{total_chunks}" if restored else "starting"
-            print(f"{what}; compiling (the first period takes longer)...", flush=True)
+            say(f"{what}; compiling (the first period takes longer)...", flush=True)
             hook = Hook(plan, log, trainer, total_chunks, per_chunk_steps)
-            result = trainer_lib.train(config, num_seeds=plan.num_seeds, states=restored.states if restored else None,
-                                       start_chunk=start_chunk, history=restored.history if restored else None,
-                                       checkpoint_fn=hook)
-            states = result.states
+            states = _train(plan, runner, hook)
         else:
-            print(f"the run is complete ({total_chunks} periods); rewriting summary and plots", flush=True)
+            say(f"the run is complete ({total_chunks} periods); rewriting summary and plots", flush=True)
             states = restored.states
     finally:
         log.close()
+    if not primary:
+        return {}
     summary = run_logging.summarize(config, log.history, trainer, states, plan.num_seeds)
     run_logging.write_json(os.path.join(workdir, "summary.json"), summary)
     print("\n" + run_logging.format_summary(summary), flush=True)
@@ -389,6 +482,32 @@ def execute(plan: Plan) -> Dict[str, Any]:
         print(f"\nplots: {', '.join(_show(p) for p in paths)}", flush=True)
     print(f"summary: {_show(os.path.join(workdir, 'summary.json'))}", flush=True)
     return summary
+
+
+def _train(plan: Plan, runner, hook: Hook):
+    """Run the remaining periods; returns the final states (sharded runs: host copy of the agent)."""
+    from sparse_rl_jax import trainer as trainer_lib
+
+    restored = plan.restored
+    start = dict(start_chunk=restored.step if restored else 0, history=restored.history if restored else None,
+                 checkpoint_fn=hook)
+    if runner is None:
+        return trainer_lib.train(plan.config, num_seeds=plan.num_seeds,
+                                 states=restored.states if restored else None, **start).states
+    dist = dist_lib()
+    states = None
+    if restored is not None:  # host values -> this run's mesh (any device count: checkpoints are host data)
+        states = dist.to_global(restored.states, runner.mesh, dist.state_spec(plan.data_shards))
+    return host_agent(plan, runner.train(plan.num_seeds, states=states, **start).states)
+
+
+def _barrier(name: str) -> None:
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _show(path: str) -> str:
@@ -412,7 +531,9 @@ def main(argv: Sequence[str]) -> int:
         print(__doc__.split("\n\n", 2)[1] + "\n\n" + define_flags().get_help())
         return 0
     try:
-        plan = plan_run(parse_flags(argv))
+        fv = parse_flags(argv)
+        start_distributed(fv)
+        plan = plan_run(fv)
     except UsageError as err:
         print(f"train: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR

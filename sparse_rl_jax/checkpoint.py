@@ -72,11 +72,13 @@ def _manager(workdir: str, keep: Optional[int] = None, read_only: bool = False):
 
 
 def save(workdir: str, step: int, states: Any, history: List, config: Any, num_seeds: Optional[int] = None,
-         keep: Optional[int] = 3) -> str:
+         keep: Optional[int] = 3, data_shards: int = 0) -> str:
     """Write checkpoint ``step`` (the number of chunks done) atomically; keep the newest ``keep``.
 
-    ``history`` may be in raw ``train()`` form or already in ``history_to_json`` form.
-    Returns the checkpoint directory.
+    ``history`` may be in raw ``train()`` form or already in ``history_to_json`` form. ``data_shards``:
+    the layout of a data-parallel run's states (``distributed``; 0 = the ordinary vmapped layout).
+    Multi-process runs: every process calls this with the same host (numpy) states; orbax synchronises
+    the processes and the primary one writes. Returns the checkpoint directory.
     """
     import jax
     import orbax.checkpoint as ocp
@@ -86,7 +88,7 @@ def save(workdir: str, step: int, states: Any, history: List, config: Any, num_s
     if num_seeds is None:
         num_seeds = int(jax.tree.leaves(states)[0].shape[0])
     meta = {
-        "format": FORMAT_VERSION, "step": int(step), "num_seeds": int(num_seeds),
+        "format": FORMAT_VERSION, "step": int(step), "num_seeds": int(num_seeds), "data_shards": int(data_shards),
         "config": cfg_lib.to_dict(config) if not isinstance(config, dict) else config,
         "history": history if _is_json_history(history) else history_to_json(history),
     }
@@ -158,11 +160,17 @@ def read_meta(workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
     return meta
 
 
-def template(config: Any, num_seeds: int):
-    """Abstract (``jax.ShapeDtypeStruct``) vmapped ``TrainState`` for ``config``: nothing is computed."""
+def template(config: Any, num_seeds: int, data_shards: int = 0):
+    """Abstract (``jax.ShapeDtypeStruct``) vmapped ``TrainState`` for ``config``: nothing is computed.
+    ``data_shards > 0``: the data-parallel layout (agent ``[seeds]``, every other field ``[seeds, D]``)."""
     import jax
 
     from sparse_rl_jax import trainer as trainer_lib
+
+    if data_shards:
+        from sparse_rl_jax import distributed
+
+        return distributed.abstract_states(config, num_seeds, data_shards)
 
     trainer = trainer_lib.Trainer(config)
     keys = trainer_lib.seed_keys(config.seed, num_seeds)
@@ -175,6 +183,7 @@ class Restored(NamedTuple):
     history: List[list]  # `history_to_json` form
     step: int  # chunks done
     num_seeds: int
+    data_shards: int = 0  # > 0: data-parallel layout (see `template`)
 
 
 def restore(workdir: str, step: Optional[int] = None) -> Restored:
@@ -191,7 +200,8 @@ def restore(workdir: str, step: Optional[int] = None) -> Restored:
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} holds a config this version cannot read "
                               f"({_one_line(err)})") from None
-    abstract = template(config, int(meta["num_seeds"]))
+    shards = int(meta.get("data_shards", 0))  # absent in checkpoints written before data parallelism
+    abstract = template(config, int(meta["num_seeds"]), shards)
     mgr = _manager(workdir, read_only=True)
     try:
         states = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
@@ -201,7 +211,7 @@ def restore(workdir: str, step: Optional[int] = None) -> Restored:
     finally:
         mgr.close()
     return Restored(meta["config"], _uncommitted(states), meta["history"], int(meta["step"]),
-                    int(meta["num_seeds"]))
+                    int(meta["num_seeds"]), shards)
 
 
 def _uncommitted(tree: Any) -> Any:

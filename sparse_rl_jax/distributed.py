@@ -73,15 +73,18 @@ def initialize_from_flags(coordinator_address: Optional[str] = None, num_process
     """
     if not coordinator_address and not auto:
         if num_processes not in (None, 1):
-            raise ScaleError(f"invalid num_processes={num_processes}: needs --coordinator_address")
+            raise ScaleError(f"invalid --num_processes={num_processes}: needs --coordinator_address (host:port "
+                             "of process 0)")
         return False
-    if cpu_collectives:
-        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     if coordinator_address:
         if num_processes is None or process_id is None:
             raise ScaleError("--coordinator_address needs --num_processes and --process_id")
         if not 0 <= process_id < num_processes:
-            raise ScaleError(f"invalid process_id={process_id}: must be in [0, {num_processes})")
+            raise ScaleError(f"invalid --process_id={process_id}: must be in [0, {num_processes}) for "
+                             f"--num_processes={num_processes}")
+    if cpu_collectives:  # checked arguments first: a bad flag leaves the JAX config untouched
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    if coordinator_address:
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id, local_device_ids=local_device_ids)
     else:
@@ -157,8 +160,12 @@ def check_layout(mesh: Mesh, num_seeds: int, data_shards: int = 0) -> None:
         raise ScaleError(f"seed-sharded runs need a mesh with data axis size 1, got {nd}")
 
 
-def to_global(tree: Any, mesh: Mesh, spec: P) -> Any:
-    """Host values (identical on every process) -> global arrays laid out by ``spec``."""
+def to_global(tree: Any, mesh: Mesh, spec: Any) -> Any:
+    """Host values (identical on every process) -> global arrays laid out by ``spec``: one
+    ``PartitionSpec`` for every leaf, or a prefix tree of them (e.g. :func:`state_spec`)."""
+    if not isinstance(spec, P):
+        return jax.tree.map(lambda s, sub: to_global(sub, mesh, s), spec, tree,
+                            is_leaf=lambda x: isinstance(x, P))
     sharding = NamedSharding(mesh, spec)
 
     def leaf(x):
@@ -408,23 +415,7 @@ def default_mesh(data_shards: int = 0) -> Mesh:
     return make_mesh(len(jax.devices()) if data_shards else 1)
 
 
-def drop_fractions(trainer: trainer_lib.Trainer, update_step: int, drop_fraction=None) -> Dict[str, Any]:
-    """Scheduled drop fraction per network at ``update_step`` (per seed when ``drop_fraction`` is)."""
-    out = {}
-    agent = trainer.agent
-    for name, rules in (("actor", agent.actor_rules), ("critic", agent.critic_rules)):
-        if rules.schedule is None:
-            continue
-        clock = update_step
-        if name == "actor" and agent.actor_clock_on_actor_updates:
-            clock = update_step // trainer.config.agent.policy_delay
-        if drop_fraction is None:
-            out[f"topology/{name}/drop_fraction"] = float(rules.schedule.fraction(clock))
-        else:
-            out[f"topology/{name}/drop_fraction"] = np.asarray([
-                float(dataclasses.replace(rules.schedule, drop_fraction=float(d)).fraction(clock))
-                for d in np.asarray(drop_fraction)], np.float32)
-    return out
+drop_fractions = trainer_lib.drop_fractions  # kept under its old name
 
 
 class Runner:
@@ -465,38 +456,24 @@ class Runner:
         host_keys = np.asarray(keys)
         per_chunk = trainer_lib.chunk_iterations(config)
         history = list(history or [])
-        flops_so_far = np.zeros(n, np.float64)
-        if history and "flops/train_so_far" in history[-1][1]:
-            flops_so_far = np.asarray(history[-1][1]["flops/train_so_far"], np.float64)
+        so_far = trainer_lib.flops_so_far(history, n)
         for c in range(start_chunk, trainer_lib.num_chunks(config)):
             t0 = time.perf_counter()
             # the iteration counter is a host value: replicated on every process, unbatched everywhere
             states, info = self.chunk_fn(states, np.int32(c * per_chunk), hp_global)
             jax.block_until_ready(states)
             elapsed = time.perf_counter() - t0
-            lo, hi = c * per_chunk, (c + 1) * per_chunk
-            updates = (max(hi - trainer.warmup_iterations, 0) - max(lo - trainer.warmup_iterations, 0)
-                       ) * trainer.updates_per_iteration
             eval_keys = to_global(np.stack([np.asarray(jax.random.fold_in(k, c)) for k in host_keys]), mesh,
                                   P(SEED))
             evals = self.eval_fn(states.agent.actor.params, eval_keys)
             host_states, host_info, host_evals = to_host(
                 (_metric_view(states, bool(self.data_shards)), info, evals))
-            metrics = host_metrics(trainer, host_states, host_info, updates)
-            fl = trainer_lib.flop_fractions(self._whole, host_states.replace(env_steps=np.zeros(n)))
-            flops_so_far = flops_so_far + fl["train_sparse"] * updates
-            metrics["flops/train_so_far"] = flops_so_far.copy()
-            metrics["flops/train_fraction"] = fl["train_sparse"] / fl["train_dense"]
-            metrics["flops/inference_fraction"] = fl["inference_fraction"]
+            metrics = host_metrics(trainer, host_states, host_info, trainer_lib.period_updates(trainer, c)[0])
             metrics.update(host_evals)
+            fl = trainer_lib.flop_fractions(self._whole, host_states.replace(env_steps=np.zeros(n)))
+            so_far = trainer_lib.add_period_metrics(metrics, self._whole, fl, so_far, c, elapsed,
+                                                    None if hp is None else hp.get("drop_fraction"))
             env_steps = int(np.asarray(host_states.env_steps).reshape(n, -1).sum(1)[0])
-            update_step = max(hi - trainer.warmup_iterations, 0) * trainer.updates_per_iteration
-            metrics.update(drop_fractions(trainer, update_step, None if hp is None else hp.get("drop_fraction")))
-            rc = config.replay
-            metrics["nstep"] = rc.nstep if update_step >= rc.nstep_delay else 1
-            metrics["training/updates"] = update_step
-            metrics["training/sps"] = per_chunk * config.env_steps_per_iteration / elapsed
-            metrics["training/walltime"] = elapsed
             history.append((env_steps, metrics))
             if progress_fn is not None and is_primary():
                 progress_fn(env_steps, metrics)

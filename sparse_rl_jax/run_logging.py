@@ -98,14 +98,19 @@ def num_seeds_on_disk(workdir: str) -> int:
 
 
 class RunLog:
-    """Per-seed CSV/JSONL/TensorBoard writer over the run's whole history."""
+    """Per-seed CSV/JSONL/TensorBoard writer over the run's whole history.
+
+    ``write=False`` keeps the history without touching the disk (the non-primary processes of a
+    multi-host run, which must not write)."""
 
     def __init__(self, workdir: str, num_seeds: int, history: Optional[List[list]] = None,
-                 tensorboard: bool = True):
-        self.workdir, self.num_seeds = workdir, num_seeds
+                 tensorboard: bool = True, write: bool = True):
+        self.workdir, self.num_seeds, self.write = workdir, num_seeds, write
         self.history: List[list] = list(history or [])
-        os.makedirs(os.path.join(workdir, "metrics"), exist_ok=True)
         self._writers = []
+        if not write:
+            return
+        os.makedirs(os.path.join(workdir, "metrics"), exist_ok=True)
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -119,6 +124,8 @@ class RunLog:
         """Add one evaluation period (raw per-seed numpy metrics); returns the canonical entry."""
         entry = history_to_json([(env_steps, metrics)])[0]
         self.history.append(entry)
+        if not self.write:
+            return entry
         self._write_files()
         for i, writer in enumerate(self._writers):
             for name, value in entry[1].items():

@@ -15,6 +15,7 @@ Structure (PureJaxRL style, with Brax's `progress_fn` contract):
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
@@ -270,16 +271,58 @@ def flop_fractions(trainer: Trainer, states: TrainState) -> Dict[str, np.ndarray
             "inference_fraction": np.array(infer)}
 
 
-def _drop_fractions(trainer: Trainer, update_step: int) -> Dict[str, float]:
-    out = {}
+def drop_fractions(trainer: Trainer, update_step: int, drop_fraction=None) -> Dict[str, Any]:
+    """Scheduled drop fraction per network at ``update_step``; per seed when ``drop_fraction`` (a sweep's
+    per-seed base fractions) is given, else one number."""
+    out: Dict[str, Any] = {}
     agent = trainer.agent
     for net_name, rules in (("actor", agent.actor_rules), ("critic", agent.critic_rules)):
-        if rules.schedule is not None:
-            clock = update_step
-            if net_name == "actor" and agent.actor_clock_on_actor_updates:
-                clock = update_step // trainer.config.agent.policy_delay
-            out[f"topology/{net_name}/drop_fraction"] = float(rules.schedule.fraction(clock))
+        if rules.schedule is None:
+            continue
+        clock = update_step
+        if net_name == "actor" and agent.actor_clock_on_actor_updates:
+            clock = update_step // trainer.config.agent.policy_delay
+        key = f"topology/{net_name}/drop_fraction"
+        if drop_fraction is None:
+            out[key] = float(rules.schedule.fraction(clock))
+        else:
+            out[key] = np.asarray([float(dataclasses.replace(rules.schedule, drop_fraction=float(d)).fraction(clock))
+                                   for d in np.asarray(drop_fraction)], np.float32)
     return out
+
+
+def period_updates(trainer: Trainer, chunk: int) -> Tuple[int, int]:
+    """``(gradient updates made in evaluation period chunk, update step at its end)``."""
+    per_chunk, warmup = chunk_iterations(trainer.config), trainer.warmup_iterations
+    first, last = chunk * per_chunk, (chunk + 1) * per_chunk
+    updates = (max(last - warmup, 0) - max(first - warmup, 0)) * trainer.updates_per_iteration
+    return updates, max(last - warmup, 0) * trainer.updates_per_iteration
+
+
+def flops_so_far(history: Optional[list], num_seeds: int) -> np.ndarray:
+    """Training MACs counted so far (per seed), carried over from a resumed run's history."""
+    if history and "flops/train_so_far" in history[-1][1]:
+        return np.asarray(history[-1][1]["flops/train_so_far"], np.float64)
+    return np.zeros(num_seeds, np.float64)
+
+
+def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, fl: Dict[str, np.ndarray], so_far: np.ndarray,
+                       chunk: int, elapsed: float, drop_fraction=None) -> np.ndarray:
+    """Complete one period's `chunk_metrics` + evaluation with the run-level numbers (FLOPs, schedules,
+    counters, speed); returns the updated FLOPs-so-far. Shared by every host loop (`train`, `distributed`)."""
+    updates, update_step = period_updates(trainer, chunk)
+    # MACs of this chunk's updates, counted at the end-of-chunk masks (exact for fixed budgets)
+    so_far = so_far + fl["train_sparse"] * updates
+    metrics["flops/train_so_far"] = so_far.copy()
+    metrics["flops/train_fraction"] = fl["train_sparse"] / fl["train_dense"]
+    metrics["flops/inference_fraction"] = fl["inference_fraction"]
+    metrics.update(drop_fractions(trainer, update_step, drop_fraction))
+    rc = trainer.config.replay
+    metrics["nstep"] = rc.nstep if update_step >= rc.nstep_delay else 1
+    metrics["training/updates"] = update_step
+    metrics["training/sps"] = chunk_iterations(trainer.config) * trainer.config.env_steps_per_iteration / elapsed
+    metrics["training/walltime"] = elapsed
+    return so_far
 
 
 def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] = None,
@@ -302,34 +345,17 @@ def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] 
     chunk_fn, eval_fn = make_chunk_fn(trainer), make_eval_fn(trainer)
     per_chunk = chunk_iterations(config)
     history = list(history or [])
-    flops_so_far = np.zeros(num_seeds, np.float64)
-    if history and "flops/train_so_far" in history[-1][1]:
-        flops_so_far = np.asarray(history[-1][1]["flops/train_so_far"], np.float64)
+    so_far = flops_so_far(history, num_seeds)
     for c in range(start_chunk, num_chunks(config)):
         t0 = time.perf_counter()
         states, info = chunk_fn(states, jnp.int32(c * per_chunk))
         jax.block_until_ready(states)
         elapsed = time.perf_counter() - t0
-        first, last = c * per_chunk, (c + 1) * per_chunk
-        updates = (max(last - trainer.warmup_iterations, 0) - max(first - trainer.warmup_iterations, 0)
-                   ) * trainer.updates_per_iteration
-        metrics = chunk_metrics(trainer, states, info, updates)
-        fl = flop_fractions(trainer, states)
-        # MACs of this chunk's updates, counted at the end-of-chunk masks (exact for fixed budgets)
-        flops_so_far = flops_so_far + fl["train_sparse"] * updates
-        metrics["flops/train_so_far"] = flops_so_far.copy()
-        metrics["flops/train_fraction"] = fl["train_sparse"] / fl["train_dense"]
-        metrics["flops/inference_fraction"] = fl["inference_fraction"]
+        metrics = chunk_metrics(trainer, states, info, period_updates(trainer, c)[0])
         eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, c))(keys)
         metrics.update({k: np.asarray(v) for k, v in eval_fn(states.agent.actor.params, eval_keys).items()})
+        so_far = add_period_metrics(metrics, trainer, flop_fractions(trainer, states), so_far, c, elapsed)
         env_steps = int(np.asarray(states.env_steps)[0])
-        update_step = max((c + 1) * per_chunk - trainer.warmup_iterations, 0) * trainer.updates_per_iteration
-        metrics.update(_drop_fractions(trainer, update_step))
-        rc = config.replay
-        metrics["nstep"] = rc.nstep if update_step >= rc.nstep_delay else 1
-        metrics["training/updates"] = update_step
-        metrics["training/sps"] = per_chunk * config.env_steps_per_iteration / elapsed
-        metrics["training/walltime"] = elapsed
         history.append((env_steps, metrics))
         if progress_fn is not None:
             progress_fn(env_steps, metrics)

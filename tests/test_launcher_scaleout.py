@@ -1,0 +1,210 @@
+"""`experiments.train` over several devices and processes, end to end through the CLI.
+
+Runs (started together, tiny budget, two evaluation periods each):
+
+* ``single``: 2 seeds on one CPU device (the plain vmapped program, the reference);
+* ``seeds``: the same 2 seeds sharded over 2 simulated devices;
+* ``data``: 1 seed data-parallel with ``--data_shards 2`` on 2 simulated devices;
+* ``hosts``: the same data-parallel run as two processes (1 device each) joined by ``jax.distributed`` on
+  localhost: the gradient all-reduce crosses processes (CPU collectives).
+
+Then the ``data`` run is resumed from its first checkpoint. Every run is checked against its reference:
+seed sharding against one device (rtol 1e-4: the batch shapes differ, so float sums reassociate), the
+two-process run against the one-process run of the same shards, the resumed run bit for bit.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from sparse_rl_jax import checkpoint
+from tests.test_launcher import CONFIGS, ROOT, TIMING
+
+TINY = [
+    "--config.total_env_steps=640", "--config.warmup_env_steps=128", "--config.eval_every=320",
+    "--config.env.num_envs=4", "--config.env.episode_length=50", "--config.env.eval_episodes=2",
+    "--config.agent.hidden=(16,16)", "--config.agent.batch_size=32", "--config.replay.capacity=2000",
+    "--config.replay.min_size=400", "--config.replay.check_every=80", "--config.replay.oldest=64",
+    "--config.topology.period=10", "--config.replay.nstep_delay=20",
+]
+ARGS = [f"--config={CONFIGS}/rlx2_td3.py", *TINY]
+TIMEOUT = 1200
+
+
+def _env(devices: int):
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
+    env["JAX_PLATFORMS"] = "cpu"
+    # LLVM optimisation off halves the compile time of these tiny programs; the same for every run
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(devices, *args):
+    return subprocess.Popen([sys.executable, "-m", "experiments.train", *args], env=_env(devices), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(procs):
+    deadline = time.time() + TIMEOUT
+    out = {}
+    try:
+        for name, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=max(deadline - time.time(), 1))
+            out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    failed = {n: r for n, r in out.items() if r.returncode != 0}
+    assert not failed, "\n".join(f"--- {n} (exit {r.returncode})\n{r.stderr[-3000:]}" for n, r in failed.items())
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scaleout_cli")
+    dirs = {name: str(root / name) for name in ("single", "seeds", "data", "hosts", "resumed")}
+    address = f"127.0.0.1:{_free_port()}"
+    procs = {
+        "single": _start(1, *ARGS, "--seeds=2", f"--workdir={dirs['single']}"),
+        "seeds": _start(2, *ARGS, "--seeds=2", f"--workdir={dirs['seeds']}"),
+        "data": _start(2, *ARGS, "--data_shards=2", f"--workdir={dirs['data']}"),
+    }
+    for i in range(2):
+        procs[f"host{i}"] = _start(1, *ARGS, "--data_shards=2", f"--workdir={dirs['hosts']}",
+                                   f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}")
+    results = _finish(procs)
+    # resume the data-parallel run from its first checkpoint (as if killed during the second period)
+    shutil.copytree(dirs["data"], dirs["resumed"])
+    shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(dirs["resumed"]), "2"))
+    results.update(_finish({"resumed": _start(2, f"--workdir={dirs['resumed']}", "--resume")}))
+    return dirs, results
+
+
+def _leaves(workdir):
+    restored = checkpoint.restore(workdir)
+    return restored, jax.tree_util.tree_leaves_with_path(restored.states)
+
+
+def _assert_close(workdir, reference, rtol):
+    (a, la), (b, lb) = _leaves(workdir), _leaves(reference)
+    assert (a.step, a.num_seeds, a.data_shards) == (b.step, b.num_seeds, b.data_shards)
+    for (path, x), (_, y) in zip(la, lb):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype.kind == "f" and rtol:
+            np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+        else:  # masks, counters, keys (and everything when rtol=0): exact
+            np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+def _assert_rows_close(actual, desired):
+    assert [sorted(r) for r in actual] == [sorted(r) for r in desired]
+    for a, d in zip(actual, desired):
+        for key, value in d.items():
+            if isinstance(value, float):
+                assert a[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+            else:
+                assert a[key] == value, key
+
+
+def _rows(workdir, seed=0):
+    with open(os.path.join(workdir, "metrics", f"seed_{seed}.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
+
+
+@pytest.mark.slow
+def test_seeds_sharded_over_two_devices_equal_one_device(runs):
+    dirs, results = runs
+    assert "layout: seeds sharded over 2 cpu device(s)" in results["seeds"].stdout
+    assert "layout: one program on 1 cpu device(s)" in results["single"].stdout
+    _assert_close(dirs["seeds"], dirs["single"], rtol=1e-4)
+    summary = json.load(open(os.path.join(dirs["seeds"], "summary.json")))
+    assert summary["num_seeds"] == 2 and summary["env_steps"] == 640
+    for seed in (0, 1):
+        assert len(_rows(dirs["seeds"], seed)) == 2
+    assert os.path.isfile(os.path.join(dirs["seeds"], "plots", "learning_curve.png"))
+
+
+@pytest.mark.slow
+def test_data_parallel_run_checkpoints_its_layout_and_resumes_bit_for_bit(runs):
+    dirs, results = runs
+    assert "layout: data-parallel, 2 shards per seed over 2 cpu device(s)" in results["data"].stdout
+    restored = checkpoint.restore(dirs["data"])
+    assert restored.data_shards == 2 and restored.num_seeds == 1
+    obs = np.asarray(restored.states.replay.data.obs)
+    assert obs.shape[:2] == (1, 2)  # [seeds, shards, ...]: each shard keeps its own replay
+    assert "resuming after period 1/2" in results["resumed"].stdout
+    _assert_close(dirs["resumed"], dirs["data"], rtol=0)
+    assert _rows(dirs["resumed"]) == _rows(dirs["data"])
+    # the policy of a data-parallel run loads like any other
+    policy = checkpoint.load_policy(dirs["data"])
+    assert np.asarray(policy(np.zeros(policy.agent.obs_dim, np.float32))).shape == (policy.agent.action_dim,)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_and_only_process_0_writes(runs):
+    dirs, results = runs
+    lead, other = results["host0"], results["host1"]
+    assert "layout: data-parallel, 2 shards per seed over 2 cpu device(s) in 2 processes" in lead.stdout
+    assert "[2/2] env steps 640/640" in lead.stdout and "summary:" in lead.stdout
+    assert "env steps" not in other.stdout and "summary" not in other.stdout
+    _assert_close(dirs["hosts"], dirs["data"], rtol=1e-4)
+    _assert_rows_close(_rows(dirs["hosts"]), _rows(dirs["data"]))
+    assert sorted(os.listdir(os.path.join(dirs["hosts"], "metrics"))) == ["seed_0.csv", "seed_0.jsonl"]
+    assert checkpoint.all_steps(dirs["hosts"]) == [1, 2]
+
+
+# ---------------------------------------------------------------------------- bad input (no compile)
+def _main(argv, capsys):
+    from experiments import train
+
+    status = train.main(["train", *argv])
+    return status, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--data_shards=3"], "invalid --config.env.num_envs=4: must be a multiple of --data_shards=3"),
+    (["--data_shards=-1"], "invalid --data_shards=-1: must be an integer >= 0"),
+    (["--num_processes=2"], "invalid --num_processes=2: needs --coordinator_address"),
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"],
+     "invalid --process_id=2: must be in [0, 2)"),
+    (["--coordinator_address=127.0.0.1:1"], "--coordinator_address needs --num_processes and --process_id"),
+    (["--workdir=gs://bucket/run"], "invalid --workdir='gs://bucket/run': must be a file-system path"),
+])
+def test_bad_scale_flags_exit_2_with_one_line(extra, message, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    status, err = _main([*ARGS, f"--workdir={workdir}", *extra], capsys)
+    assert status == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_resume_with_other_data_shards_is_rejected(runs, capsys):
+    dirs, _ = runs
+    status, err = _main([f"--workdir={dirs['data']}", "--resume", "--data_shards=4"], capsys)
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "--data_shards=4" in err and "data_shards=2" in err, err
+
+
+def test_seeds_not_a_multiple_of_the_devices_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", *ARGS, "--seeds=3",
+                           f"--workdir={tmp_path / 'w'}"], env=_env(2), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train: error: invalid --seeds=3:") and "multiple of 2" in last and "--seeds 4" in last
+    assert "--data_shards 2" in last and "run:" not in proc.stdout
