@@ -18,9 +18,9 @@ import sys
 from typing import Any, Dict, NamedTuple, Sequence
 
 import numpy as np
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
 
+from sparse_rl_jax import cli
 from sparse_rl_jax.export import export_actor, size_report
 
 
@@ -131,11 +131,5 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _absl_parser(argv):
-    flags.FLAGS(argv[:1])
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    return argv
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=_absl_parser)
+    cli.run(main)

@@ -24,10 +24,9 @@ from typing import Any, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
 
-from sparse_rl_jax import networks
+from sparse_rl_jax import cli, networks
 from sparse_rl_jax.sparsity import distributions, flops, masks
 
 USAGE_ERROR = 2
@@ -186,12 +185,5 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _absl_parser(argv: List[str]) -> List[str]:
-    """Let absl initialise with only the program name; our own FlagValues parses the rest in main()."""
-    flags.FLAGS(argv[:1])
-    absl_logging.set_verbosity(absl_logging.WARNING)  # keep backend-probing INFO lines off stderr
-    return argv
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=_absl_parser)
+    cli.run(main)

@@ -49,10 +49,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
 
-from sparse_rl_jax import networks
+from sparse_rl_jax import cli, networks
 from sparse_rl_jax.export import (dense_checkpoint_bytes, dense_numpy_actor, export_actor,
                                   load_jax_policy, load_policy, read_policy)
 
@@ -277,11 +276,5 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _absl_parser(argv):
-    flags.FLAGS(argv[:1])
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    return argv
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=_absl_parser)
+    cli.run(main)
