@@ -21,13 +21,15 @@ takes part in each checkpoint (orbax synchronises them). See BUILD.md and docs/s
 Exit status: 0 done; 2 bad input (one line on stderr naming the option, the value and what is allowed,
 printed before anything is compiled or written); 1 the run diverged (NaN/inf in a loss or the
 parameters: the message names the network and the step, the last good checkpoint is left intact); 130
-interrupted (Ctrl-C): the newest checkpoint is intact, continue with --resume.
+interrupted (Ctrl-C: the newest checkpoint is intact); 143 terminated (SIGTERM, e.g. a scheduler's
+preemption: the period in progress is finished and checkpointed first). Continue with --resume.
 Outputs: see ``docs/launcher.md``.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -40,11 +42,38 @@ from absl import logging as absl_logging
 USAGE_ERROR = 2
 DIVERGED = 1
 INTERRUPTED = 130
+TERMINATED = 143  # 128 + SIGTERM, what batch schedulers expect from a job they stopped
 RUN_FILES = ("config.json", "summary.json", "checkpoints", "metrics", "tensorboard", "plots")
 
 
 class UsageError(Exception):
     """Bad input; the message is one line."""
+
+
+class Terminated(Exception):
+    """The run stopped on SIGTERM after checkpointing its current evaluation period."""
+
+
+class StopRequest:
+    """Set by SIGTERM (a scheduler's preemption or time limit). The run finishes the evaluation period
+    in progress, checkpoints it and stops: a signal never cuts a save short."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """True if any process was asked to stop (all processes must leave the collectives together)."""
+        import jax
+
+        if jax.process_count() == 1:
+            return self.requested
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
 
 
 class NonFiniteError(RuntimeError):
@@ -368,8 +397,10 @@ def check_finite(entry: List[Any], states, num_seeds: int, chunk: int) -> None:
 class Hook:
     """Called by `trainer.train` after every evaluation period: log, check, print, checkpoint."""
 
-    def __init__(self, plan: Plan, log, trainer, total_chunks: int, per_chunk_steps: int):
+    def __init__(self, plan: Plan, log, trainer, total_chunks: int, per_chunk_steps: int,
+                 stop: Optional[StopRequest] = None):
         self.plan, self.log, self.trainer = plan, log, trainer
+        self.stop = stop if stop is not None else StopRequest()
         self.total_chunks, self.per_chunk_steps = total_chunks, per_chunk_steps
         self.start = self.last = time.perf_counter()
         self.last_checkpoint: Optional[str] = None
@@ -397,11 +428,14 @@ class Hook:
         except NonFiniteError as err:
             kept = self.last_checkpoint or _newest_checkpoint(plan.workdir)
             raise NonFiniteError(f"{err}; last good checkpoint: {kept or 'none yet'}") from None
-        if chunk % plan.checkpoint_every == 0 or chunk == self.total_chunks:
+        stopping = self.stop.agreed() and chunk < self.total_chunks
+        if chunk % plan.checkpoint_every == 0 or chunk == self.total_chunks or stopping:
             # sharded runs save host copies: the layout on disk does not depend on the devices
             saved = dist_lib().to_host(states) if plan.sharded else states
             self.last_checkpoint = checkpoint.save(plan.workdir, chunk, saved, self.log.history, plan.config,
                                                    plan.num_seeds, keep=plan.keep, data_shards=plan.data_shards)
+        if stopping:
+            raise Terminated(f"stopped after period {chunk}/{self.total_chunks}, checkpoint {self.last_checkpoint}")
 
 
 def host_agent(plan: Plan, states):
@@ -437,7 +471,7 @@ def _describe_layout(plan: Plan) -> str:
     return f"seeds sharded over {where}" if plan.sharded else f"one program on {where}"
 
 
-def execute(plan: Plan) -> Dict[str, Any]:
+def execute(plan: Plan, stop: Optional[StopRequest] = None) -> Dict[str, Any]:
     """Train (or finish) the planned run and write every output; returns the summary."""
     from sparse_rl_jax import config as cfg_lib
     from sparse_rl_jax import plotting, run_logging
@@ -463,7 +497,7 @@ def execute(plan: Plan) -> Dict[str, Any]:
         if start_chunk < total_chunks:
             what = f"resuming after period {start_chunk}/{total_chunks}" if restored else "starting"
             say(f"{what}; compiling (the first period takes longer)...", flush=True)
-            hook = Hook(plan, log, trainer, total_chunks, per_chunk_steps)
+            hook = Hook(plan, log, trainer, total_chunks, per_chunk_steps, stop)
             states = _train(plan, runner, hook)
         else:
             say(f"the run is complete ({total_chunks} periods); rewriting summary and plots", flush=True)
@@ -537,16 +571,33 @@ def main(argv: Sequence[str]) -> int:
     except UsageError as err:
         print(f"train: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR
+    stop = StopRequest()
+    previous = _on_sigterm(stop)
     try:
-        execute(plan)
+        execute(plan, stop)
     except _divergence_types() as err:
         print(f"train: stopped: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
         return DIVERGED
-    except KeyboardInterrupt:
-        print(f"train: interrupted; continue with: python -m experiments.train --workdir {plan.workdir} --resume",
+    except (KeyboardInterrupt, Terminated) as err:
+        # Ctrl-C stops at once: checkpoints are atomic, one cut short is never listed, the previous stays
+        what = f"terminated (SIGTERM), {err}" if isinstance(err, Terminated) else "interrupted"
+        print(f"train: {what}; continue with: python -m experiments.train --workdir {plan.workdir} --resume",
               file=sys.stderr, flush=True)
-        return INTERRUPTED
+        return TERMINATED if isinstance(err, Terminated) else INTERRUPTED
+    finally:
+        _on_sigterm(previous)
     return 0
+
+
+def _on_sigterm(handler):
+    """Install a SIGTERM handler, returning the previous one (a no-op off the main thread, where Python
+    cannot install handlers: `main` called from a worker thread keeps the default behaviour)."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

@@ -223,6 +223,34 @@ def _files(folder):
 
 
 @pytest.mark.slow
+def test_sigterm_stops_cleanly_and_the_run_resumes(td3_run, cli_env, tmp_path):
+    """A scheduler's SIGTERM (preemption, time limit): the period in progress is finished and
+    checkpointed, exit 143 with the resume command; the resumed run ends like the uninterrupted one."""
+    reference, _ = td3_run
+    workdir = str(tmp_path / "preempted")
+    proc = subprocess.Popen(_cmd("experiments.train", *TD3_ARGS, f"--workdir={workdir}"), env=cli_env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # compiled programs come from the shared cache: periods are quick
+            if line.startswith("[1/"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "train: terminated (SIGTERM), stopped after period" in stderr and "--resume" in stderr
+    steps = checkpoint.all_steps(workdir)
+    assert steps and steps[-1] < CHUNKS, steps  # the period in progress was checkpointed before stopping
+    resumed = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for a, b in zip(_state_leaves(reference), _state_leaves(workdir)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
 def test_divergence_stops_with_message_and_keeps_last_checkpoint(td3_run, cli_env, tmp_path):
     """Resume from a checkpoint whose critic Adam second moments are negative: the next period's
     updates are NaN. The run must stop naming the network and step, exit non-zero, and write nothing
