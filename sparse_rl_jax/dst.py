@@ -143,17 +143,26 @@ def _prune(net: SparseNet, clock, rules: NetRules):
 
 
 def next_masks(net: SparseNet, grads, clock, rules: NetRules, key):
-    """(new masks, branch index) for this step; the branch is a real switch, not a select."""
+    """(new masks, branch index, mask change) for this step; the branch is a real switch, not a select.
+
+    The mask-change summary is computed inside the updating branches only: on the ~999 steps out of
+    1000 without an update the masks are unchanged and the summary is exactly 0, so those steps skip
+    its reductions over every mask.
+    """
     if rules.kind == "none":
-        return net.masks, jnp.int32(NO_UPDATE)
+        return net.masks, jnp.int32(NO_UPDATE), jnp.float32(0.0)
     branch = rules.branch(clock)
     fraction = rules.schedule.fraction(clock)
-    new = jax.lax.switch(branch, [
-        lambda: net.masks,
-        lambda: _drop_grow(net, grads, fraction, rules, key),
-        lambda: _prune(net, clock, rules),
+
+    def with_change(new):
+        return new, topology_change(net.masks, new)
+
+    new, change = jax.lax.switch(branch, [
+        lambda: (net.masks, jnp.float32(0.0)),
+        lambda: with_change(_drop_grow(net, grads, fraction, rules, key)),
+        lambda: with_change(_prune(net, clock, rules)),
     ])
-    return new, branch
+    return new, branch, change
 
 
 def apply_gradients(net: SparseNet, grads, clock, rules: NetRules, optimizer) -> Tuple[SparseNet, Dict]:
@@ -164,15 +173,14 @@ def apply_gradients(net: SparseNet, grads, clock, rules: NetRules, optimizer) ->
         importance = score_lib.update_importance(importance, net.params, grads, net.masks,
                                                  rules.importance_decay)
     net = net.replace(importance=importance, key=key)
-    masks, branch = next_masks(net, grads, clock, rules, topo_key)
+    masks, branch, change = next_masks(net, grads, clock, rules, topo_key)
     skip = (branch == DROP_GROW) if rules.skip_optimizer_step else False
     updates, opt_state = optimizer.update(grads, net.opt_state, net.params, masks=masks, skip=skip)
     params = mask_lib.apply_masks(optax.apply_updates(net.params, updates), masks)
     if rules.reset_moments:
         grown = mask_lib.map_sparse(lambda new, old: new & ~old, masks, net.masks)
         opt_state = optim_lib.reset_grown_moments(opt_state, grown)
-    metrics = {"mask_change": topology_change(net.masks, masks),
-               "topology_updates": (branch != NO_UPDATE).astype(jnp.int32)}
+    metrics = {"mask_change": change, "topology_updates": (branch != NO_UPDATE).astype(jnp.int32)}
     return net.replace(params=params, opt_state=opt_state, masks=masks), metrics
 
 

@@ -177,6 +177,20 @@ def sparse_weight_count(params, structure) -> int:
     return sum(jax.tree.leaves(sizes))
 
 
+# ------------------------------------------------------------------------------ control flow
+def run_if(pred, fn: Callable[[], Any], otherwise: Any) -> Any:
+    """``fn()`` if ``pred`` else ``otherwise`` (same structure), as a while loop of 0 or 1 trips.
+
+    Why not ``lax.cond``: under ``vmap`` a batched predicate turns a cond into a select that runs
+    ``fn`` for every seed at every call. A batched while loop only runs its body while *some* seed's
+    predicate holds, and keeps the carry of the others unchanged, so an event that is usually off
+    (a DS target that needs no pruning) costs only the predicate. Results equal the cond's exactly.
+    """
+    _, out = lax.while_loop(lambda carry: carry[0], lambda carry: (jnp.asarray(False), fn()),
+                            (jnp.asarray(pred, bool), otherwise))
+    return out
+
+
 # ---------------------------------------------------------------------------- exact-count top-k
 def order_key(scores: jax.Array) -> jax.Array:
     """uint32 image of float scores with the same order (NaN -> -inf, -0 -> +0), flattened.

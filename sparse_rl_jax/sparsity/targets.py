@@ -3,7 +3,9 @@
 * RLx2 shares the online masks: after every soft update the target is re-masked with them.
 * DS (Sokar et al.) keeps its own target support: after every soft update each sparse layer of the target
   is pruned back to its ``k`` largest |w|, ``k`` = the online layer's non-zero count. This runs after
-  *every* gradient step, so it uses the bisection top-k of :func:`masks.top_k_mask` (no sort).
+  *every* soft update, so the exact top-k (:func:`masks.top_k_mask`) only runs when the target actually
+  holds more than ``k`` non-zeros (:func:`masks.run_if`); otherwise keeping every non-zero is what the
+  selection would return, at the cost of one counting pass.
 
 Dense leaves (mask ``None``: biases, dense layers) are returned untouched.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from sparse_rl_jax.sparsity.masks import apply_masks, map_sparse
+from sparse_rl_jax.sparsity.masks import apply_masks, map_sparse, run_if
 from sparse_rl_jax.sparsity.topology import prune_to_count
 
 
@@ -26,10 +28,13 @@ def prune_target(target_params, online_masks):
     Ties go to the lower flat index, so the result is deterministic and has exactly ``k`` non-zeros
     (fewer only if the target itself has fewer). Only non-zero entries are candidates: the result is
     the same, and in the steady state between topology updates (target support = online mask, so at
-    most ``k`` non-zeros) the selection exits before its first counting pass.
+    most ``k`` non-zeros) the selection is skipped, even under ``vmap`` (see :func:`masks.run_if`).
     """
     def leaf(m, w):
-        keep = prune_to_count(w, w != 0, jnp.sum(m, dtype=jnp.int32))
+        k = jnp.sum(m, dtype=jnp.int32)
+        nonzero = w != 0
+        keep = run_if(jnp.sum(nonzero, dtype=jnp.int32) > k,
+                      lambda: prune_to_count(w, nonzero, k), nonzero)
         return jnp.where(keep, w, jnp.zeros((), w.dtype))
 
     return map_sparse(leaf, online_masks, target_params, keep_dense=True)
