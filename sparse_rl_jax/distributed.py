@@ -257,7 +257,8 @@ class DataParallelTrainer(trainer_lib.Trainer):
     def __init__(self, config: Config, num_shards: int):
         if num_shards < 1:
             raise ScaleError(f"invalid data_shards={num_shards}: must be >= 1")
-        super().__init__(shard_config(config, num_shards), grad_axis=GRAD_AXES)
+        super().__init__(shard_config(config, num_shards), grad_axis=GRAD_AXES,
+                         batch_axes=(trainer_lib.SEED_BATCH, SHARD))
         self.global_config, self.num_shards = config, num_shards
 
     def _check_buffer(self, ts):
@@ -355,9 +356,9 @@ def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
         # makes JAX reject (at trace time) anything that would let shard-local data leak into it
         axes = _per_field(trainer_lib.TrainState, None, 0)
         step = jax.vmap(jax.vmap(iteration, in_axes=(axes, None, None), out_axes=(axes, 0), axis_name=SHARD),
-                        in_axes=(0, 0, None))
+                        in_axes=(0, 0, None), axis_name=trainer_lib.SEED_BATCH)
     else:
-        step = jax.vmap(iteration, in_axes=(0, 0, None))
+        step = jax.vmap(iteration, in_axes=(0, 0, None), axis_name=trainer_lib.SEED_BATCH)
 
     def local(states, first, hp):
         states = states.replace(finished_return_sum=jnp.zeros_like(states.finished_return_sum),

@@ -15,9 +15,11 @@ Why our own auto-reset instead of Brax's ``AutoResetWrapper``:
   of the episode. The replay buffer needs it (``next_obs`` of a truncated transition is what we bootstrap
   from), so the wrapper keeps it in ``state.info['final_obs']``.
 
-The fresh reset runs under ``lax.cond(any(done))``: it costs nothing on steps where no env finished (a
-real branch when the step is not vmapped again from outside; under an outer ``vmap`` over seeds it turns
-into a select that runs the reset every step, which is still correct). Measured cost: see
+The fresh reset runs under ``lax.cond(any(done))``: it costs nothing on steps where no env finished.
+Under an outer ``vmap`` (seeds, data shards) a per-batch-entry predicate would turn the cond into a select
+that runs the reset every step; ``batch_axes`` names those vmap axes, and the predicate becomes "any env of
+any entry is done" (a ``psum`` over them), which keeps the branch. Resetting with an all-false ``done`` is
+the identity, so the entries without a finished env are unchanged either way. Measured cost: see
 ``docs/envs.md`` (``experiments/bench/env_throughput.py``).
 
 Flags: Brax's ``EpisodeWrapper`` sets ``done`` at the time limit and ``info['truncation'] = 1`` only when
@@ -29,7 +31,7 @@ Keys: raw ``uint32[2]`` keys (``jax.random.PRNGKey``) or typed keys (``jax.rando
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -121,9 +123,10 @@ class FreshAutoResetWrapper(Wrapper):
 
     conditional_reset = True  # False: reset every step and select (only for measuring the cond's worth)
 
-    def __init__(self, env: Env, num_envs: int):
+    def __init__(self, env: Env, num_envs: int, batch_axes: Tuple[str, ...] = ()):
         super().__init__(env)
         self.num_envs = num_envs
+        self.batch_axes = tuple(batch_axes)  # names of outer vmap axes the step always runs under
 
     def reset(self, rng: jax.Array) -> State:
         keys = jax.random.split(raw_key(rng), 2 * self.num_envs)
@@ -144,7 +147,10 @@ class FreshAutoResetWrapper(Wrapper):
         done = state.done > 0
         reset_done = lambda s: self._reset_done(s, done, reset_keys)  # noqa: E731
         if self.conditional_reset:
-            state = jax.lax.cond(jnp.any(done), reset_done, lambda s: s, state)
+            any_done = jnp.any(done)
+            if self.batch_axes:  # one predicate for the whole vmapped batch: the cond stays a branch
+                any_done = jax.lax.psum(any_done.astype(jnp.int32), self.batch_axes) > 0
+            state = jax.lax.cond(any_done, reset_done, lambda s: s, state)
         else:
             state = reset_done(state)
         state.info["reset_key"] = carry_keys
@@ -172,10 +178,11 @@ class TrainingEnv(FreshAutoResetWrapper):
     ``step(state, action[n, action_size]) -> State``. Prefer :func:`env_step` for the transition.
     """
 
-    def __init__(self, name: str, backend: str, episode_length: int, action_repeat: int, num_envs: int):
+    def __init__(self, name: str, backend: str, episode_length: int, action_repeat: int, num_envs: int,
+                 batch_axes: Tuple[str, ...] = ()):
         base = brax_envs.get_environment(name, backend=backend)
         inner = brax_training.EpisodeWrapper(brax_training.VmapWrapper(base), episode_length, action_repeat)
-        super().__init__(inner, num_envs)
+        super().__init__(inner, num_envs, batch_axes)
         self.name = name
         self.episode_length = episode_length
         self.action_repeat = action_repeat
@@ -197,11 +204,14 @@ def make_env(
     episode_length: int = 1000,
     action_repeat: int = 1,
     num_envs: int = 1,
+    batch_axes: Tuple[str, ...] = (),
 ) -> TrainingEnv:
     """Vectorized, time-limited, freshly auto-resetting Brax env for training.
 
     ``backend=None`` uses ``DEFAULT_BACKENDS`` (else spring). ``episode_length`` counts
-    physics-env steps like Brax (an agent step advances ``action_repeat`` of them).
+    physics-env steps like Brax (an agent step advances ``action_repeat`` of them). ``batch_axes``: the
+    names of the outer ``vmap`` axes every ``step`` will run under (see the module docstring); ``step``
+    must then be called inside them.
     Raises ``ValueError`` naming the option, the value and the allowed values.
     """
     _check_choice("env name", name, env_names())
@@ -209,7 +219,7 @@ def make_env(
     for option, value in (("episode_length", episode_length), ("action_repeat", action_repeat),
                           ("num_envs", num_envs)):
         _check_positive_int(option, value)
-    return TrainingEnv(name, backend, episode_length, action_repeat, num_envs)
+    return TrainingEnv(name, backend, episode_length, action_repeat, num_envs, batch_axes)
 
 
 def env_step(env: Env, state: State, action: jax.Array) -> tuple[State, EnvTransition]:

@@ -31,6 +31,8 @@ from sparse_rl_jax.agents.td3 import TD3
 from sparse_rl_jax.config import Config
 
 ProgressFn = Callable[[int, Dict[str, Any]], None]
+# The vmap axis of the seeds (or sweep cells) inside a chunk; the env's auto-reset agrees over it.
+SEED_BATCH = "seed_batch"
 
 
 @struct.dataclass
@@ -67,10 +69,14 @@ def make_agent(config: Config, obs_dim: int, action_dim: int, grad_axis: Optiona
 class Trainer:
     """Static pieces of a run; its methods are pure functions of the state."""
 
-    def __init__(self, config: Config, grad_axis: Optional[str] = None):
+    def __init__(self, config: Config, grad_axis: Optional[str] = None,
+                 batch_axes: Tuple[str, ...] = (SEED_BATCH,)):
+        """``batch_axes``: the vmap axes `iteration` always runs under (the seed axis of `chunk`; a
+        data-parallel trainer adds its shard axis)."""
         self.config = config
         e = config.env
-        self.env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, e.num_envs)
+        self.env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, e.num_envs,
+                                 batch_axes=batch_axes)
         self.obs_dim, self.action_dim = self.env.observation_size, self.env.action_size
         self.agent = make_agent(config, self.obs_dim, self.action_dim, grad_axis)
         self.nmax = config.replay.nstep
@@ -173,7 +179,7 @@ class Trainer:
         """Advance vmapped `states` (leading seed axis) by `num_iterations`; returns (states, metrics)."""
         states = states.replace(finished_return_sum=jnp.zeros_like(states.finished_return_sum),
                                 finished_count=jnp.zeros_like(states.finished_count))
-        step_all = jax.vmap(self.iteration, in_axes=(0, None))  # seeds batched, counter shared
+        step_all = jax.vmap(self.iteration, in_axes=(0, None), axis_name=SEED_BATCH)  # counter shared
         iterations = first_iteration + jnp.arange(num_iterations)
         states, infos = jax.lax.scan(step_all, states, iterations)
         return states, jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)

@@ -73,3 +73,26 @@ def test_dense_method_has_no_masks():
     tr = trainer.Trainer(config)
     states = trainer.init_states(tr, trainer.seed_keys(0, 1))
     assert all(m is None for m in jax.tree.leaves(states.agent.actor.masks, is_leaf=lambda x: x is None))
+
+
+def test_auto_reset_branch_under_the_seed_vmap_equals_resetting_every_step():
+    """The env resets under one `lax.cond` for all vmapped seeds (a psum over the seed axis keeps it a
+    branch); seeds without a finished env must come out exactly as if the reset ran every step and
+    selected per env (the old behaviour under vmap)."""
+    config = tiny_config("static", "td3", total_env_steps=320, eval_every=320)
+    keys = trainer.seed_keys(0, 3)
+    finals = []
+    for conditional in (True, False):
+        tr = trainer.Trainer(config)
+        tr.env.conditional_reset = conditional
+        states, _ = trainer.make_chunk_fn(tr)(trainer.init_states(tr, keys), jnp.int32(0))
+        finals.append(states)
+    assert int(np.asarray(finals[0].finished_count).sum()) > 0  # episodes did end (50-step limit)
+    for a, b in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # without the agreed predicate, vmap turns the reset's cond into a select (one cond fewer)
+    conds = {}
+    for axes in ((trainer.SEED_BATCH,), ()):
+        tr = trainer.Trainer(config, batch_axes=axes)
+        conds[axes] = str(jax.make_jaxpr(lambda s: tr.chunk(s, jnp.int32(0), 2))(finals[0])).count(" cond[")
+    assert conds[(trainer.SEED_BATCH,)] == conds[()] + 1, conds
