@@ -1,17 +1,24 @@
 """Throughput of every method relative to dense, in one run.
 
-    python -m experiments.bench.methods [--env halfcheetah --backend spring --iterations 2000]
+    python -m experiments.bench.methods [--env halfcheetah --backend spring --iterations 1000 --repeats 7]
 
 Each (method, algo) trains on one env with batch 256, 2x256 networks and one gradient update per env
 step, with the method's own preset (topology period, target policy, n-step, dynamic buffer). All programs
-are compiled and warmed up first; then each repeat times one chunk of `--iterations` env steps of every
-method in turn (round-robin, so machine noise hits all alike) and the best time per method is kept.
-Prints env steps/s, updates/s (equal: one update per env step) and wall time relative to dense of the
-same algorithm. Topology updates run at the presets' periods (1000 for ds/rigl/gmp, 10000 for rlx2), so
-their cost is included at its real amortised rate.
+are compiled and warmed up first (the warm-up chunk already runs gradient updates). Then each round
+times one chunk of `--iterations` env steps of every program, in a fresh random order per round, so
+neither background load drifting over the run nor the position in the round favours a program.
+
+The reported ratio is the **median over rounds** of (time of the method / time of dense of the same
+algorithm in the same round): a load spike during one round moves a method and its reference alike,
+and one unlucky round cannot decide the result. The best-chunk ratio and the spread of the per-round
+ratios are printed too. Topology updates run at the presets' periods (1000 for ds/rigl/gmp, 10000 for
+rlx2), so their cost is included at its real amortised rate: with `--iterations 1000` every timed chunk
+holds one DS/RigL/GMP topology update and none of RLx2's.
 """
 from __future__ import annotations
 
+import random
+import statistics
 import time
 
 import jax
@@ -21,10 +28,12 @@ from absl import app, flags
 from sparse_rl_jax import methods, trainer
 
 FLAGS = flags.FLAGS
+WARMUP_ENV_STEPS = 1000  # random-action steps before learning starts (= iterations with 1 env)
 flags.DEFINE_string("env", "halfcheetah", "Brax environment")
 flags.DEFINE_string("backend", "spring", "Brax backend")
-flags.DEFINE_integer("iterations", 2000, "timed env steps (= updates) per method")
-flags.DEFINE_integer("repeats", 2, "timed chunks per method; the fastest is reported")
+flags.DEFINE_integer("iterations", 1000, "timed env steps (= updates) per chunk")
+flags.DEFINE_integer("repeats", 7, "rounds; each times one chunk of every program, in a random order")
+flags.DEFINE_integer("seed", 0, "seed of the per-round timing order")
 flags.DEFINE_list("methods", list(methods.method_names()), "methods to time")
 flags.DEFINE_list("algos", ["td3", "sac"], "algorithms to time")
 
@@ -34,16 +43,43 @@ def prepare(method: str, algo: str, iterations: int, repeats: int):
     config = methods.make_config(method, algo, **{
         "env.name": FLAGS.env, "env.backend": FLAGS.backend, "env.num_envs": 1,
         "env.episode_length": 1000, "agent.batch_size": 256, "agent.hidden": (256, 256),
-        "updates_per_env_step": 1.0, "warmup_env_steps": 1000, "eval_every": iterations,
-        "total_env_steps": 1000 + iterations * (repeats + 1), "replay.capacity": 100_000,
+        "updates_per_env_step": 1.0, "warmup_env_steps": WARMUP_ENV_STEPS, "eval_every": iterations,
+        "total_env_steps": WARMUP_ENV_STEPS + iterations * (repeats + 1), "replay.capacity": 100_000,
         "replay.min_size": 10_000,
     })
     tr = trainer.Trainer(config)
     states = trainer.init_states(tr, trainer.seed_keys(0, 1))
     chunk = trainer.make_chunk_fn(tr)
-    states, _ = chunk(states, jnp.int32(0))  # compile + warm-up data (+ first updates)
-    jax.block_until_ready(states)
+    # Compile, collect random-action data, then one chunk of real updates: the timed rounds must not
+    # include the first execution of the learning branch.
+    for first in (0, WARMUP_ENV_STEPS):
+        states, _ = chunk(states, jnp.int32(first))
+        jax.block_until_ready(states)
     return chunk, states
+
+
+def time_rounds(prepared, cells, iterations: int, repeats: int, seed: int):
+    """Seconds per chunk: {cell: [one per round]}; every round runs all cells in a random order."""
+    order_rng = random.Random(seed)
+    seconds = {cell: [] for cell in cells}
+    for r in range(1, repeats + 1):
+        order = list(cells)
+        order_rng.shuffle(order)
+        for cell in order:
+            chunk, states = prepared[cell]
+            t0 = time.perf_counter()
+            states, _ = chunk(states, jnp.int32(WARMUP_ENV_STEPS + r * iterations))
+            jax.block_until_ready(states)
+            seconds[cell].append(time.perf_counter() - t0)
+            prepared[cell] = (chunk, states)
+    return seconds
+
+
+def ratio_summary(seconds, cell, dense_cell):
+    """(median per-round ratio, lowest, highest, best-chunk ratio) of a cell vs its dense reference."""
+    ratios = [t / d for t, d in zip(seconds[cell], seconds[dense_cell])]
+    return (statistics.median(ratios), min(ratios), max(ratios),
+            min(seconds[cell]) / min(seconds[dense_cell]))
 
 
 def main(argv):
@@ -54,25 +90,19 @@ def main(argv):
         t0 = time.perf_counter()
         prepared[cell] = prepare(cell[1], cell[0], FLAGS.iterations, FLAGS.repeats)
         print(f"  compiled {cell[0]:4s} {cell[1]:18s} in {time.perf_counter() - t0:6.1f} s", flush=True)
-    best = {cell: float("inf") for cell in cells}
-    # Round-robin: every repeat times each method once, so background load hits all of them alike.
-    for r in range(1, FLAGS.repeats + 1):
-        for cell in cells:
-            chunk, states = prepared[cell]
-            t0 = time.perf_counter()
-            states, _ = chunk(states, jnp.int32(r * FLAGS.iterations))
-            jax.block_until_ready(states)
-            best[cell] = min(best[cell], time.perf_counter() - t0)
-            prepared[cell] = (chunk, states)
+    seconds = time_rounds(prepared, cells, FLAGS.iterations, FLAGS.repeats, FLAGS.seed)
     print(f"\n{FLAGS.env} ({FLAGS.backend} backend), 1 env, batch 256, 2x256, 1 update per env step, "
-          f"{FLAGS.iterations} steps per timed chunk, best of {FLAGS.repeats} round-robin repeats")
-    print("| algo | method | env steps/s | updates/s | time vs dense |\n|---|---|---:|---:|---:|")
+          f"{FLAGS.iterations} steps per timed chunk, {FLAGS.repeats} rounds in random order")
+    print("| algo | method | updates/s (median chunk) | time vs dense (median of rounds) "
+          "| per-round range | best chunk vs best dense |\n|---|---|---:|---:|---:|---:|")
     for algo, method in cells:
-        seconds = best[(algo, method)]
-        rate = FLAGS.iterations / seconds
-        dense = best.get((algo, "dense"))
-        rel = f"{seconds / dense:.2f}x" if dense else "n/a"
-        print(f"| {algo} | {method} | {rate:.0f} | {rate:.0f} | {rel} |")
+        rate = FLAGS.iterations / statistics.median(seconds[(algo, method)])
+        if (algo, "dense") in seconds:
+            med, lo, hi, best = ratio_summary(seconds, (algo, method), (algo, "dense"))
+            rel = f"{med:.2f}x | {lo:.2f}-{hi:.2f} | {best:.2f}x"
+        else:
+            rel = "n/a | n/a | n/a"
+        print(f"| {algo} | {method} | {rate:.0f} | {rel} |")
 
 
 if __name__ == "__main__":

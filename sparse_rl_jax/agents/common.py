@@ -1,14 +1,15 @@
-"""Pieces shared by the TD3 and SAC agents: building a sparse network and its optimizer."""
+"""Pieces shared by the TD3 and SAC agents: their static base, building a sparse network, its optimizer."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from sparse_rl_jax import dst
-from sparse_rl_jax.config import SparsityConfig
+from sparse_rl_jax import dst, networks
+from sparse_rl_jax.config import AgentConfig, SparsityConfig
 from sparse_rl_jax.sparsity import distributions
 from sparse_rl_jax.sparsity import masks as mask_lib
 from sparse_rl_jax.sparsity import optim as optim_lib
@@ -57,3 +58,56 @@ def build_net(key, module, example_inputs: Sequence[jax.Array], sparsity_level, 
 def min_q(critic_apply, params, obs, action) -> jax.Array:
     q1, q2 = critic_apply(params, obs, action)
     return jnp.minimum(q1, q2)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentBase:
+    """Static configuration shared by TD3 and SAC (hashable, so jitted methods can close over it).
+
+    Subclasses add their actor module and learning rules. They stay frozen dataclasses with these
+    fields: `distributed.with_hparams` rebuilds agents with `dataclasses.replace(agent, cfg=...,
+    actor_rules=..., critic_rules=...)`.
+    """
+    obs_dim: int
+    action_dim: int
+    cfg: AgentConfig
+    sparsity: SparsityConfig
+    actor_rules: dst.NetRules
+    critic_rules: dst.NetRules
+    actor_clock_on_actor_updates: bool = False
+    # Data-parallel training: name of the mapped device axis; gradients (and thus importance and
+    # topology decisions) are averaged over it so every device keeps identical params and masks.
+    grad_axis: Optional[str] = None
+
+    def reduce(self, tree):
+        """Mean over the data-parallel axis (identity on one device)."""
+        return tree if self.grad_axis is None else jax.lax.pmean(tree, self.grad_axis)
+
+    @property
+    def critic_module(self):
+        return networks.TwinCritic(tuple(self.cfg.hidden))
+
+    @property
+    def actor_optimizer(self):
+        return make_optimizer(self.cfg.actor_lr, self.cfg.weight_decay)
+
+    @property
+    def critic_optimizer(self):
+        return make_optimizer(self.cfg.critic_lr, self.cfg.weight_decay)
+
+    def build_nets(self, key, actor_sparsity, critic_sparsity, actor_target: bool):
+        """(actor, critic) sparse networks for one seed; only the critic always keeps a target."""
+        actor_key, critic_key = jax.random.split(key)
+        obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
+        actor = build_net(
+            actor_key, self.actor_module, (obs,), actor_sparsity,
+            is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
+            self.actor_rules, self.actor_optimizer, with_target=actor_target)
+        critic = build_net(
+            critic_key, self.critic_module, (obs, act), critic_sparsity,
+            is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity,
+            self.critic_rules, self.critic_optimizer, with_target=True)
+        return actor, critic
+
+    def networks(self, state) -> dict:
+        return {"actor": state.actor, "critic": state.critic}

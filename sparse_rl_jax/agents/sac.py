@@ -10,7 +10,7 @@ with a fresh action from the online actor (ALGORITHMS.md, RLx2):
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,6 @@ from flax import struct
 
 from sparse_rl_jax import dst, networks, replay
 from sparse_rl_jax.agents import common
-from sparse_rl_jax.config import AgentConfig, SparsityConfig
 
 
 @struct.dataclass
@@ -31,36 +30,10 @@ class SACState:
 
 
 @dataclasses.dataclass(frozen=True)
-class SAC:
-    obs_dim: int
-    action_dim: int
-    cfg: AgentConfig
-    sparsity: SparsityConfig
-    actor_rules: dst.NetRules
-    critic_rules: dst.NetRules
-    actor_clock_on_actor_updates: bool = False
-    # Data-parallel training: name of the mapped device axis; gradients (and thus importance and
-    # topology decisions) are averaged over it so every device keeps identical params and masks.
-    grad_axis: Optional[str] = None
-
-    def reduce(self, tree):
-        return tree if self.grad_axis is None else jax.lax.pmean(tree, self.grad_axis)  # unused: SAC updates its actor every iteration
-
+class SAC(common.AgentBase):
     @property
     def actor_module(self):
         return networks.GaussianActor(self.action_dim, tuple(self.cfg.hidden))
-
-    @property
-    def critic_module(self):
-        return networks.TwinCritic(tuple(self.cfg.hidden))
-
-    @property
-    def actor_optimizer(self):
-        return common.make_optimizer(self.cfg.actor_lr, self.cfg.weight_decay)
-
-    @property
-    def critic_optimizer(self):
-        return common.make_optimizer(self.cfg.critic_lr, self.cfg.weight_decay)
 
     @property
     def alpha_optimizer(self):
@@ -73,16 +46,7 @@ class SAC:
 
     # ----------------------------------------------------------------- init / acting
     def init(self, key, actor_sparsity, critic_sparsity) -> SACState:
-        actor_key, critic_key = jax.random.split(key)
-        obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
-        actor = common.build_net(
-            actor_key, self.actor_module, (obs,), actor_sparsity,
-            common.is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
-            self.actor_rules, self.actor_optimizer, with_target=False)
-        critic = common.build_net(
-            critic_key, self.critic_module, (obs, act), critic_sparsity,
-            common.is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity,
-            self.critic_rules, self.critic_optimizer, with_target=True)
+        actor, critic = self.build_nets(key, actor_sparsity, critic_sparsity, actor_target=False)
         log_alpha = jnp.asarray(self.cfg.init_log_alpha, jnp.float32)
         return SACState(actor=actor, critic=critic, log_alpha=log_alpha,
                         alpha_opt_state=self.alpha_optimizer.init(log_alpha))
@@ -157,6 +121,3 @@ class SAC:
         info["alpha"] = jnp.exp(log_alpha)
         state = SACState(actor=actor, critic=critic, log_alpha=log_alpha, alpha_opt_state=alpha_opt_state)
         return state, info
-
-    def networks(self, state: SACState) -> Dict[str, dst.SparseNet]:
-        return {"actor": state.actor, "critic": state.critic}

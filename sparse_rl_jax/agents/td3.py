@@ -8,7 +8,7 @@ vmapped seeds). Targets use n-step windows (`replay.nstep_parts`), 1-step when `
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,6 @@ from flax import struct
 
 from sparse_rl_jax import dst, networks, replay
 from sparse_rl_jax.agents import common
-from sparse_rl_jax.config import AgentConfig, SparsityConfig
 
 
 @struct.dataclass
@@ -26,49 +25,14 @@ class TD3State:
 
 
 @dataclasses.dataclass(frozen=True)
-class TD3:
-    obs_dim: int
-    action_dim: int
-    cfg: AgentConfig
-    sparsity: SparsityConfig
-    actor_rules: dst.NetRules
-    critic_rules: dst.NetRules
-    actor_clock_on_actor_updates: bool = False
-    # Data-parallel training: name of the mapped device axis; gradients (and thus importance and
-    # topology decisions) are averaged over it so every device keeps identical params and masks.
-    grad_axis: Optional[str] = None
-
-    def reduce(self, tree):
-        return tree if self.grad_axis is None else jax.lax.pmean(tree, self.grad_axis)
-
+class TD3(common.AgentBase):
     @property
     def actor_module(self):
         return networks.DeterministicActor(self.action_dim, tuple(self.cfg.hidden))
 
-    @property
-    def critic_module(self):
-        return networks.TwinCritic(tuple(self.cfg.hidden))
-
-    @property
-    def actor_optimizer(self):
-        return common.make_optimizer(self.cfg.actor_lr, self.cfg.weight_decay)
-
-    @property
-    def critic_optimizer(self):
-        return common.make_optimizer(self.cfg.critic_lr, self.cfg.weight_decay)
-
     # ----------------------------------------------------------------- init / acting
     def init(self, key, actor_sparsity, critic_sparsity) -> TD3State:
-        actor_key, critic_key = jax.random.split(key)
-        obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
-        actor = common.build_net(
-            actor_key, self.actor_module, (obs,), actor_sparsity,
-            common.is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
-            self.actor_rules, self.actor_optimizer, with_target=True)
-        critic = common.build_net(
-            critic_key, self.critic_module, (obs, act), critic_sparsity,
-            common.is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity,
-            self.critic_rules, self.critic_optimizer, with_target=True)
+        actor, critic = self.build_nets(key, actor_sparsity, critic_sparsity, actor_target=True)
         return TD3State(actor=actor, critic=critic)
 
     def policy(self, actor_params, obs) -> jax.Array:
@@ -134,6 +98,3 @@ class TD3:
         state, actor_info = jax.lax.cond(step % self.cfg.policy_delay == 0, delayed, skip, state)
         info.update(actor_info)
         return state, info
-
-    def networks(self, state: TD3State) -> Dict[str, dst.SparseNet]:
-        return {"actor": state.actor, "critic": state.critic}
