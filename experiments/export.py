@@ -114,11 +114,8 @@ def run(workdir: str, out: str, seed: int = 0, values_dtype: str = "float32",
 
 def main(argv: Sequence[str]) -> int:
     fv = _define_flags()
-    try:
-        fv(list(argv))
-    except flags.Error as err:
-        print(f"export: error: {err}", file=sys.stderr)
-        return 2
+    if not cli.parse(fv, argv, "export"):
+        return cli.USAGE_ERROR
     try:
         print(run(fv["workdir"].value, fv["out"].value, fv["seed"].value, fv["values_dtype"].value,
                   fv["compress"].value))

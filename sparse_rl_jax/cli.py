@@ -5,10 +5,25 @@ tests) and returns its exit status; absl itself is only initialised with the pro
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, List, Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+
+USAGE_ERROR = 2
+
+
+def parse(fv: flags.FlagValues, argv: Sequence[str], program: str) -> bool:
+    """Parse ``argv`` into the tool's ``fv``; on bad flags print ``<program>: error: ...`` (one line on
+    stderr) and return False (the tool then returns `USAGE_ERROR`)."""
+    try:
+        fv(list(argv))
+    except flags.Error as err:
+        print(f"{program}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return False
+    return True
 
 
 def _program_name_only(argv: List[str]) -> List[str]:

@@ -10,7 +10,6 @@ ratio to the every-step reset.
 """
 from __future__ import annotations
 
-import sys
 import time
 from typing import Dict, List, Sequence
 
@@ -58,11 +57,8 @@ def time_variants(env: str, num_envs: int, seeds: int, rounds: int) -> Dict[str,
 
 def main(argv: Sequence[str]) -> int:
     fv = _define_flags()
-    try:
-        fv(list(argv))
-    except flags.Error as err:
-        print(f"reset_branch: error: {err}", file=sys.stderr)
-        return 2
+    if not cli.parse(fv, argv, "reset_branch"):
+        return cli.USAGE_ERROR
     times = time_variants(fv.env, fv.num_envs, fv.seeds, fv.rounds)
     base = float(np.median(times[VARIANTS[0][0]]))
     print(f"{fv.env}, {fv.num_envs} env(s), {fv.seeds} seed(s), RLx2-TD3 chunks of {ITERATIONS} iterations, "
