@@ -1,11 +1,13 @@
 """The optimised per-step paths train bit-for-bit the same states as the straightforward ones.
 
-The reference functions below are the previous implementations, kept verbatim in spirit: the mask
-change summed over every mask at every step, the DS target pruned by an exact top-k at every soft
-update, an RLx2 skipped step selected with ``jnp.where`` over every update and moment, and the moment
-reset applied at every step. Each agent is trained a few steps under both (vmapped over two seeds, a
-short topology period so drop/grow, prune and skip steps all happen) and every leaf of the state and
-of the metrics must be equal down to the bit pattern (so -0.0 vs 0.0 would fail).
+The reference functions below are copies of the previous implementations: the mask change summed
+over every mask at every step and the DS target pruned by an exact top-k at every soft update. The
+masked optimizer (RLx2's skipped step as ``jnp.where`` selects) and the moment reset are unchanged;
+their copies pin them, because moving either into a ``lax.cond`` changed XLA's fusion of the Adam
+update and the trained weights by about one ulp. Each agent is trained a few steps under both
+(vmapped over two seeds, a short topology period so drop/grow, prune and skip steps all happen) and
+every leaf of the state and of the metrics must be equal down to the bit pattern (so -0.0 vs 0.0
+would fail).
 """
 import contextlib
 
