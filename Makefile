@@ -19,7 +19,7 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q --durations=15 tests
 
 test-fast: $(STAMP)
 	$(VPY) -m pytest -q -m "not slow" tests

@@ -38,9 +38,12 @@ ARGS = [f"--config={CONFIGS}/rlx2_td3.py", *TINY]
 TIMEOUT = 1200
 
 
-def _env(devices: int):
+def _env(devices: int, cache=None):
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
     env["JAX_PLATFORMS"] = "cpu"
+    if cache:  # the resumed run reuses the programs its original compiled
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     # LLVM optimisation off halves the compile time of these tiny programs; the same for every run
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
     return env
@@ -52,8 +55,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(devices, *args):
-    return subprocess.Popen([sys.executable, "-m", "experiments.train", *args], env=_env(devices), cwd=ROOT,
+def _start(devices, *args, cache=None):
+    return subprocess.Popen([sys.executable, "-m", "experiments.train", *args], env=_env(devices, cache), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -78,11 +81,12 @@ def _finish(procs):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("scaleout_cli")
     dirs = {name: str(root / name) for name in ("single", "seeds", "data", "hosts", "resumed")}
+    cache = root / "jax_cache"
     address = f"127.0.0.1:{_free_port()}"
     procs = {
         "single": _start(1, *ARGS, "--seeds=2", f"--workdir={dirs['single']}"),
         "seeds": _start(2, *ARGS, "--seeds=2", f"--workdir={dirs['seeds']}"),
-        "data": _start(2, *ARGS, "--data_shards=2", f"--workdir={dirs['data']}"),
+        "data": _start(2, *ARGS, "--data_shards=2", f"--workdir={dirs['data']}", cache=cache),
     }
     for i in range(2):
         procs[f"host{i}"] = _start(1, *ARGS, "--data_shards=2", f"--workdir={dirs['hosts']}",
@@ -91,7 +95,7 @@ def runs(tmp_path_factory):
     # resume the data-parallel run from its first checkpoint (as if killed during the second period)
     shutil.copytree(dirs["data"], dirs["resumed"])
     shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(dirs["resumed"]), "2"))
-    results.update(_finish({"resumed": _start(2, f"--workdir={dirs['resumed']}", "--resume")}))
+    results.update(_finish({"resumed": _start(2, f"--workdir={dirs['resumed']}", "--resume", cache=cache)}))
     return dirs, results
 
 
