@@ -22,17 +22,15 @@ iterations it is negligible, which is why the trainer keeps the update in a real
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from typing import Callable, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
 
-from sparse_rl_jax import networks
+from sparse_rl_jax import cli, networks
 from sparse_rl_jax.sparsity import distributions, masks, optim, scores, topology
 
 OBS_DIM, ACT_DIM, HIDDEN = 17, 6, (256, 256)
@@ -162,11 +160,8 @@ def format_table(rows: Sequence[Tuple[str, float]]) -> str:
 
 def main(argv: Sequence[str]) -> int:
     fv = _define_flags()
-    try:
-        fv(list(argv))
-    except flags.Error as err:
-        print(f"topology_update: error: {err}", file=sys.stderr)
-        return 2
+    if not cli.parse(fv, argv, "topology_update"):
+        return cli.USAGE_ERROR
     nets, params, mask_tree, data = _setup(jax.random.key(0), fv["batch"].value)
     check_counts(nets, params, mask_tree, data)
     rows = time_interleaved(_programs(nets, params, mask_tree, data), fv["repeats"].value)
@@ -177,11 +172,5 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _absl_parser(argv):
-    flags.FLAGS(argv[:1])
-    absl_logging.set_verbosity(absl_logging.WARNING)  # keep backend-probing INFO lines off the output
-    return argv
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=_absl_parser)
+    cli.run(main)
