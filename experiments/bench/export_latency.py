@@ -65,8 +65,8 @@ def _define_flags() -> flags.FlagValues:
                       flag_values=fv)
     flags.DEFINE_float("sac_sparsity", 0.95, "Sparsity of the one SAC actor (negative: skip).",
                        flag_values=fv)
-    flags.DEFINE_integer("batch", 256, "Large batch size.", flag_values=fv)
-    flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.", flag_values=fv)
+    flags.DEFINE_integer("batch", 256, "Large batch size.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.", lower_bound=1, flag_values=fv)
     flags.DEFINE_float("round_seconds", 0.02, "Target wall time of one program in one round.",
                        flag_values=fv)
     return fv

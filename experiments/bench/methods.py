@@ -31,8 +31,9 @@ FLAGS = flags.FLAGS
 WARMUP_ENV_STEPS = 1000  # random-action steps before learning starts (= iterations with 1 env)
 flags.DEFINE_string("env", "halfcheetah", "Brax environment")
 flags.DEFINE_string("backend", "spring", "Brax backend")
-flags.DEFINE_integer("iterations", 1000, "timed env steps (= updates) per chunk")
-flags.DEFINE_integer("repeats", 7, "rounds; each times one chunk of every program, in a random order")
+flags.DEFINE_integer("iterations", 1000, "timed env steps (= updates) per chunk", lower_bound=1)
+flags.DEFINE_integer("repeats", 7, "rounds; each times one chunk of every program, in a random order",
+                     lower_bound=1)
 flags.DEFINE_integer("seed", 0, "seed of the per-round timing order")
 flags.DEFINE_list("methods", list(methods.method_names()), "methods to time")
 flags.DEFINE_list("algos", ["td3", "sac"], "algorithms to time")

@@ -39,8 +39,9 @@ ACTOR_SPARSITY, CRITIC_SPARSITY, DROP_FRACTION = 0.9, 0.85, 0.5
 
 def _define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
-    flags.DEFINE_integer("repeats", 50, "Timed calls per program (median reported).", flag_values=fv)
-    flags.DEFINE_integer("batch", 256, "Mini-batch size.", flag_values=fv)
+    flags.DEFINE_integer("repeats", 50, "Timed calls per program (median reported).", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_integer("batch", 256, "Mini-batch size.", lower_bound=1, flag_values=fv)
     return fv
 
 
