@@ -322,22 +322,21 @@ def plan_run(fv: flags.FlagValues) -> Plan:
     workdir = os.path.abspath(fv["workdir"].value)
     if fv["resume"].value:
         config, seeds, restored = _resume_plan(fv, workdir)
+        shards = restored.data_shards
+        sharded = check_layout(config, seeds, shards)
     else:
         if fv["config"].value is None:
             raise UsageError("--config is required for a new run, e.g. --config=experiments/configs/rlx2_td3.py "
                              "(or pass --resume to continue the run in --workdir)")
         config = _config_from_flag(fv["config"].value)
         _validate(config)
-        seeds, restored = fv["seeds"].value or 1, None
-        sharded = check_layout(config, seeds, fv["data_shards"].value)
+        seeds, restored, shards = fv["seeds"].value or 1, None, fv["data_shards"].value
+        sharded = check_layout(config, seeds, shards)  # before the work dir is created
         existing = _has_run(workdir) if os.path.isdir(workdir) else []
         if existing:
             raise UsageError(f"invalid --workdir={workdir!r}: it already holds a run ({', '.join(existing)}); "
                              "pass --resume to continue it, or choose a new --workdir (nothing was changed)")
         _check_writable(workdir, create=True)
-    shards = restored.data_shards if restored is not None else fv["data_shards"].value
-    if restored is not None:
-        sharded = check_layout(config, seeds, shards)
     return Plan(config, workdir, seeds, restored, fv["checkpoint_every"].value, fv["keep_checkpoints"].value,
                 fv["plots"].value, shards, sharded)
 

@@ -416,9 +416,6 @@ def default_mesh(data_shards: int = 0) -> Mesh:
     return make_mesh(len(jax.devices()) if data_shards else 1)
 
 
-drop_fractions = trainer_lib.drop_fractions  # kept under its old name
-
-
 class Runner:
     """A compiled run layout: the trainer, the mesh and the jitted init, chunk and evaluation programs.
 
@@ -515,7 +512,7 @@ def state_spec(data_shards: int = 0):
 __all__ = [
     "DATA", "GRAD_AXES", "HPARAMS", "SEED", "SHARD", "DataParallelTrainer", "Runner", "ScaleError",
     "abstract_states", "check_layout", "state_spec",
-    "default_mesh", "define_flags", "drop_fractions", "host_metrics", "init_states", "initialize_from_flags",
+    "default_mesh", "define_flags", "host_metrics", "init_states", "initialize_from_flags",
     "initialize_from_flag_values", "is_primary", "make_chunk_fn", "make_eval_fn", "make_init_fn",
     "make_mesh", "make_trainer", "shard_config", "to_global", "to_host", "train", "with_hparams",
 ]
