@@ -6,7 +6,9 @@
 """
 from sparse_rl_jax.config import (AgentConfig, Config, EnvConfig, ReplayConfig, SparsityConfig,
                                   TopologyConfig)
-from sparse_rl_jax.methods import METHODS, make_config, method_names, preset
+from sparse_rl_jax.methods import (GMP, REGISTRY, RLx2, SET, Importance, RigL, Static, method_names,
+                                   register)
+from sparse_rl_jax.presets import TASKS, make_config, preset
 from sparse_rl_jax.validation import ConfigError, validate
 
 # The trainer pulls in Brax (slow to import, and it prints to stdout); load it only when used, so that
@@ -24,7 +26,7 @@ def __getattr__(name):
 __version__ = "0.1.0"
 
 __all__ = [
-    "AgentConfig", "Config", "ConfigError", "EnvConfig", "METHODS", "ReplayConfig", "SparsityConfig",
-    "TopologyConfig", "TrainResult", "Trainer", "make_config", "method_names", "preset", "train",
-    "validate",
+    "AgentConfig", "Config", "ConfigError", "EnvConfig", "GMP", "Importance", "REGISTRY", "RLx2",
+    "ReplayConfig", "RigL", "SET", "SparsityConfig", "Static", "TASKS", "TopologyConfig", "TrainResult",
+    "Trainer", "make_config", "method_names", "preset", "register", "train", "validate",
 ]

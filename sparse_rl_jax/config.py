@@ -1,99 +1,191 @@
-"""Immutable, hashable run configuration.
+"""Immutable, hashable run configuration, with the allowed range of every field written beside it.
 
 Everything a run needs is in one frozen dataclass tree, so a config can be a static argument of `jax.jit`,
 be written to `config.json` and be compared when resuming. Units are explicit in the field names:
-``*_env_steps`` count environment transitions (summed over parallel envs), ``period``/``delay`` fields of
-the topology and n-step rules count gradient updates ("training iterations"), as in the papers.
+``*_env_steps`` count environment transitions (summed over parallel envs); the topology fields
+(``period``, ``start``, ``stop_margin``, ``importance_horizon``) count **gradient updates of the network
+they apply to** (each network counts its own updates; see ``topology.actor_clock`` for TD3's actor);
+``replay.nstep_delay`` counts critic updates.
+
+Every field carries its allowed values in ``metadata`` (`Range` for numbers, `Choice` for strings), read
+by `validation.validate` (one walk over all fields, so a new field cannot be forgotten) and by the tests,
+which try values outside each range and expect the launcher to refuse them.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
-ALGOS = ("td3", "sac")
 DISTRIBUTIONS = ("uniform", "er", "erk")
 MASK_INITS = ("random", "magnitude")
-TOPOLOGY_KINDS = ("none", "dst", "gmp")
-DROP_SCORES = ("magnitude", "signed_magnitude", "random", "importance")
-GROW_SCORES = ("gradient", "random", "importance")
 DECAYS = ("constant", "cosine")
 TARGET_MASKS = ("share", "prune")
-ACTOR_CLOCKS = ("actor_updates", "iterations")
+ACTOR_CLOCKS = ("actor_updates", "critic_updates")
+WEIGHT_DECAY_MODES = ("decoupled", "coupled")
+
+
+class Range(NamedTuple):
+    """Allowed numbers: ``lo``/``hi`` bounds (``None``: unbounded), open or closed, integer or real.
+
+    ``optional``: ``None`` is allowed too (a derived default, e.g. "8 x batch"). ``each``: the value is a
+    sequence and every element must be in range (``hidden``, ``er_lambdas``).
+    """
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+    optional: bool = False
+    each: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.lo is not None and self.hi is not None:
+            text = f"{kind} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            text = f"{kind} {'>' if self.lo_open else '>='} {self.lo:g}"
+        elif self.hi is not None:
+            text = f"{kind} {'<' if self.hi_open else '<='} {self.hi:g}"
+        else:
+            text = f"a finite {kind[2:] if kind.startswith('a ') else kind[3:]}"
+        if self.each:
+            text = "a non-empty list of " + text.replace("an integer", "integers").replace("a number", "numbers")
+        return text + (" (or None for the derived default)" if self.optional else "")
+
+    def admits(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if self.each:
+            if not isinstance(value, (list, tuple)) or not value:
+                return False
+            return all(self._admits_one(v) for v in value)
+        return self._admits_one(value)
+
+    def _admits_one(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if not math.isfinite(value) or (self.integer and value != int(value)):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return False
+        return True
+
+
+class Choice(NamedTuple):
+    """Allowed values of a string (or bool) field."""
+    options: Tuple[Any, ...]
+
+    def describe(self) -> str:
+        return "allowed values are " + ", ".join(map(str, self.options))
+
+    def admits(self, value: Any) -> bool:
+        return value in self.options and type(value) is type(self.options[0])
+
+
+def num(default, lo=None, hi=None, *, lo_open=False, hi_open=False, integer=False, optional=False,
+        each=False):
+    return field(default=default, metadata={"allowed": Range(lo, hi, lo_open, hi_open, integer, optional, each)})
+
+
+def choice(default, options):
+    return field(default=default, metadata={"allowed": Choice(tuple(options))})
+
+
+FLAG = (False, True)
+POSITIVE_INT = dict(lo=1, integer=True)
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    name: str = "inverted_pendulum"
+    name: str = "inverted_pendulum"  # checked against the Brax registry (validation.py)
     backend: str = "positional"
-    num_envs: int = 16
-    episode_length: int = 1000
-    action_repeat: int = 1
-    eval_episodes: int = 10
+    num_envs: int = num(16, **POSITIVE_INT)
+    episode_length: int = num(1000, **POSITIVE_INT)
+    action_repeat: int = num(1, **POSITIVE_INT)
+    eval_episodes: int = num(10, **POSITIVE_INT)
+    # Running mean/variance normalisation of observations (Brax's trainers do it); off in paper presets.
+    normalize_observations: bool = choice(False, FLAG)
 
 
 @dataclass(frozen=True)
 class AgentConfig:
-    hidden: Tuple[int, ...] = (256, 256)
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 0.005
-    weight_decay: float = 0.0
+    hidden: Tuple[int, ...] = num((256, 256), lo=1, integer=True, each=True)
+    actor_lr: float = num(3e-4, lo=0, lo_open=True)
+    critic_lr: float = num(3e-4, lo=0, lo_open=True)
+    alpha_lr: float = num(3e-4, lo=0, lo_open=True)
+    batch_size: int = num(256, **POSITIVE_INT)
+    gamma: float = num(0.99, 0, 1, lo_open=True)
+    tau: float = num(0.005, 0, 1, lo_open=True)
+    weight_decay: float = num(0.0, lo=0)
+    # 'decoupled': AdamW. 'coupled': L2 added to the gradient before Adam (torch Adam's weight_decay,
+    # what DS's code uses).
+    weight_decay_mode: str = choice("decoupled", WEIGHT_DECAY_MODES)
+    # Zero the gradients of absent connections before the optimizer (RLx2, jaxpruner). DS's code does
+    # not: its Adam moments see the dense gradient and the weights are re-masked after the step.
+    mask_gradients: bool = choice(True, FLAG)
     # TD3
-    policy_delay: int = 2
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    exploration_noise: float = 0.1
+    policy_delay: int = num(2, **POSITIVE_INT)
+    policy_noise: float = num(0.2, lo=0)
+    noise_clip: float = num(0.5, lo=0)
+    exploration_noise: float = num(0.1, lo=0)
     # SAC
-    init_log_alpha: float = 0.0
-    target_entropy: Optional[float] = None  # None: -|A|
+    init_log_alpha: float = num(0.0, -20, 20)
+    target_entropy: Optional[float] = num(None, optional=True)  # None: -|A|
 
 
 @dataclass(frozen=True)
 class SparsityConfig:
-    actor: float = 0.0  # fraction of zero weights among the actor's sparse layers
-    critic: float = 0.0
-    distribution: str = "erk"
-    dense_input: bool = False
-    dense_output: bool = False
-    mask_init: str = "random"
+    actor: float = num(0.0, 0, 1, hi_open=True)  # fraction of zero weights among the actor's sparse layers
+    critic: float = num(0.0, 0, 1, hi_open=True)
+    distribution: str = choice("erk", DISTRIBUTIONS)
+    # ER lambdas, one per sparse layer from the input (DS: (lambda1, lambda2)); with them the 'er'
+    # densities follow from the lambdas and sparsity.actor / .critic are not used.
+    er_lambdas: Optional[Tuple[float, ...]] = num(None, lo=0, lo_open=True, optional=True, each=True)
+    dense_input: bool = choice(False, FLAG)
+    dense_output: bool = choice(False, FLAG)
+    mask_init: str = choice("random", MASK_INITS)
 
 
 @dataclass(frozen=True)
 class TopologyConfig:
-    kind: str = "none"
-    drop: str = "magnitude"
-    grow: str = "gradient"
-    period: int = 1000
-    start: int = 1
-    stop: float = 1.0  # fraction of all training iterations after which the topology is frozen
-    drop_fraction: float = 0.3
-    decay: str = "constant"
-    final_prune_only: bool = False
-    regrow_dropped: bool = True
-    skip_optimizer_step: bool = False
-    reset_moments: bool = False
-    target_masks: str = "share"
-    actor_clock: str = "iterations"
-    importance_horizon: int = 1000
-    gmp_begin: float = 0.2
-    gmp_end: float = 0.8
+    """Numbers of the method's topology schedule (the method itself is `Config.method`).
+
+    All counts are in the network's own gradient updates (its `updates` counter); TD3's actor reads them
+    on the critic's clock instead when ``actor_clock='critic_updates'`` (DS's code: one schedule for both
+    networks, on the training-iteration counter).
+    """
+    period: int = num(1000, **POSITIVE_INT)
+    start: Optional[int] = num(None, optional=True, **POSITIVE_INT)  # first grid point; None: = period
+    stop: float = num(1.0, 0, 1, lo_open=True)  # fraction of the updates after which events stop
+    stop_margin: int = num(0, lo=0, integer=True)  # ... or this many updates before the end (DS: 50k)
+    drop_fraction: float = num(0.3, 0, 1)
+    decay: str = choice("constant", DECAYS)
+    final_prune_only: bool = choice(False, FLAG)  # DS: the first event after the stop only drops
+    regrow_dropped: bool = choice(True, FLAG)
+    skip_optimizer_step: bool = choice(False, FLAG)
+    reset_moments: bool = choice(False, FLAG)
+    target_masks: str = choice("share", TARGET_MASKS)
+    actor_clock: str = choice("actor_updates", ACTOR_CLOCKS)
+    importance_horizon: Optional[int] = num(None, optional=True, **POSITIVE_INT)  # None: the period
+    gmp_begin: float = num(0.2, 0, 1, hi_open=True)
+    gmp_end: float = num(0.8, 0, 1, lo_open=True)
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    capacity: int = 1_000_000  # maximum transitions held
-    min_size: int = 100_000  # dynamic capacity never shrinks below this
-    dynamic: bool = False
-    check_every: int = 10_000  # env steps between policy-distance checks
-    oldest: int = 2048
-    distance_threshold: float = 0.2
-    shrink_fraction: float = 0.1
-    nstep: int = 1
-    nstep_delay: int = 0  # training iterations before n-step targets switch on
+    capacity: int = num(1_000_000, **POSITIVE_INT)  # maximum transitions held
+    min_size: int = num(100_000, **POSITIVE_INT)  # dynamic capacity never shrinks below this
+    dynamic: bool = choice(False, FLAG)
+    check_every: int = num(10_000, **POSITIVE_INT)  # env steps between policy-distance checks
+    oldest: Optional[int] = num(None, optional=True, **POSITIVE_INT)  # None: 8 x agent.batch_size (RLx2)
+    distance_threshold: float = num(0.2, lo=0)
+    shrink_fraction: float = num(0.1, 0, 1, lo_open=True, hi_open=True)
+    nstep: int = num(1, 1, 16, integer=True)  # RLx2's ablation goes to 5; beyond 16 is refused
+    nstep_delay: int = num(0, lo=0, integer=True)  # critic updates before n-step targets switch on
 
 
 @dataclass(frozen=True)
@@ -105,11 +197,11 @@ class Config:
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
-    total_env_steps: int = 30_000
-    warmup_env_steps: int = 5_000
-    updates_per_env_step: float = 1.0
-    eval_every: int = 5_000
-    seed: int = 0
+    total_env_steps: int = num(30_000, **POSITIVE_INT)
+    warmup_env_steps: int = num(5_000, lo=0, integer=True)
+    updates_per_env_step: float = num(1.0, 0, 64, lo_open=True)
+    eval_every: int = num(5_000, **POSITIVE_INT)
+    seed: int = num(0, 0, 2**31 - 1, integer=True)
 
     # Derived quantities, in one place so every module agrees on them.
     @property
@@ -134,6 +226,17 @@ class Config:
     def total_updates(self) -> int:
         return self.train_iterations * self.updates_per_iteration
 
+    @property
+    def oldest_transitions(self) -> int:
+        """RLx2's policy-distance window: ``replay.oldest``, or 8 x batch (the paper's K)."""
+        r = self.replay
+        return 8 * self.agent.batch_size if r.oldest is None else r.oldest
+
+
+def allowed_values(cls) -> Dict[str, Any]:
+    """``{field name: Range | Choice}`` of one config section (fields without metadata are left out)."""
+    return {f.name: f.metadata["allowed"] for f in dataclasses.fields(cls) if "allowed" in f.metadata}
+
 
 def to_dict(config: Any) -> Dict[str, Any]:
     """Nested plain dict (tuples become lists), suitable for JSON."""
@@ -147,7 +250,7 @@ def from_dict(data: Dict[str, Any]) -> Config:
     for key, value in data.items():
         if key not in sections:
             raise ValueError(f"unknown config key {key!r}; allowed: {sorted(sections)}")
-        sub = _SECTIONS.get(key)
+        sub = SECTIONS.get(key)
         kwargs[key] = _build(sub, value, key) if sub else value
     return Config(**kwargs)
 
@@ -158,12 +261,13 @@ def _build(cls, values: Dict[str, Any], prefix: str):
     if unknown:
         raise ValueError(f"unknown config key {prefix}.{sorted(unknown)[0]}; allowed: {sorted(names)}")
     values = dict(values)
-    if "hidden" in values:
-        values["hidden"] = tuple(int(h) for h in values["hidden"])
+    for name in ("hidden", "er_lambdas"):  # JSON lists back to hashable tuples
+        if isinstance(values.get(name), list):
+            values[name] = tuple(values[name])
     return cls(**values)
 
 
-_SECTIONS = {
+SECTIONS = {
     "env": EnvConfig,
     "agent": AgentConfig,
     "sparsity": SparsityConfig,

@@ -206,13 +206,13 @@ def with_hparams(trainer: trainer_lib.Trainer, hp: Optional[Dict[str, jax.Array]
         cfg = dataclasses.replace(cfg, actor_lr=hp["actor_lr"])
     if "critic_lr" in hp:
         cfg = dataclasses.replace(cfg, critic_lr=hp["critic_lr"])
-    rules = {"actor_rules": agent.actor_rules, "critic_rules": agent.critic_rules}
+    nets = {"actor_method": agent.actor_method, "critic_method": agent.critic_method}
     if "drop_fraction" in hp:
-        rules = {name: r if r.schedule is None else dataclasses.replace(
-            r, schedule=dataclasses.replace(r.schedule, drop_fraction=hp["drop_fraction"]))
-            for name, r in rules.items()}
+        nets = {name: m if m.schedule is None else dataclasses.replace(
+            m, schedule=dataclasses.replace(m.schedule, drop_fraction=hp["drop_fraction"]))
+            for name, m in nets.items()}
     view = copy.copy(trainer)
-    view.agent = dataclasses.replace(agent, cfg=cfg, **rules)
+    view.agent = dataclasses.replace(agent, cfg=cfg, **nets)
     return view
 
 
@@ -242,7 +242,7 @@ def shard_config(config: Config, num_shards: int) -> Config:
         "warmup_env_steps": warm * spi, "total_env_steps": (warm + train_it) * spi,
         "eval_every": trainer_lib.chunk_iterations(config) * spi,
         "replay.capacity": -(-r.capacity // num_shards), "replay.min_size": -(-r.min_size // num_shards),
-        "replay.oldest": -(-r.oldest // num_shards), "replay.check_every": every * spi,
+        "replay.oldest": -(-config.oldest_transitions // num_shards), "replay.check_every": every * spi,
     })
     same = ("warmup_iterations", "train_iterations", "updates_per_iteration", "total_updates")
     for name in same:
@@ -264,7 +264,7 @@ class DataParallelTrainer(trainer_lib.Trainer):
     def _check_buffer(self, ts):
         """RLx2's check with the policy distance averaged over shards (all shards shrink together)."""
         rcfg = self.config.replay
-        oldest = replay.oldest(ts.replay, rcfg.oldest)
+        oldest = replay.oldest(ts.replay, self.config.oldest_transitions)
         now = self.agent.policy(ts.agent.actor.params, oldest.obs)
         distance = jax.lax.pmean(
             replay.policy_distance(now, oldest.policy_action, 1.0, oldest.valid), GRAD_AXES)
@@ -468,9 +468,11 @@ class Runner:
                 (_metric_view(states, bool(self.data_shards)), info, evals))
             metrics = host_metrics(trainer, host_states, host_info, trainer_lib.period_updates(trainer, c)[0])
             metrics.update(host_evals)
-            fl = trainer_lib.flop_fractions(self._whole, host_states.replace(env_steps=np.zeros(n)))
-            so_far = trainer_lib.add_period_metrics(metrics, self._whole, fl, so_far, c, elapsed,
-                                                    None if hp is None else hp.get("drop_fraction"))
+            # agent metrics are equal over data shards (their inputs are pmean-ed): take shard 0's
+            agent_info = ({k: np.asarray(v)[:, 0] for k, v in host_info.items()} if self.data_shards
+                          else host_info)
+            so_far = trainer_lib.add_period_metrics(metrics, self._whole, host_states, agent_info, so_far, c,
+                                                    elapsed, None if hp is None else hp.get("drop_fraction"))
             env_steps = int(np.asarray(host_states.env_steps).reshape(n, -1).sum(1)[0])
             history.append((env_steps, metrics))
             if progress_fn is not None and is_primary():

@@ -1,113 +1,255 @@
-"""Registry of DST methods: each is a named preset of config overrides carrying its paper's settings.
+"""DST methods as small classes (the jaxpruner shape): a method differs from another only in its hooks.
 
-A preset only sets fields; every one stays overridable (`make_config('rlx2', 'td3', **{'topology.period':
-1000})`). Sparsity levels default to the papers' HalfCheetah settings; set your own per task.
-The ``+importance`` variants change only the drop and grow scores (ALGORITHMS.md, Method 3).
+A method object is static (frozen, hashable: jitted code closes over it) and describes what one network
+does under the method. The hooks, each overridable by a subclass:
+
+* `drop_score(x)` / `grow_score(x)`: scorers ``LeafInputs -> scores`` (higher = keep / grow);
+* `init_state(params, masks)` / `update_state(state, params, grads, masks)`: the method's own state,
+  updated with every gradient step (the importance EMAs; ``None`` for the others);
+* `schedule`: when events fire, read off the network's own update counter (`sparsity.schedules`);
+* `final_masks(...)`: the prune-only event (DS's last update, every GMP step);
+* `target_masks`: 'share' (re-mask the target with the online masks) or 'prune' (DS: top-k |w|);
+* `dense_grad_every_step` / `dense_grad_on_events`: what the FLOP accounting must count.
+
+The classes: `Static` (fixed masks), `SET` (DS: per-sign magnitude drop, random growth, prune-only last
+event), `RigL` (SET with dense-gradient growth and magnitude drop), `RLx2` (RigL; its n-step target and
+dynamic buffer are replay settings in its preset), `GMP` (dense-to-sparse magnitude pruning). `Importance`
+plugs into any of them (``"ds+importance"``). `REGISTRY` maps a name to its class and its preset (the
+config overrides of its paper, in `presets.py`); adding a method is one class and one `register` call.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple
+import dataclasses
+from typing import Any, Callable, ClassVar, Dict, NamedTuple, Optional, Tuple, Type
 
-from sparse_rl_jax import config as cfg
+import jax
+import jax.numpy as jnp
+
+from sparse_rl_jax.sparsity import schedules
+from sparse_rl_jax.sparsity import scores as score_lib
+from sparse_rl_jax.sparsity import topology
+from sparse_rl_jax.sparsity.masks import map_sparse
 
 Overrides = Dict[str, Any]
 
 
-def _dense(algo: str) -> Overrides:
-    return {"sparsity.actor": 0.0, "sparsity.critic": 0.0, "topology.kind": "none"}
+# ---------------------------------------------------------------------------------------- importance
+@dataclasses.dataclass(frozen=True)
+class Importance:
+    """Running importance per connection (ALGORITHMS.md, Method 3), usable by any method.
+
+    Existing connections are scored by an EMA of the first-order saliency |w g|, absent ones by an EMA of
+    |g|, both updated at every gradient step with that step's dense gradient. ``decay = 1 - 1/horizon``.
+    Subclass and override `update_state` / `drop_score` / `grow_score` for another importance function.
+    """
+    horizon: int = 1000
+
+    @property
+    def decay(self) -> float:
+        return 1.0 - 1.0 / max(self.horizon, 1)
+
+    def init_state(self, params, masks):
+        return score_lib.init_importance(params, masks)
+
+    def update_state(self, state, params, grads, masks):
+        return score_lib.update_importance(state, params, grads, masks, self.decay)
+
+    def drop_score(self, x: score_lib.LeafInputs) -> jax.Array:
+        return score_lib.importance_drop(x)
+
+    def grow_score(self, x: score_lib.LeafInputs) -> jax.Array:
+        return score_lib.importance_grow(x)
 
 
-def _static(algo: str) -> Overrides:
-    # Same masks as the dynamic methods would start from, never updated.
-    return {"sparsity.actor": 0.9, "sparsity.critic": 0.85, "sparsity.distribution": "erk",
-            "topology.kind": "none"}
+# ---------------------------------------------------------------------------------------- methods
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """Masks fixed at initialisation (with zero sparsity: the dense baseline). Base of every method."""
+    schedule: Optional[schedules.TopologySchedule] = None
+    regrow_dropped: bool = True
+    skip_optimizer_step: bool = False
+    reset_moments: bool = False
+    target_masks: str = "share"
+    importance: Optional[Importance] = None
+
+    has_topology: ClassVar[bool] = False
+    starts_dense: ClassVar[bool] = False  # GMP: masks start full and are pruned towards the densities
+    grow_uses_gradient: ClassVar[bool] = False  # the grow score reads the dense gradient
+
+    # -- scores (higher = keep / grow) ------------------------------------------------------------
+    def drop_score(self, x: score_lib.LeafInputs) -> jax.Array:
+        return self.importance.drop_score(x) if self.importance else self.base_drop_score(x)
+
+    def grow_score(self, x: score_lib.LeafInputs) -> jax.Array:
+        return self.importance.grow_score(x) if self.importance else self.base_grow_score(x)
+
+    def base_drop_score(self, x: score_lib.LeafInputs) -> jax.Array:
+        return score_lib.magnitude(x)
+
+    def base_grow_score(self, x: score_lib.LeafInputs) -> jax.Array:
+        return score_lib.random(x)
+
+    # -- the method's own state ---------------------------------------------------------------------
+    def init_state(self, params, masks):
+        return self.importance.init_state(params, masks) if self.importance else None
+
+    def update_state(self, state, params, grads, masks):
+        return self.importance.update_state(state, params, grads, masks) if self.importance else state
+
+    # -- events -------------------------------------------------------------------------------------
+    def event(self, update) -> jax.Array:
+        """NO_EVENT / DROP_GROW / PRUNE at the network's ``update``-th update (1-based, may be traced)."""
+        if self.schedule is None:
+            return jnp.int32(schedules.NO_EVENT)
+        return self.schedule.event(update)
+
+    def drop_grow_masks(self, masks, params, grads, state, update, key):
+        """Exact-count drop and grow with this method's scores at the scheduled drop fraction."""
+        drop_key, grow_key = jax.random.split(key)
+        drop = score_lib.score_tree(self.drop_score, params, masks, grads, state, drop_key)
+        grow = score_lib.score_tree(self.grow_score, params, masks, grads, state, grow_key)
+        return topology.update_masks(masks, drop, grow, self.schedule.fraction(update), self.regrow_dropped)
+
+    def prune_masks(self, masks, params, grads, state, densities, update, key):
+        """Prune-only event: keep the top `prune_count` active entries by this method's drop score."""
+        drop = score_lib.score_tree(self.drop_score, params, masks, grads, state, key)
+
+        def leaf(mask, score, density):
+            return topology.keep_top(mask, score, self.prune_count(mask, density, update))
+
+        return map_sparse(leaf, masks, drop, densities)
+
+    def prune_count(self, mask, density, update) -> jax.Array:
+        """Connections kept by a prune-only event: SET/DS drop the scheduled fraction, no regrowth."""
+        return jnp.sum(mask, dtype=jnp.int32) - topology.drop_count(mask, self.schedule.fraction(update))
+
+    # -- accounting ---------------------------------------------------------------------------------
+    @property
+    def dense_grad_every_step(self) -> bool:
+        """The importance EMA of |g| at absent connections needs the dense weight gradient each step."""
+        return self.importance is not None
+
+    @property
+    def dense_grad_on_events(self) -> bool:
+        """RigL-style growth needs the dense weight gradient on event steps only."""
+        return self.has_topology and self.grow_uses_gradient and self.importance is None
+
+    @classmethod
+    def from_config(cls, topo, total_updates: int, scale: int = 1,
+                    importance: Optional[Type[Importance]] = None) -> "Static":
+        """This method for one network: ``total_updates`` of its own, its clock advancing ``scale`` per
+        update (TD3's actor on the critic's clock: the policy delay)."""
+        horizon = topo.importance_horizon or max(topo.period // scale, 1)
+        return cls(
+            schedule=cls.make_schedule(topo, total_updates, scale) if cls.has_topology else None,
+            regrow_dropped=topo.regrow_dropped, skip_optimizer_step=topo.skip_optimizer_step,
+            reset_moments=topo.reset_moments, target_masks=topo.target_masks,
+            importance=importance(horizon=horizon) if importance else None)
+
+    @classmethod
+    def make_schedule(cls, topo, total_updates: int, scale: int) -> schedules.TopologySchedule:
+        clock_total = max(total_updates * scale, 1)
+        stop = min(int(topo.stop * clock_total), clock_total - topo.stop_margin)
+        return schedules.TopologySchedule(
+            period=topo.period, start=topo.start or topo.period, stop=max(stop, 0), drop_fraction=topo.drop_fraction,
+            decay=topo.decay, end=clock_total, final_prune_only=topo.final_prune_only, scale=scale)
 
 
-def _ds(algo: str) -> Overrides:
-    """DS-TD3 / DS-SAC (Sokar et al. 2022): SET with per-sign magnitude drop and random growth."""
-    return {
-        # ER with one lambda solved for the target is ERK over 2-D kernels; about 50% sparsity on Brax.
-        "sparsity.actor": 0.5, "sparsity.critic": 0.5, "sparsity.distribution": "erk",
-        "sparsity.dense_output": True, "sparsity.mask_init": "random",
-        "topology.kind": "dst", "topology.drop": "signed_magnitude", "topology.grow": "random",
-        "topology.period": 1000, "topology.start": 2, "topology.stop": 0.95,
-        "topology.drop_fraction": 0.05 if algo == "td3" else 0.1, "topology.decay": "constant",
-        "topology.final_prune_only": True, "topology.target_masks": "prune",
-        "topology.actor_clock": "iterations", "topology.regrow_dropped": True,
-    }
+@dataclasses.dataclass(frozen=True)
+class SET(Static):
+    """SET / DS (Sokar et al.): drop the fraction of each sign's weights closest to zero, grow at random."""
+    has_topology: ClassVar[bool] = True
+
+    def base_drop_score(self, x):
+        return score_lib.signed_magnitude(x)
 
 
-def _rigl(algo: str) -> Overrides:
-    """RigL as tuned for SAC by Graesser et al. (2022): interval 1000, 0.5 cosine, stop at 80%."""
-    return {
-        "sparsity.actor": 0.9, "sparsity.critic": 0.85, "sparsity.distribution": "erk",
-        "topology.kind": "dst", "topology.drop": "magnitude", "topology.grow": "gradient",
-        "topology.period": 1000, "topology.start": 1, "topology.stop": 0.8,
-        "topology.drop_fraction": 0.5, "topology.decay": "cosine", "topology.target_masks": "share",
-        "topology.actor_clock": "iterations",
-    }
+@dataclasses.dataclass(frozen=True)
+class RigL(SET):
+    """RigL (Evci et al.): drop the smallest |w|, grow where the dense gradient is largest."""
+    grow_uses_gradient: ClassVar[bool] = True
+
+    def base_drop_score(self, x):
+        return score_lib.magnitude(x)
+
+    def base_grow_score(self, x):
+        return score_lib.gradient(x)
 
 
-def _rlx2(algo: str) -> Overrides:
-    """RLx2 (Tan et al. 2023): RigL + delayed 3-step TD target + dynamic-capacity replay buffer."""
-    td3 = algo == "td3"
-    return {
-        "sparsity.actor": 0.9, "sparsity.critic": 0.85 if td3 else 0.8,
-        "sparsity.distribution": "erk", "sparsity.dense_output": False, "sparsity.mask_init": "magnitude",
-        "topology.kind": "dst", "topology.drop": "magnitude", "topology.grow": "gradient",
-        "topology.period": 10_000, "topology.start": 1, "topology.stop": 1.0,
-        "topology.drop_fraction": 0.5, "topology.decay": "cosine", "topology.skip_optimizer_step": True,
-        "topology.target_masks": "share", "topology.actor_clock": "actor_updates",
-        "replay.nstep": 3, "replay.nstep_delay": 300_000, "replay.dynamic": True,
-        "replay.min_size": 100_000 if td3 else 200_000, "replay.capacity": 1_000_000 if td3 else 3_000_000,
-    }
+@dataclasses.dataclass(frozen=True)
+class RLx2(RigL):
+    """RLx2 (Tan et al.): RigL's topology; its 3-step delayed target and dynamic buffer are replay
+    settings (its preset), its skipped optimizer step and shared target masks are topology settings."""
 
 
-def _gmp(algo: str) -> Overrides:
-    """Gradual magnitude pruning (Zhu & Gupta schedule, 20%-80% of training, every 1000 steps)."""
-    return {
-        "sparsity.actor": 0.9, "sparsity.critic": 0.85, "sparsity.distribution": "erk",
-        "topology.kind": "gmp", "topology.period": 1000, "topology.gmp_begin": 0.2,
-        "topology.gmp_end": 0.8, "topology.target_masks": "share",
-    }
+@dataclasses.dataclass(frozen=True)
+class GMP(Static):
+    """Gradual magnitude pruning (Zhu & Gupta): dense at first, pruned by |w| on a cubic ramp."""
+    gmp_begin: int = 0
+    gmp_end: int = 0
+
+    has_topology: ClassVar[bool] = True
+    starts_dense: ClassVar[bool] = True
+
+    def prune_count(self, mask, density, update):
+        ramp = schedules.gmp_sparsity(self.schedule.clock(update), 1.0, self.gmp_begin, self.gmp_end)
+        keep = 1.0 - (1.0 - density) * ramp
+        return jnp.round(keep * mask.size).astype(jnp.int32)
+
+    @classmethod
+    def from_config(cls, topo, total_updates, scale=1, importance=None):
+        base = super().from_config(topo, total_updates, scale, importance)
+        s = base.schedule
+        return dataclasses.replace(base, gmp_begin=s.start, gmp_end=s.stop)
+
+    @classmethod
+    def make_schedule(cls, topo, total_updates, scale):
+        clock_total = max(total_updates * scale, 1)
+        begin = max(int(topo.gmp_begin * clock_total), 1)
+        end = max(int(topo.gmp_end * clock_total), begin)
+        # the ramp ends on the last event, so the final event prunes to exactly the target density
+        end = begin + (end - begin) // topo.period * topo.period
+        return schedules.TopologySchedule(period=topo.period, start=begin, stop=end, scale=scale,
+                                          prune_only=True)
 
 
-def _with_importance(base: Callable[[str], Overrides]) -> Callable[[str], Overrides]:
-    def preset(algo: str) -> Overrides:
-        return {**base(algo), "topology.drop": "importance", "topology.grow": "importance"}
-    preset.__doc__ = f"{base.__doc__.strip()} Drop/grow by running importance instead."
-    return preset
+# ---------------------------------------------------------------------------------------- registry
+class Entry(NamedTuple):
+    cls: Type[Static]
+    preset: Callable[[str], Overrides]  # algo -> config overrides of the method's paper
+    doc: str
 
 
-METHODS: Dict[str, Callable[[str], Overrides]] = {
-    "dense": _dense,
-    "static": _static,
-    "ds": _ds,
-    "rigl": _rigl,
-    "rlx2": _rlx2,
-    "gmp": _gmp,
-    "ds+importance": _with_importance(_ds),
-    "rigl+importance": _with_importance(_rigl),
-    "rlx2+importance": _with_importance(_rlx2),
-}
+REGISTRY: Dict[str, Entry] = {}
+SCORERS: Dict[str, Type[Importance]] = {"importance": Importance}
+
+
+def register(name: str, cls: Type[Static], preset: Callable[[str], Overrides]) -> None:
+    """Make ``name`` (and, for a method with topology, ``name+importance``) a method of every tool."""
+    if "+" in name:
+        raise ValueError(f"method names may not contain '+': {name!r}")
+    REGISTRY[name] = Entry(cls, preset, (cls.__doc__ or "").strip().splitlines()[0])
 
 
 def method_names() -> Tuple[str, ...]:
-    return tuple(METHODS)
+    names = list(REGISTRY)
+    names += [f"{n}+{s}" for n, e in REGISTRY.items() if e.cls.has_topology for s in SCORERS]
+    return tuple(names)
 
 
-def preset(method: str, algo: str) -> Overrides:
-    """The dotted overrides a method applies for an algorithm."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
-    if algo not in cfg.ALGOS:
-        raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(cfg.ALGOS)}")
-    return METHODS[method](algo)
+def parse(name: str) -> Tuple[Entry, Optional[Type[Importance]]]:
+    """``'ds+importance'`` -> (the 'ds' entry, Importance); ValueError naming the allowed names."""
+    base, _, scorer = name.partition("+")
+    if base not in REGISTRY or (scorer and (scorer not in SCORERS or not REGISTRY[base].cls.has_topology)):
+        raise ValueError(f"unknown method {name!r}; allowed: {', '.join(method_names())}")
+    return REGISTRY[base], (SCORERS[scorer] if scorer else None)
 
 
-def make_config(method: str = "dense", algo: str = "td3", base: cfg.Config | None = None,
-                **overrides: Any) -> cfg.Config:
-    """A full config: defaults, then the method preset, then the user's dotted overrides."""
-    base = base or cfg.Config()
-    merged = {"algo": algo, "method": method, **preset(method, algo), **overrides}
-    return cfg.replace(base, **merged)
+def for_network(name: str, topo, total_updates: int, scale: int = 1) -> Static:
+    """The method object of one network (``total_updates`` of its own, clock ``scale`` per update)."""
+    entry, scorer = parse(name)
+    return entry.cls.from_config(topo, total_updates, scale, scorer)
+
+
+# The built-in methods and their presets register themselves (presets.py imports this module).
+from sparse_rl_jax import presets as _presets  # noqa: E402,F401

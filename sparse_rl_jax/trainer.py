@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from sparse_rl_jax import dst, envs, evaluation, replay
+from sparse_rl_jax import dst, envs, evaluation, methods, replay
 from sparse_rl_jax.sparsity import flops
 from sparse_rl_jax.agents.sac import SAC
 from sparse_rl_jax.agents.td3 import TD3
@@ -53,17 +53,26 @@ def strong_types(tree):
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), tree)
 
 
-def make_agent(config: Config, obs_dim: int, action_dim: int, grad_axis: Optional[str] = None):
-    """The TD3 or SAC agent with each network's method rules (`grad_axis`: data-parallel axis name)."""
-    topo = config.topology
+AGENT_CLASSES = {"td3": TD3, "sac": SAC}
+
+
+def make_agent(config: Config, obs_dim: int, action_dim: int, grad_axis: Optional[str] = None,
+               batch_axes: Tuple[str, ...] = ()):
+    """The TD3 or SAC agent with each network's method object, built for that network's own updates.
+
+    The critic updates ``total_updates`` times; the actor ``total_updates // actor_interval`` times (TD3:
+    the policy delay). With ``topology.actor_clock='critic_updates'`` (DS) the actor's schedule numbers
+    are read on the critic's clock (``scale`` = the actor interval); otherwise on its own updates (RLx2).
+    """
+    cls = AGENT_CLASSES[config.algo]
+    interval = config.agent.policy_delay if config.algo == "td3" else 1
     total = max(config.total_updates, 1)
-    on_actor_updates = config.algo == "td3" and topo.actor_clock == "actor_updates"
-    actor_total = total // config.agent.policy_delay if on_actor_updates else total
-    cls = TD3 if config.algo == "td3" else SAC
+    scale = interval if config.topology.actor_clock == "critic_updates" else 1
+    actor_method = methods.for_network(config.method, config.topology, max(total // interval, 1), scale)
+    critic_method = methods.for_network(config.method, config.topology, total)
     return cls(obs_dim=obs_dim, action_dim=action_dim, cfg=config.agent, sparsity=config.sparsity,
-               actor_rules=dst.rules_from_config(topo, actor_total),
-               critic_rules=dst.rules_from_config(topo, total),
-               actor_clock_on_actor_updates=on_actor_updates, grad_axis=grad_axis)
+               actor_method=actor_method, critic_method=critic_method, grad_axis=grad_axis,
+               batch_axes=tuple(batch_axes))
 
 
 class Trainer:
@@ -78,7 +87,7 @@ class Trainer:
         self.env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, e.num_envs,
                                  batch_axes=batch_axes)
         self.obs_dim, self.action_dim = self.env.observation_size, self.env.action_size
-        self.agent = make_agent(config, self.obs_dim, self.action_dim, grad_axis)
+        self.agent = make_agent(config, self.obs_dim, self.action_dim, grad_axis, batch_axes)
         self.nmax = config.replay.nstep
         self.updates_per_iteration = config.updates_per_iteration
         self.warmup_iterations = config.warmup_iterations
@@ -149,7 +158,7 @@ class Trainer:
     def _check_buffer(self, ts: TrainState) -> Tuple[TrainState, jax.Array]:
         """RLx2: drop the oldest 10% when the current policy has moved away from the oldest data."""
         rcfg = self.config.replay
-        oldest = replay.oldest(ts.replay, rcfg.oldest)
+        oldest = replay.oldest(ts.replay, self.config.oldest_transitions)
         now = self.agent.policy(ts.agent.actor.params, oldest.obs)
         distance = replay.policy_distance(now, oldest.policy_action, 1.0, oldest.valid)
         buf, _ = replay.maybe_shrink(ts.replay, distance, threshold=rcfg.distance_threshold,
@@ -245,10 +254,11 @@ def chunk_metrics(trainer: Trainer, states: TrainState, info: Dict, updates: int
         count > 0, np.asarray(states.finished_return_sum) / np.maximum(count, 1), np.nan)
     for net_name, net in trainer.agent.networks(states.agent).items():
         m[f"sparsity/{net_name}"] = np.asarray(jax.vmap(dst.kernel_sparsity)(net))
-        events = np.asarray(info[f"{net_name}_topology_updates"])
-        # mean fraction of active connections replaced per topology update in this chunk
+        events = np.asarray(info[f"{net_name}_topology_events"])
+        # mean fraction of active connections replaced per topology event in this chunk
         m[f"topology/{net_name}/mask_change"] = np.asarray(info[f"{net_name}_mask_change"]) / np.maximum(events, 1)
-        m[f"topology/{net_name}/updates"] = events
+        m[f"topology/{net_name}/events"] = events
+        m[f"topology/{net_name}/net_updates"] = np.asarray(net.updates)
     m["buffer/size"] = np.asarray(replay.num_transitions(states.replay))
     if "buffer_policy_distance" in info:
         checks = np.asarray(info["buffer_checks"])
@@ -258,77 +268,130 @@ def chunk_metrics(trainer: Trainer, states: TrainState, info: Dict, updates: int
     return m
 
 
-def flop_fractions(trainer: Trainer, states: TrainState) -> Dict[str, np.ndarray]:
-    """Per seed: training MACs per iteration and inference MACs per action (sparse, dense), from the
-    current masks under the pass model of `sparsity.flops` (targets counted like their online nets)."""
-    cfg = trainer.config
-    nets = trainer.agent.networks(states.agent)
-    num_seeds = np.asarray(states.env_steps).shape[0]
-    train_sparse, train_dense, infer = [], [], []
+def _mean_counts(params, masks, active_sum, updates) -> Dict[str, flops.Count]:
+    """One seed's network sizes (whole network and the twin critic's Q1) averaged over a period's
+    updates, from the per-sparse-leaf active counts summed over those updates (``dst.active_counts``);
+    with no update in the period, the current masks."""
+    flat_params = jax.tree_util.tree_leaves_with_path(params)
+    flat_masks = jax.tree.leaves(masks, is_leaf=lambda x: x is None)
+    totals = {"": [0.0, 0.0], "q1/": [0.0, 0.0]}
+    j = 0
+    for (path, leaf), mask in zip(flat_params, flat_masks):
+        if mask is not None:
+            mean = active_sum[j] / updates if updates > 0 else float(np.count_nonzero(mask))
+            j += 1
+        if np.ndim(leaf) < 2:
+            continue
+        size = float(np.size(leaf))
+        active = size if mask is None else mean
+        name = flops._path_string(path)
+        for prefix, acc in totals.items():
+            if name.startswith(prefix):
+                acc[0] += active
+                acc[1] += size
+    return {"all": flops.Count(*totals[""]), "q1": flops.Count(*totals["q1/"])}
+
+
+def period_flops(trainer: Trainer, states: TrainState, info: Dict, chunk: int) -> Dict[str, np.ndarray]:
+    """Per seed: training MACs of this period's updates, sparse and dense (`flops.period_flops`, sizes
+    averaged exactly over the period's updates of each network), and the actor's inference fraction."""
+    cfg, agent = trainer.config, trainer.agent
+    nets = agent.networks(states.agent)
+    critic_updates, update_step = period_updates(trainer, chunk)
+    first_step = update_step - critic_updates
+    rc = cfg.replay
+    nstep_updates = max(update_step - max(rc.nstep_delay, first_step), 0) if rc.nstep > 1 else 0
+    methods_of = {"actor": agent.actor_method, "critic": agent.critic_method}
+    num_seeds = np.asarray(nets["critic"].updates).shape[0]
+    sparse, dense, infer = [], [], []
     for i in range(num_seeds):
-        one = {k: jax.tree.map(lambda x: x[i], (n.params, n.masks)) for k, n in nets.items()}
-        actor, critic = (flops.network_count(*one[k]) for k in ("actor", "critic"))
-        t = flops.train_flops(cfg.algo, actor, critic, policy_delay=cfg.agent.policy_delay
-                              if cfg.algo == "td3" else 1, batch_size=cfg.agent.batch_size)
-        train_sparse.append(t.sparse)
-        train_dense.append(t.dense)
-        infer.append(actor.fraction)
-    return {"train_sparse": np.array(train_sparse, np.float64), "train_dense": np.array(train_dense, np.float64),
+        counts, net_updates, dense_grads = {}, {}, {}
+        for name, net in nets.items():
+            params, masks = (jax.tree.map(lambda x: np.asarray(x[i]), t) for t in (net.params, net.masks))
+            n = float(np.asarray(info[f"{name}_updates"])[i])
+            counts[name] = _mean_counts(params, masks, np.asarray(info[f"{name}_active"])[i], n)
+            method = methods_of[name]
+            if method.dense_grad_every_step:
+                dense_grads[name] = n
+            elif method.dense_grad_on_events:
+                dense_grads[name] = float(np.asarray(info[f"{name}_topology_events"])[i])
+            net_updates[name] = n
+        actor, critic = counts["actor"]["all"], counts["critic"]["all"]
+        model = {"actor": actor, "actor_target": actor, "critic": critic, "critic_target": critic,
+                 "critic_q1": counts["critic"]["q1"]}
+        t = flops.period_flops(
+            cfg.algo, model, critic_updates=net_updates["critic"], actor_updates=net_updates["actor"],
+            nstep_updates=nstep_updates, nstep=rc.nstep, dense_grad_updates=dense_grads,
+            batch_size=cfg.agent.batch_size)
+        sparse.append(t.sparse)
+        dense.append(t.dense)
+        infer.append(flops.network_count(*(jax.tree.map(lambda x: np.asarray(x[i]), t)
+                                           for t in (nets["actor"].params, nets["actor"].masks))).fraction)
+    return {"train_sparse": np.array(sparse, np.float64), "train_dense": np.array(dense, np.float64),
             "inference_fraction": np.array(infer)}
 
 
-def drop_fractions(trainer: Trainer, update_step: int, drop_fraction=None) -> Dict[str, Any]:
-    """Scheduled drop fraction per network at ``update_step``; per seed when ``drop_fraction`` (a sweep's
-    per-seed base fractions) is given, else one number."""
+def drop_fractions(trainer: Trainer, states: TrainState, drop_fraction=None) -> Dict[str, Any]:
+    """Scheduled drop fraction of each network at its current update count; per seed when
+    ``drop_fraction`` (a sweep's per-seed base fractions) is given, else one number."""
     out: Dict[str, Any] = {}
     agent = trainer.agent
-    for net_name, rules in (("actor", agent.actor_rules), ("critic", agent.critic_rules)):
-        if rules.schedule is None:
+    nets = agent.networks(states.agent)
+    for net_name, method in (("actor", agent.actor_method), ("critic", agent.critic_method)):
+        schedule = method.schedule
+        if schedule is None or schedule.prune_only:
             continue
-        clock = update_step
-        if net_name == "actor" and agent.actor_clock_on_actor_updates:
-            clock = update_step // trainer.config.agent.policy_delay
+        updates = int(np.asarray(nets[net_name].updates).reshape(-1)[0])
         key = f"topology/{net_name}/drop_fraction"
         if drop_fraction is None:
-            out[key] = float(rules.schedule.fraction(clock))
+            out[key] = float(schedule.fraction(updates))
         else:
-            out[key] = np.asarray([float(dataclasses.replace(rules.schedule, drop_fraction=float(d)).fraction(clock))
+            out[key] = np.asarray([float(dataclasses.replace(schedule, drop_fraction=float(d)).fraction(updates))
                                    for d in np.asarray(drop_fraction)], np.float32)
     return out
 
 
 def period_updates(trainer: Trainer, chunk: int) -> Tuple[int, int]:
-    """``(gradient updates made in evaluation period chunk, update step at its end)``."""
+    """``(critic updates made in evaluation period chunk, critic update count at its end)``."""
     per_chunk, warmup = chunk_iterations(trainer.config), trainer.warmup_iterations
     first, last = chunk * per_chunk, (chunk + 1) * per_chunk
     updates = (max(last - warmup, 0) - max(first - warmup, 0)) * trainer.updates_per_iteration
     return updates, max(last - warmup, 0) * trainer.updates_per_iteration
 
 
-def flops_so_far(history: Optional[list], num_seeds: int) -> np.ndarray:
-    """Training MACs counted so far (per seed), carried over from a resumed run's history."""
+def flops_so_far(history: Optional[list], num_seeds: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Training MACs counted so far (per seed; sparse, dense), carried over from a resumed run's history."""
     if history and "flops/train_so_far" in history[-1][1]:
-        return np.asarray(history[-1][1]["flops/train_so_far"], np.float64)
-    return np.zeros(num_seeds, np.float64)
+        last = history[-1][1]
+        return (np.asarray(last["flops/train_so_far"], np.float64),
+                np.asarray(last["flops/train_dense_so_far"], np.float64))
+    return np.zeros(num_seeds, np.float64), np.zeros(num_seeds, np.float64)
 
 
-def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, fl: Dict[str, np.ndarray], so_far: np.ndarray,
-                       chunk: int, elapsed: float, drop_fraction=None) -> np.ndarray:
+def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainState, info: Dict,
+                       so_far: Tuple[np.ndarray, np.ndarray], chunk: int, elapsed: float,
+                       drop_fraction=None) -> Tuple[np.ndarray, np.ndarray]:
     """Complete one period's `chunk_metrics` + evaluation with the run-level numbers (FLOPs, schedules,
-    counters, speed); returns the updated FLOPs-so-far. Shared by every host loop (`train`, `distributed`)."""
-    updates, update_step = period_updates(trainer, chunk)
-    # MACs of this chunk's updates, counted at the end-of-chunk masks (exact for fixed budgets)
-    so_far = so_far + fl["train_sparse"] * updates
-    metrics["flops/train_so_far"] = so_far.copy()
-    metrics["flops/train_fraction"] = fl["train_sparse"] / fl["train_dense"]
+    counters, speed); returns the updated FLOPs so far. Shared by every host loop (`train`, `distributed`).
+
+    ``flops/train_fraction`` is this period's; ``flops/train_so_far / flops/train_dense_so_far`` the
+    run's so far, which the summary reports (the same numbers, so the two always agree).
+    """
+    fl = period_flops(trainer, states, info, chunk)
+    sparse, dense = so_far[0] + fl["train_sparse"], so_far[1] + fl["train_dense"]
+    _, update_step = period_updates(trainer, chunk)
+    metrics["flops/train_so_far"] = sparse.copy()
+    metrics["flops/train_dense_so_far"] = dense.copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        metrics["flops/train_fraction"] = np.where(fl["train_dense"] > 0, fl["train_sparse"] / fl["train_dense"], np.nan)
     metrics["flops/inference_fraction"] = fl["inference_fraction"]
-    metrics.update(drop_fractions(trainer, update_step, drop_fraction))
+    metrics.update(drop_fractions(trainer, states, drop_fraction))
     rc = trainer.config.replay
-    metrics["nstep"] = rc.nstep if update_step >= rc.nstep_delay else 1
+    metrics["nstep"] = rc.nstep if update_step > rc.nstep_delay else 1
     metrics["training/updates"] = update_step
     metrics["training/sps"] = chunk_iterations(trainer.config) * trainer.config.env_steps_per_iteration / elapsed
     metrics["training/walltime"] = elapsed
-    return so_far
+    return sparse, dense
 
 
 def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] = None,
@@ -360,7 +423,7 @@ def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] 
         metrics = chunk_metrics(trainer, states, info, period_updates(trainer, c)[0])
         eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, c))(keys)
         metrics.update({k: np.asarray(v) for k, v in eval_fn(states.agent.actor.params, eval_keys).items()})
-        so_far = add_period_metrics(metrics, trainer, flop_fractions(trainer, states), so_far, c, elapsed)
+        so_far = add_period_metrics(metrics, trainer, states, info, so_far, c, elapsed)
         env_steps = int(np.asarray(states.env_steps)[0])
         history.append((env_steps, metrics))
         if progress_fn is not None:

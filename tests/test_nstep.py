@@ -130,9 +130,17 @@ def test_n_active_is_traced_one_compile():
         return nstep_parts(window, 0.99, n_active)
 
     f = jax.jit(parts)
-    one, three = f(w, jnp.int32(1)), f(w, jnp.int32(3))
+    one, two, three = f(w, jnp.int32(1)), f(w, jnp.int32(2)), f(w, jnp.int32(3))
     assert len(traces) == 1
-    assert np.all(np.asarray(three.bootstrap_index) >= np.asarray(one.bootstrap_index))
+    # Rows (see REWARDS): no end | terminal at 1 | truncation at 2 | terminal at 0 | truncation at 0 |
+    # newest step after 2 | terminal and truncation at 1 | terminal at 3. One step always ends at index 0;
+    # the rows whose episode goes on (0, 2, 7) bootstrap from n_active - 1, the others where they end.
+    np.testing.assert_array_equal(one.bootstrap_index, [0, 0, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(two.bootstrap_index, [1, 1, 1, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(three.bootstrap_index, [2, 1, 2, 0, 0, 1, 1, 2])
+    np.testing.assert_allclose(one.bootstrap_discount, 0.99 * (1 - TERM[:, 0]), rtol=1e-6)
+    np.testing.assert_allclose(three.bootstrap_discount, [0.99**3, 0, 0.99**3, 0, 0.99, 0.99**2, 0, 0.99**3],
+                               rtol=1e-6)
 
 
 def test_targets_from_the_buffer_match_the_raw_streams():

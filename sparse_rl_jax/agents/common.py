@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -15,23 +15,39 @@ from sparse_rl_jax.sparsity import masks as mask_lib
 from sparse_rl_jax.sparsity import optim as optim_lib
 
 
-def make_optimizer(learning_rate: float, weight_decay: float = 0.0):
-    """Adam (AdamW when weight decay is set) wrapped so gradients and updates respect the masks."""
-    inner = optax.adamw(learning_rate, weight_decay=weight_decay) if weight_decay else optax.adam(learning_rate)
-    return optim_lib.masked_optimizer(inner)
+def make_optimizer(learning_rate: float, weight_decay: float = 0.0, mode: str = "decoupled",
+                   mask_gradients: bool = True):
+    """Adam wrapped so updates (and, by default, gradients) respect the masks.
+
+    Weight decay ``mode``: 'decoupled' is AdamW; 'coupled' adds ``weight_decay * w`` to the gradient
+    before Adam, as torch's ``Adam(weight_decay=...)`` does (DS's code).
+    """
+    if not weight_decay:
+        inner = optax.adam(learning_rate)
+    elif mode == "coupled":
+        inner = optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate))
+    else:
+        inner = optax.adamw(learning_rate, weight_decay=weight_decay)
+    return optim_lib.masked_optimizer(inner, mask_gradients=mask_gradients)
 
 
-def is_sparse_net(configured_sparsity: float, rules: dst.NetRules) -> bool:
+def is_sparse_net(configured_sparsity: float, method, scfg: SparsityConfig) -> bool:
     """Static: does this network carry masks at all? A dense network under no method has none.
 
     Decided from the *configured* (Python) sparsity so that a run vmapped over traced sparsity levels
-    keeps one static structure.
+    keeps one static structure; ER lambdas make a network sparse whatever the level.
     """
-    return rules.kind != "none" or float(configured_sparsity) > 0.0
+    return method.has_topology or float(configured_sparsity) > 0.0 or scfg.er_lambdas is not None
 
 
-def init_masks_for(key, params, sparsity_level, sparse: bool, scfg: SparsityConfig,
-                   rules: dst.NetRules):
+def er_lambda_map(scfg: SparsityConfig):
+    """``(l1, l2, ...)`` -> ``{'dense_0': l1, 'dense_1': l2, ...}`` (None without lambdas)."""
+    if scfg.er_lambdas is None:
+        return None
+    return {f"dense_{i}": float(v) for i, v in enumerate(scfg.er_lambdas)}
+
+
+def init_masks_for(key, params, sparsity_level, sparse: bool, scfg: SparsityConfig, method):
     """(masks, densities) for one network; GMP starts dense and prunes towards the densities."""
     if not sparse:
         structure = jax.tree.map(lambda _: False, params)
@@ -39,20 +55,22 @@ def init_masks_for(key, params, sparsity_level, sparse: bool, scfg: SparsityConf
         structure = mask_lib.sparse_structure(
             params, dense_input=scfg.dense_input, dense_output=scfg.dense_output)
     densities = distributions.densities_for(
-        params, structure, jnp.asarray(sparsity_level, jnp.float32), scfg.distribution)
-    start = densities if rules.kind != "gmp" else mask_lib.map_sparse(
+        params, structure, jnp.asarray(sparsity_level, jnp.float32), scfg.distribution,
+        lambdas=er_lambda_map(scfg))
+    start = densities if not method.starts_dense else mask_lib.map_sparse(
         lambda d: jnp.ones_like(d), densities)
     masks = mask_lib.init_masks(key, params, start, method=scfg.mask_init)
     return masks, densities
 
 
 def build_net(key, module, example_inputs: Sequence[jax.Array], sparsity_level, sparse: bool,
-              scfg: SparsityConfig, rules: dst.NetRules, optimizer, with_target: bool) -> dst.SparseNet:
+              scfg: SparsityConfig, method, optimizer, with_target: bool) -> dst.SparseNet:
     """Init params, exact-count masks and optimizer state for one network (pure, vmappable)."""
     init_key, mask_key, net_key = jax.random.split(key, 3)
     params = module.init(init_key, *example_inputs)
-    masks, densities = init_masks_for(mask_key, params, sparsity_level, sparse, scfg, rules)
-    return dst.init_net(net_key, params, masks, densities, optimizer, rules, with_target)
+    masks, densities = init_masks_for(mask_key, params, sparsity_level, sparse, scfg, method)
+    net = dst.init_net(net_key, params, masks, densities, optimizer, method)
+    return dst.with_target(net) if with_target else net
 
 
 def min_q(critic_apply, params, obs, action) -> jax.Array:
@@ -64,20 +82,25 @@ def min_q(critic_apply, params, obs, action) -> jax.Array:
 class AgentBase:
     """Static configuration shared by TD3 and SAC (hashable, so jitted methods can close over it).
 
-    Subclasses add their actor module and learning rules. They stay frozen dataclasses with these
-    fields: `distributed.with_hparams` rebuilds agents with `dataclasses.replace(agent, cfg=...,
-    actor_rules=..., critic_rules=...)`.
+    ``actor_method`` / ``critic_method`` are the DST method objects of the two networks (`methods.py`),
+    each built for that network's own update count. ``batch_axes``: the vmap axes the update always runs
+    under (seeds, data shards), over which topology events are agreed so their switch stays a branch.
     """
     obs_dim: int
     action_dim: int
     cfg: AgentConfig
     sparsity: SparsityConfig
-    actor_rules: dst.NetRules
-    critic_rules: dst.NetRules
-    actor_clock_on_actor_updates: bool = False
+    actor_method: Any
+    critic_method: Any
     # Data-parallel training: name of the mapped device axis; gradients (and thus importance and
     # topology decisions) are averaged over it so every device keeps identical params and masks.
     grad_axis: Optional[str] = None
+    batch_axes: Tuple[str, ...] = ()
+
+    # Updates of the actor per critic update are 1 / actor_interval (TD3: the policy delay).
+    @property
+    def actor_interval(self) -> int:
+        return 1
 
     def reduce(self, tree):
         """Mean over the data-parallel axis (identity on one device)."""
@@ -87,13 +110,23 @@ class AgentBase:
     def critic_module(self):
         return networks.TwinCritic(tuple(self.cfg.hidden))
 
+    def _optimizer(self, learning_rate):
+        c = self.cfg
+        return make_optimizer(learning_rate, c.weight_decay, c.weight_decay_mode, c.mask_gradients)
+
     @property
     def actor_optimizer(self):
-        return make_optimizer(self.cfg.actor_lr, self.cfg.weight_decay)
+        return self._optimizer(self.cfg.actor_lr)
 
     @property
     def critic_optimizer(self):
-        return make_optimizer(self.cfg.critic_lr, self.cfg.weight_decay)
+        return self._optimizer(self.cfg.critic_lr)
+
+    def apply_actor_gradients(self, net, grads):
+        return dst.apply_gradients(net, grads, self.actor_method, self.actor_optimizer, self.batch_axes)
+
+    def apply_critic_gradients(self, net, grads):
+        return dst.apply_gradients(net, grads, self.critic_method, self.critic_optimizer, self.batch_axes)
 
     def build_nets(self, key, actor_sparsity, critic_sparsity, actor_target: bool):
         """(actor, critic) sparse networks for one seed; only the critic always keeps a target."""
@@ -101,12 +134,12 @@ class AgentBase:
         obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
         actor = build_net(
             actor_key, self.actor_module, (obs,), actor_sparsity,
-            is_sparse_net(self.sparsity.actor, self.actor_rules), self.sparsity,
-            self.actor_rules, self.actor_optimizer, with_target=actor_target)
+            is_sparse_net(self.sparsity.actor, self.actor_method, self.sparsity), self.sparsity,
+            self.actor_method, self.actor_optimizer, with_target=actor_target)
         critic = build_net(
             critic_key, self.critic_module, (obs, act), critic_sparsity,
-            is_sparse_net(self.sparsity.critic, self.critic_rules), self.sparsity,
-            self.critic_rules, self.critic_optimizer, with_target=True)
+            is_sparse_net(self.sparsity.critic, self.critic_method, self.sparsity), self.sparsity,
+            self.critic_method, self.critic_optimizer, with_target=True)
         return actor, critic
 
     def networks(self, state) -> dict:

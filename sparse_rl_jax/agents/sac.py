@@ -74,11 +74,15 @@ class SAC(common.AgentBase):
         next_action, next_logp = self.sample(state.actor.params, next_obs, boot_key)
         next_q = common.min_q(self.critic_module.apply, state.critic.target, next_obs, next_action)
         target = parts.reward_sum + parts.bootstrap_discount * (next_q - alpha * next_logp)
-        n = window.rewards.shape[1]
-        if n > 1:  # entropy bonus at intermediate states s_k = next_obs[k-1], k = 1..n-1
-            mid_obs = window.next_obs[:, :-1]
-            _, mid_logp = self.sample(state.actor.params, mid_obs, mid_key)
-            target = target - alpha * jnp.sum(parts.entropy_discounts[:, 1:] * mid_logp, axis=1)
+        if window.rewards.shape[1] > 1:
+            # Entropy bonus at intermediate states s_k = next_obs[k-1], k = 1..n-1: an actor pass over
+            # n-1 states per sample, run only once n-step targets are on (a real branch: `n_active`
+            # comes from the unbatched update counter); with n = 1 every term is 0.
+            def bonus():
+                _, mid_logp = self.sample(state.actor.params, window.next_obs[:, :-1], mid_key)
+                return alpha * jnp.sum(parts.entropy_discounts[:, 1:] * mid_logp, axis=1)
+
+            target = target - jax.lax.cond(n_active > 1, bonus, lambda: jnp.zeros_like(target))
         return jax.lax.stop_gradient(target)
 
     def critic_loss(self, critic_params, state: SACState, window, n_active, key):
@@ -99,16 +103,14 @@ class SAC(common.AgentBase):
         grads, info = jax.grad(self.critic_loss, has_aux=True)(
             state.critic.params, state, window, n_active, critic_key)
         grads, info = self.reduce((grads, info))
-        critic, critic_topo = dst.apply_gradients(
-            state.critic, grads, step + 1, self.critic_rules, self.critic_optimizer)
-        critic = dst.update_target(critic, self.cfg.tau, self.critic_rules)
+        critic, critic_topo = self.apply_critic_gradients(state.critic, grads)
+        critic = dst.update_target(critic, self.cfg.tau, self.critic_method)
 
         actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
             state.actor.params, critic.params, state.log_alpha, window.obs, actor_key)
         logp = jax.lax.stop_gradient(actor_info.pop("logp"))
         actor_grads, actor_info = self.reduce((actor_grads, actor_info))
-        actor, actor_topo = dst.apply_gradients(
-            state.actor, actor_grads, step + 1, self.actor_rules, self.actor_optimizer)
+        actor, actor_topo = self.apply_actor_gradients(state.actor, actor_grads)
 
         alpha_grad = self.reduce(
             jax.grad(lambda la: -la * jnp.mean(logp + self.target_entropy))(state.log_alpha))

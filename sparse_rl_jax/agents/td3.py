@@ -1,9 +1,11 @@
 """TD3 (Fujimoto et al. 2018) with sparse networks.
 
 Pure functions over `TD3State`; the `TD3` object itself is static configuration (hashable), so its
-methods can be jitted with it closed over. The critic learns every iteration; the actor and both target
-networks every `policy_delay` iterations (a real `lax.cond`: the iteration counter is shared by all
-vmapped seeds). Targets use n-step windows (`replay.nstep_parts`), 1-step when `n_active == 1`.
+methods can be jitted with it closed over. The critic learns at every update; the actor and both target
+networks after every `policy_delay`-th critic update (Fujimoto's code: ``total_it % policy_freq == 0``
+with a 1-based counter), a real `lax.cond` because the update counter it reads is shared by all vmapped
+seeds. Targets use n-step windows (`replay.nstep_parts`), 1-step when `n_active == 1`. The actor loss
+uses Q1 only.
 """
 from __future__ import annotations
 
@@ -67,14 +69,18 @@ class TD3(common.AgentBase):
         loss = -jnp.mean(q1)
         return loss, {"actor_loss": loss}
 
+    @property
+    def actor_interval(self) -> int:
+        return self.cfg.policy_delay
+
     def update(self, state: TD3State, window: replay.Window, step, n_active, key
                ) -> Tuple[TD3State, Dict[str, jax.Array]]:
-        """One training iteration; `step` is the 0-based iteration count shared across seeds."""
+        """One gradient update; `step` is the 0-based critic-update count, unbatched (shared by the
+        seeds), so the policy-delay test below is a real branch."""
         grads, info = jax.grad(self.critic_loss, has_aux=True)(
             state.critic.params, state, window, n_active, key)
         grads, info = self.reduce((grads, info))
-        critic, critic_info = dst.apply_gradients(
-            state.critic, grads, step + 1, self.critic_rules, self.critic_optimizer)
+        critic, critic_info = self.apply_critic_gradients(state.critic, grads)
         state = state.replace(critic=critic)
         info.update({f"critic_{k}": v for k, v in critic_info.items()})
 
@@ -82,19 +88,17 @@ class TD3(common.AgentBase):
             actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
                 state.actor.params, state.critic.params, window.obs)
             actor_grads, actor_info = self.reduce((actor_grads, actor_info))
-            clock = step // self.cfg.policy_delay + 1 if self.actor_clock_on_actor_updates else step + 1
-            actor, topo = dst.apply_gradients(
-                state.actor, actor_grads, clock, self.actor_rules, self.actor_optimizer)
-            actor = dst.update_target(actor, self.cfg.tau, self.actor_rules)
-            critic = dst.update_target(state.critic, self.cfg.tau, self.critic_rules)
+            actor, topo = self.apply_actor_gradients(state.actor, actor_grads)
+            actor = dst.update_target(actor, self.cfg.tau, self.actor_method)
+            critic = dst.update_target(state.critic, self.cfg.tau, self.critic_method)
             actor_info.update({f"actor_{k}": v for k, v in topo.items()})
             return state.replace(actor=actor, critic=critic), actor_info
 
         def skip(state):
-            zeros = {"actor_loss": jnp.float32(0.0), "actor_mask_change": jnp.float32(0.0),
-                     "actor_topology_updates": jnp.int32(0)}
-            return state, zeros
+            zeros = {f"actor_{k}": v for k, v in dst.zero_metrics(state.actor).items()}
+            return state, {"actor_loss": jnp.float32(0.0), **zeros}
 
-        state, actor_info = jax.lax.cond(step % self.cfg.policy_delay == 0, delayed, skip, state)
+        delay = self.cfg.policy_delay
+        state, actor_info = jax.lax.cond((step + 1) % delay == 0, delayed, skip, state)
         info.update(actor_info)
         return state, info

@@ -15,32 +15,34 @@ Counting conventions (ALGORITHMS.md, "Accounting conventions"):
 * **Forward pass** of a network on one sample = its non-zero weights in multiply-adds (MACs).
   **Backward pass** = 2x forward (input gradient + weight gradient). A twin critic's pass runs both Qs.
 
-Pass model of one training iteration (per sample of the mini-batch; multiply by ``batch_size``), listed by
-``train_passes``:
+Pass model (``update_passes``), per sample of the mini-batch (multiply by ``batch_size``):
 
-=====================================  =========================  ====================
-pass                                   network                    forward units
-=====================================  =========================  ====================
-TD3 target action                      actor target, forward      1
-SAC next action (online actor)         actor, forward             1
-target Q (both Qs)                     critic target, forward     1
-critic update                          critic, forward+backward   1 + 2
-actor update: actor forward            actor                      1 / d
-actor update: critic forward (Q1, Q2)  critic                     1 / d
-actor update: critic backward          critic                     2 / d
-actor update: actor backward           actor                      2 / d
-=====================================  =========================  ====================
+==========================================  ===================  ===============  =====================
+pass                                        network              forward units    runs on
+==========================================  ===================  ===============  =====================
+TD3 target action                           actor target         1                every critic update
+SAC next action                             actor (online)       1                every critic update
+SAC entropy at the n-1 intermediate states  actor (online)       n - 1            critic updates, n > 1
+target Q (both Qs)                          critic target        1                every critic update
+critic update                               critic               1 + 2            every critic update
+actor update: actor forward                 actor                1                every actor update
+actor update: critic forward                TD3: Q1 only; SAC:   1                every actor update
+                                            both Qs (min)
+actor update: critic backward               as above             2                every actor update
+actor update: actor backward                actor                2                every actor update
+==========================================  ===================  ===============  =====================
 
-``d`` is the actor's update interval in iterations (TD3 policy delay 2; SAC 1). SAC's temperature update
+TD3's actor updates once per ``policy_delay`` critic updates; SAC's at every one. SAC's temperature update
 reuses the actor update's log-probabilities and costs no network pass; soft target updates and
 re-masking are elementwise and not counted. The critic backward inside the actor update is counted as a
 full backward (2x), as RLx2 does, although only its input gradient is strictly needed.
 
-Topology updates (optional, RigL style): on an update step the weight gradient of the updated network is
-dense (its grow score needs it), so that step costs ``2 f_S + f_D`` instead of ``3 f_S`` (RigL, Evci et
-al. 2020): an extra ``f_D - f_S`` amortised over the period. TD3's actor counter ticks on actor updates
-only, so by default the actor's period in iterations is ``period * d``. Drop/grow sorting is not counted.
-Random growth (SET/DS) needs no dense gradient: leave the period ``None``.
+Dense weight gradients: a backward pass is input gradient (f_S) + weight gradient (f_S when the
+weight gradient is masked). Where a method needs the *dense* weight gradient the step costs
+``2 f_S + f_D`` instead of ``3 f_S`` (RigL, Evci et al. 2020): an extra ``f_D - f_S``. RigL/RLx2 need it on
+their event steps only; the importance scorer at *every* update of the network (its EMA of |g| at absent
+connections). Random growth (SET/DS) and GMP need none. Drop/grow sorting is not counted. The dense
+column is the dense agent doing the same updates with 1-step targets (the dense baseline).
 """
 from __future__ import annotations
 
@@ -77,11 +79,13 @@ class Count(NamedTuple):
 
 
 class Pass(NamedTuple):
-    """One network pass of a training iteration: ``units`` forward-pass equivalents per iteration."""
+    """One network pass: ``units`` forward-pass equivalents each time it ``runs`` ('critic_update',
+    'actor_update', or 'nstep': per critic update while n-step targets are on, times n - 1)."""
 
     name: str
-    network: str  # 'actor' | 'actor_target' | 'critic' | 'critic_target'
+    network: str  # 'actor' | 'actor_target' | 'critic' | 'critic_q1' | 'critic_target'
     units: float
+    runs: str = "critic_update"
 
 
 def _path_string(path: Any) -> str:
@@ -123,9 +127,10 @@ def layer_stats(params: Any, masks: Any = None, densities: Any = None) -> List[L
     return stats
 
 
-def network_count(params: Any, masks: Any = None, densities: Any = None) -> Count:
-    """Non-zero and dense weight totals of one network (weights only)."""
-    stats = layer_stats(params, masks, densities)
+def network_count(params: Any, masks: Any = None, densities: Any = None, prefix: str = "") -> Count:
+    """Non-zero and dense weight totals of one network (weights only); ``prefix``: only the layers whose
+    path starts with it (``'q1/'``: the twin critic's Q1)."""
+    stats = [s for s in layer_stats(params, masks, densities) if s.path.startswith(prefix)]
     return Count(sum(s.active for s in stats), sum(s.dense for s in stats))
 
 
@@ -145,34 +150,46 @@ def default_policy_delay(algo: str) -> int:
     return 2 if algo == "td3" else 1
 
 
-def train_passes(algo: str, policy_delay: Optional[int] = None) -> List[Pass]:
-    """The pass model of one training iteration (see the module docstring), as data."""
+def update_passes(algo: str) -> List[Pass]:
+    """The pass model (module docstring), as data."""
     _check_algo(algo)
-    d = default_policy_delay(algo) if policy_delay is None else policy_delay
-    if d < 1:
-        raise ValueError(f"policy_delay must be >= 1, got {d}")
     if algo == "td3":
-        next_action = Pass("target action: actor target forward", "actor_target", 1.0)
+        first = [Pass("target action: actor target forward", "actor_target", 1.0)]
+        actor_critic = "critic_q1"
     else:
-        next_action = Pass("next action: online actor forward", "actor", 1.0)
-    return [
-        next_action,
+        first = [Pass("next action: online actor forward", "actor", 1.0),
+                 Pass("entropy at intermediate states: actor forward", "actor", 1.0, "nstep")]
+        actor_critic = "critic"
+    return first + [
         Pass("target Q: critic target forward (Q1+Q2)", "critic_target", 1.0),
         Pass("critic update: forward", "critic", 1.0),
         Pass("critic update: backward", "critic", 2.0),
-        Pass("actor update: actor forward", "actor", 1.0 / d),
-        Pass("actor update: critic forward (Q1+Q2)", "critic", 1.0 / d),
-        Pass("actor update: critic backward", "critic", 2.0 / d),
-        Pass("actor update: actor backward", "actor", 2.0 / d),
+        Pass("actor update: actor forward", "actor", 1.0, "actor_update"),
+        Pass(f"actor update: critic forward ({'Q1' if algo == 'td3' else 'Q1+Q2'})", actor_critic, 1.0,
+             "actor_update"),
+        Pass("actor update: critic backward", actor_critic, 2.0, "actor_update"),
+        Pass("actor update: actor backward", "actor", 2.0, "actor_update"),
     ]
 
 
+def train_passes(algo: str, policy_delay: Optional[int] = None) -> List[Pass]:
+    """Per critic update on average: actor-update passes scaled by ``1 / policy_delay``, n-step passes left
+    out (the steady-state figure of the report CLI)."""
+    d = default_policy_delay(algo) if policy_delay is None else policy_delay
+    if d < 1:
+        raise ValueError(f"policy_delay must be >= 1, got {d}")
+    return [p._replace(units=p.units / d) if p.runs == "actor_update" else p
+            for p in update_passes(algo) if p.runs != "nstep"]
+
+
 def _networks(actor: Count, critic: Count, actor_target: Optional[Count],
-              critic_target: Optional[Count]) -> dict:
-    """Targets default to the online counts (RLx2 shares masks; DS prunes to the online nnz)."""
+              critic_target: Optional[Count], critic_q1: Optional[Count] = None) -> dict:
+    """Targets default to the online counts (RLx2 shares masks; DS prunes to the online nnz); Q1 to half
+    the twin critic."""
     return {"actor": actor, "critic": critic,
             "actor_target": actor if actor_target is None else actor_target,
-            "critic_target": critic if critic_target is None else critic_target}
+            "critic_target": critic if critic_target is None else critic_target,
+            "critic_q1": Count(critic.sparse / 2, critic.dense / 2) if critic_q1 is None else critic_q1}
 
 
 def _topology_extra(net: Count, period: Optional[float]) -> float:
@@ -185,22 +202,45 @@ def _topology_extra(net: Count, period: Optional[float]) -> float:
 
 
 def train_flops(algo: str, actor: Count, critic: Count, *, actor_target: Optional[Count] = None,
-                critic_target: Optional[Count] = None, policy_delay: Optional[int] = None,
-                batch_size: int = 1, topology_period: Optional[float] = None,
+                critic_target: Optional[Count] = None, critic_q1: Optional[Count] = None,
+                policy_delay: Optional[int] = None, batch_size: int = 1,
+                topology_period: Optional[float] = None,
                 actor_topology_period: Optional[float] = None) -> Count:
-    """Multiply-adds of one training iteration under ``train_passes``, beside the dense equivalent.
+    """Multiply-adds per critic update in the steady state (``train_passes``), beside the dense equivalent.
 
-    ``topology_period`` (iterations between critic topology updates, RigL-style dense gradient) adds the
-    amortised update cost; ``actor_topology_period`` defaults to ``topology_period * policy_delay``
-    because TD3's actor counter ticks on actor updates only. The dense column never includes it.
+    ``topology_period`` (critic updates between critic events with a dense gradient; 1 for importance)
+    adds the amortised dense-gradient cost; ``actor_topology_period`` is in critic updates too and
+    defaults to ``topology_period * policy_delay``. The dense column never includes it.
     """
-    nets = _networks(actor, critic, actor_target, critic_target)
+    nets = _networks(actor, critic, actor_target, critic_target, critic_q1)
     passes = train_passes(algo, policy_delay)
     sparse = sum(p.units * nets[p.network].sparse for p in passes)
     dense = sum(p.units * nets[p.network].dense for p in passes)
     if actor_topology_period is None and topology_period is not None:
         actor_topology_period = topology_period * (policy_delay or default_policy_delay(algo))
     sparse += _topology_extra(critic, topology_period) + _topology_extra(actor, actor_topology_period)
+    return Count(sparse * batch_size, dense * batch_size)
+
+
+def period_flops(algo: str, nets: dict, *, critic_updates: float, actor_updates: float,
+                 nstep_updates: float = 0.0, nstep: int = 1, dense_grad_updates: Optional[dict] = None,
+                 batch_size: int = 1) -> Count:
+    """Multiply-adds of a stretch of training, counted pass by pass (``update_passes``).
+
+    ``nets``: ``Count`` per network name of the pass model (mean sizes over the stretch); the numbers of
+    critic and actor updates made, of critic updates with n-step targets on (``nstep`` > 1), and
+    ``dense_grad_updates`` {network: updates whose weight gradient was dense (events or every update)}.
+    The dense column: the same updates by the dense agent with 1-step targets.
+    """
+    runs = {"critic_update": critic_updates, "actor_update": actor_updates,
+            "nstep": nstep_updates * max(nstep - 1, 0)}
+    sparse = dense = 0.0
+    for p in update_passes(algo):
+        sparse += p.units * runs[p.runs] * nets[p.network].sparse
+        if p.runs != "nstep":
+            dense += p.units * runs[p.runs] * nets[p.network].dense
+    for name, count in (dense_grad_updates or {}).items():
+        sparse += count * (nets[name].dense - nets[name].sparse)
     return Count(sparse * batch_size, dense * batch_size)
 
 

@@ -58,8 +58,13 @@ def _select_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def masked_optimizer(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+def masked_optimizer(inner: optax.GradientTransformation, mask_gradients: bool = True
+                     ) -> optax.GradientTransformationExtraArgs:
     """Wrap ``inner`` so that gradients and updates are masked and a step can be skipped.
+
+    ``mask_gradients=False`` hands ``inner`` the dense gradients (DS's code: torch Adam sees them all and
+    the weights are re-masked after the step), so moments of absent connections accumulate; the
+    updates are still masked.
 
     The state is exactly ``inner``'s state (no wrapper node), so ``optax.tree_utils`` helpers and
     checkpoints see the familiar structure. ``update(grads, state, params=None, *, masks, skip=False,
@@ -69,7 +74,8 @@ def masked_optimizer(inner: optax.GradientTransformation) -> optax.GradientTrans
     inner = optax.with_extra_args_support(inner)
 
     def update_fn(grads, state, params=None, *, masks, skip=False, **extra_args):
-        updates, new_state = inner.update(mask_tree(grads, masks), state, params, **extra_args)
+        grads = mask_tree(grads, masks) if mask_gradients else grads
+        updates, new_state = inner.update(grads, state, params, **extra_args)
         updates = mask_tree(updates, masks)
         if skip is False:  # static fast path: no select ops in the compiled step
             return updates, new_state

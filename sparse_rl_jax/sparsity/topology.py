@@ -98,3 +98,9 @@ def mask_change(old: jax.Array, new: jax.Array) -> jax.Array:
 def grown_entries(old, new):
     """Tree of entries active in ``new`` but not in ``old`` (for Adam moment resets), None at dense."""
     return map_sparse(lambda o, n: n & ~o, old, new)
+
+
+def keep_top(mask: jax.Array, scores: jax.Array, count) -> jax.Array:
+    """The ``count`` highest-scored entries among the active ones (ties to the lower index): a prune-only
+    event with any drop score (DS's last update with its per-sign score, GMP with |w| or importance)."""
+    return top_k_mask(scores, count, valid=mask.astype(bool))
