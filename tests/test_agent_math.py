@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sparse_rl_jax import networks, replay
+from sparse_rl_jax import methods, networks, replay
 from sparse_rl_jax.agents.sac import SAC
 from sparse_rl_jax.agents.td3 import TD3
 from sparse_rl_jax.config import AgentConfig, SparsityConfig
-from sparse_rl_jax.dst import NetRules
 
 OBS, ACT, HIDDEN, B = 3, 2, (8, 8), 8
 DOC_LOG_STD_BOUNDS = (-5.0, 2.0)  # ALGORITHMS.md: "log-std bounded to [-5, 2]"
 
 
 def _agent(cls, **cfg):
+    """Dense agent (fixed masks at zero sparsity) with tiny networks."""
     return cls(obs_dim=OBS, action_dim=ACT, cfg=AgentConfig(hidden=HIDDEN, **cfg), sparsity=SparsityConfig(),
-               actor_rules=NetRules(), critic_rules=NetRules())
+               actor_method=methods.Static(), critic_method=methods.Static())
 
 
 def _window(key, terminals=None):
