@@ -1,6 +1,6 @@
 """Train one preset on one Brax task, several seeds vmapped in one program, into a work directory.
 
-    python -m experiments.train --config=experiments/configs/rlx2_td3.py --workdir runs/rlx2 \\
+    python -m experiments.train --config=experiments/configs/preset.py:rlx2,td3 --workdir runs/rlx2 \\
         [--config.env.name=hopper] [--config.sparsity.actor=0.95] [--seeds 4] [--resume] \\
         [--checkpoint_every 1] [--keep_checkpoints 2] [--data_shards D] \\
         [--coordinator_address HOST:PORT --num_processes N --process_id I]
@@ -90,7 +90,7 @@ def define_flags(argv: Sequence[str] = ()) -> flags.FlagValues:
 
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
-        "config", None, "Config file, e.g. experiments/configs/rlx2_td3.py; override fields with "
+        "config", None, "Config file, e.g. experiments/configs/preset.py:rlx2,td3; override fields with "
         "--config.<section>.<field>=value. Optional with --resume.", flag_values=fv, sys_argv=list(argv))
     flags.DEFINE_string("workdir", None, "Work directory (created if missing).", flag_values=fv)
     flags.DEFINE_integer("seeds", None, "Number of seeds, vmapped in one program (default 1; with --resume "
@@ -130,9 +130,9 @@ def _config_path(argv: Sequence[str]) -> Optional[str]:
 
 
 def _presets_hint() -> str:
-    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-    names = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f not in ("__init__.py", "common.py"))
-    return f"config files in experiments/configs/: {', '.join(names)}"
+    from sparse_rl_jax import methods, presets
+    return (f"use experiments/configs/preset.py:<method>,<algo>[,<task>] (methods: {', '.join(methods.method_names())}; "
+            f"tasks: {', '.join(presets.TASKS)}) or experiments/configs/demo.py")
 
 
 def _top_level_fields() -> List[str]:
@@ -326,7 +326,7 @@ def plan_run(fv: flags.FlagValues) -> Plan:
         sharded = check_layout(config, seeds, shards)
     else:
         if fv["config"].value is None:
-            raise UsageError("--config is required for a new run, e.g. --config=experiments/configs/rlx2_td3.py "
+            raise UsageError("--config is required for a new run, e.g. --config=experiments/configs/preset.py:rlx2,td3 "
                              "(or pass --resume to continue the run in --workdir)")
         config = _config_from_flag(fv["config"].value)
         _validate(config)

@@ -7,7 +7,7 @@ from sparse_rl_jax import replay
 from sparse_rl_jax.agents.sac import SAC
 from sparse_rl_jax.agents.td3 import TD3
 from sparse_rl_jax.config import AgentConfig, SparsityConfig
-from sparse_rl_jax.dst import NetRules
+from sparse_rl_jax.methods import Static
 
 GAMMA, Q_CONST, ALPHA = 0.9, 5.0, 0.5
 OBS, ACT, N = 3, 2, 3
@@ -62,7 +62,7 @@ class _FixedSAC(SAC):
 def _agent(cls):
     cfg = AgentConfig(hidden=(8, 8), gamma=GAMMA, init_log_alpha=float(np.log(ALPHA)), policy_noise=0.0)
     return cls(obs_dim=OBS, action_dim=ACT, cfg=cfg, sparsity=SparsityConfig(),
-               actor_rules=NetRules(), critic_rules=NetRules())
+               actor_method=Static(), critic_method=Static())
 
 
 def test_sac_soft_nstep_target_matches_reference():

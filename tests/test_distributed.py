@@ -138,8 +138,8 @@ def test_with_hparams_substitutes_traced_values():
     tr = trainer.Trainer(tiny_config("rigl", "td3"))
     view = dist.with_hparams(tr, {"actor_lr": 1e-3, "critic_lr": 2e-3, "drop_fraction": 0.1})
     assert view.agent.cfg.actor_lr == 1e-3 and view.agent.cfg.critic_lr == 2e-3
-    assert view.agent.critic_rules.schedule.drop_fraction == 0.1
-    assert tr.agent.critic_rules.schedule.drop_fraction == 0.5  # the original is untouched
+    assert view.agent.critic_method.schedule.drop_fraction == 0.1
+    assert tr.agent.critic_method.schedule.drop_fraction == 0.5  # the original is untouched
     assert dist.with_hparams(tr, None) is tr
     with pytest.raises(ValueError, match="unknown hparams"):
         dist.with_hparams(tr, {"tau": 0.1})

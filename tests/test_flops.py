@@ -52,11 +52,49 @@ def test_tiny_network_counts():
 
 
 def test_td3_train_flops_hand_computed():
-    # target actor 5 + target critic 16 + critic fwd/bwd 3*16 + actor update (3*5 + 3*16) / 2
-    out = flops.train_flops("td3", ACTOR, CRITIC, batch_size=2)
-    assert out.sparse == 2 * (5 + 16 + 48 + (15 + 48) / 2)
-    assert out.dense == 2 * (9 + 24 + 72 + (27 + 72) / 2)
+    # target actor 5 + target critic 16 + critic fwd/bwd 3*16 + actor update (3*5 + 3*Q1) / 2, where
+    # TD3's actor loss runs Q1 only (default: half the twin critic; 6 of the 16 here, 12 of 24 dense)
+    q1 = flops.Count(6, 12)
+    out = flops.train_flops("td3", ACTOR, CRITIC, critic_q1=q1, batch_size=2)
+    assert out.sparse == 2 * (5 + 16 + 48 + (15 + 3 * 6) / 2)
+    assert out.dense == 2 * (9 + 24 + 72 + (27 + 36) / 2)
     assert 0 < out.fraction < 1
+    assert flops.train_flops("td3", ACTOR, CRITIC).sparse == 5 + 16 + 48 + (15 + 24) / 2
+
+
+NETS = {"actor": ACTOR, "actor_target": ACTOR, "critic": CRITIC, "critic_target": CRITIC,
+        "critic_q1": flops.Count(6, 12)}
+
+
+def test_period_flops_count_each_pass_by_hand():
+    # 10 critic updates, 5 actor updates (TD3), batch 1
+    out = flops.period_flops("td3", NETS, critic_updates=10, actor_updates=5)
+    assert out.sparse == 10 * (5 + 16 + 3 * 16) + 5 * (3 * 5 + 3 * 6)
+    assert out.dense == 10 * (9 + 24 + 3 * 24) + 5 * (3 * 9 + 3 * 12)
+    # importance: the weight gradient is dense at every update of each network: + (f_D - f_S) each
+    imp = flops.period_flops("td3", NETS, critic_updates=10, actor_updates=5,
+                             dense_grad_updates={"critic": 10, "actor": 5})
+    assert imp.sparse == out.sparse + 10 * (24 - 16) + 5 * (9 - 5) and imp.dense == out.dense
+    # RigL: only on event steps (2 critic events, 1 actor event here)
+    rigl = flops.period_flops("td3", NETS, critic_updates=10, actor_updates=5,
+                              dense_grad_updates={"critic": 2, "actor": 1})
+    assert rigl.sparse == out.sparse + 2 * 8 + 1 * 4
+
+
+def test_period_flops_sac_counts_the_nstep_actor_pass_only_while_on():
+    base = flops.period_flops("sac", NETS, critic_updates=10, actor_updates=10)
+    # SAC: next action (online actor) + target Q + critic 3x, actor update 3*actor + 3*both Qs
+    assert base.sparse == 10 * (5 + 16 + 48) + 10 * (15 + 48)
+    on = flops.period_flops("sac", NETS, critic_updates=10, actor_updates=10, nstep_updates=4, nstep=3)
+    assert on.sparse == base.sparse + 4 * (3 - 1) * 5  # n - 1 intermediate states, actor forward
+    assert on.dense == base.dense  # the dense baseline uses 1-step targets
+
+
+def test_period_flops_of_a_dense_phase_equal_dense():
+    """GMP's first 20%: masks full, so its training costs exactly the dense agent's."""
+    full = {k: flops.Count(v.dense, v.dense) for k, v in NETS.items()}
+    out = flops.period_flops("td3", full, critic_updates=10, actor_updates=5)
+    assert out.sparse == out.dense
 
 
 def test_sac_train_flops_hand_computed():

@@ -28,8 +28,8 @@ TINY = [
     "--config.replay.min_size=400", "--config.replay.check_every=80", "--config.replay.oldest=64",
     "--config.topology.period=10", "--config.replay.nstep_delay=20",
 ]
-TD3_ARGS = [f"--config={CONFIGS}/rlx2_td3.py", *TINY, "--seeds=2", "--keep_checkpoints=2"]
-SAC_ARGS = [f"--config={CONFIGS}/ds_sac.py", "--config.env=inverted_pendulum", *TINY]
+TD3_ARGS = [f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY, "--seeds=2", "--keep_checkpoints=2"]
+SAC_ARGS = [f"--config={CONFIGS}/preset.py:ds,sac", "--config.env=inverted_pendulum", *TINY]
 TIMING = ("training/sps", "training/walltime")
 CHUNKS = 4
 
@@ -308,10 +308,12 @@ BAD = [
     (["--config.algo=ppo"], "--config.algo='ppo'", "td3, sac"),
     (["--config.sparsity.actor=1.0"], "--config.sparsity.actor=1.0", "[0, 1)"),
     (["--config.sparsity.critic=-0.1"], "--config.sparsity.critic=-0.1", "[0, 1)"),
-    (["--config.total_env_steps=0"], "--config.total_env_steps=0", "must be > 0"),
-    (["--config.eval_every=-5"], "--config.eval_every=-5", "must be > 0"),
+    (["--config.total_env_steps=0"], "--config.total_env_steps=0", "must be an integer >= 1"),
+    (["--config.eval_every=-5"], "--config.eval_every=-5", "must be an integer >= 1"),
+    (["--config.agent.exploration_noise=-0.1"], "--config.agent.exploration_noise=-0.1", "must be a number >= 0"),
+    (["--config.replay.nstep=5000"], "--config.replay.nstep=5000", "an integer in [1, 16]"),
     (["--config.agent.batch_size=5000"], "--config.agent.batch_size=5000", "minimum buffer size (400"),
-    (["--config.replay.nstep=0"], "--config.replay.nstep=0", "integer >= 1"),
+    (["--config.replay.nstep=0"], "--config.replay.nstep=0", "an integer in [1, 16]"),
     (["--config.nope=1"], "--config.nope", "no such config field"),
     (["--config.sparsity.actor=abc"], "--config.sparsity.actor=abc", "float"),
     (["--seeds=0"], "--seeds=0", ">= 1"),
@@ -321,17 +323,75 @@ BAD = [
 @pytest.mark.parametrize("extra,option,allowed", BAD, ids=[b[1] for b in BAD])
 def test_bad_config_values_exit_2_with_one_line(extra, option, allowed, tmp_path, capsys, no_training):
     workdir = tmp_path / "w"
-    status, err = _main([f"--config={CONFIGS}/rlx2_td3.py", *TINY, *extra, f"--workdir={workdir}"], capsys)
+    status, err = _main([f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY, *extra, f"--workdir={workdir}"], capsys)
     assert status == 2
     assert len(err.splitlines()) == 1 and option in err and allowed in err, err
     assert not workdir.exists(), "nothing may be written for bad input"
 
 
 @pytest.mark.parametrize("config,allowed", [
-    ("nope_td3.py", "rlx2_td3"),
+    ("nope_td3.py", "preset.py:<method>,<algo>[,<task>]"),
     ("preset.py:nope,td3", "unknown method 'nope'; allowed: dense"),
     ("preset.py:ds,ppo", "unknown algo 'ppo'; allowed: td3, sac"),
+    ("preset.py:ds,td3,pong", "unknown task 'pong'; allowed: halfcheetah"),
 ])
+def _outside(allowed):
+    """Values just outside a field's declared range (config.py), as command-line strings."""
+    from sparse_rl_jax import config as cfg
+
+    if isinstance(allowed, cfg.Choice):
+        return ["nope"] if isinstance(allowed.options[0], str) else []
+    out = []
+    if allowed.lo is not None:
+        out.append(allowed.lo if allowed.lo_open else allowed.lo - 1)
+    if allowed.hi is not None:
+        out.append(allowed.hi if allowed.hi_open else allowed.hi + 1)
+    if allowed.integer and allowed.lo is not None:
+        out.append(allowed.lo + 1.5)
+    if allowed.lo is None and allowed.hi is None:
+        out.append(float("inf"))
+    out = [int(v) if allowed.integer and float(v).is_integer() else v for v in out]
+    return [f"({v!r},)" if allowed.each else repr(v) for v in out]
+
+
+def _range_cases():
+    from sparse_rl_jax import config as cfg
+
+    sections = [("", cfg.Config)] + [(f"{n}.", c) for n, c in cfg.SECTIONS.items()]
+    for prefix, cls in sections:
+        for name, allowed in cfg.allowed_values(cls).items():
+            for value in _outside(allowed):
+                yield f"{prefix}{name}", value
+
+
+RANGE_CASES = list(_range_cases())
+
+
+def test_every_field_has_a_declared_range_or_choice():
+    """A new numeric field without a range would escape the walk below."""
+    import dataclasses
+
+    from sparse_rl_jax import config as cfg
+
+    free = {"algo", "method", "env", "agent", "sparsity", "topology", "replay", "name", "backend"}
+    for cls in (cfg.Config, *cfg.SECTIONS.values()):
+        for f in dataclasses.fields(cls):
+            assert f.name in free or "allowed" in f.metadata, f"{cls.__name__}.{f.name} has no declared range"
+    assert len(RANGE_CASES) > 80
+
+
+def test_every_field_outside_its_range_exits_2(tmp_path, capsys, no_training):
+    """Walk every declared range with values just outside it: exit 2, one line naming the option."""
+    failures = []
+    for option, value in RANGE_CASES:
+        workdir = tmp_path / option
+        status, err = _main([f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY, f"--config.{option}={value}",
+                             f"--workdir={workdir}"], capsys)
+        if status != 2 or len(err.splitlines()) != 1 or option.split(".")[-1] not in err or workdir.exists():
+            failures.append((option, value, status, err))
+    assert not failures, failures
+
+
 def test_bad_preset_or_algorithm(config, allowed, tmp_path, capsys, no_training):
     status, err = _main([f"--config={CONFIGS}/{config}", f"--workdir={tmp_path / 'w'}"], capsys)
     assert status == 2 and len(err.splitlines()) == 1 and config in err and allowed in err, err
@@ -340,7 +400,7 @@ def test_bad_preset_or_algorithm(config, allowed, tmp_path, capsys, no_training)
 def test_unwritable_workdir(tmp_path, capsys, no_training):
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
-    status, err = _main([f"--config={CONFIGS}/rlx2_td3.py", f"--workdir={blocker / 'run'}"], capsys)
+    status, err = _main([f"--config={CONFIGS}/preset.py:rlx2,td3", f"--workdir={blocker / 'run'}"], capsys)
     assert status == 2 and "--workdir=" in err and "writable" in err and len(err.splitlines()) == 1
     assert blocker.read_text() == "keep me"
 
@@ -407,7 +467,7 @@ def test_resume_from_corrupted_checkpoint(fake_run, tmp_path, capsys, no_trainin
 
 def test_bad_input_exit_status_from_the_real_cli(cli_env, tmp_path):
     start = time.time()
-    proc = run_cli(cli_env, "experiments.train", f"--config={CONFIGS}/ds_td3.py", "--config.sparsity.actor=1.5",
+    proc = run_cli(cli_env, "experiments.train", f"--config={CONFIGS}/preset.py:ds,td3", "--config.sparsity.actor=1.5",
                    f"--workdir={tmp_path / 'w'}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \

@@ -34,7 +34,7 @@ TINY = [
     "--config.replay.min_size=400", "--config.replay.check_every=80", "--config.replay.oldest=64",
     "--config.topology.period=10", "--config.replay.nstep_delay=20",
 ]
-ARGS = [f"--config={CONFIGS}/rlx2_td3.py", *TINY]
+ARGS = [f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY]
 TIMEOUT = 1200
 
 

@@ -1,1 +1,1 @@
-"""ml_collections config files, one per preset: ``--config=experiments/configs/<method>_<algo>.py``."""
+"""ml_collections config files: ``preset.py:<method>,<algo>[,<task>]`` (every preset) and ``demo.py``."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import ml_collections
 from ml_collections import config_dict
 
 from sparse_rl_jax import config as cfg
-from sparse_rl_jax import methods
+from sparse_rl_jax import presets
 
 
 def _typed(cls, values: Dict[str, Any]) -> Dict[str, Any]:
@@ -27,7 +27,8 @@ def _typed(cls, values: Dict[str, Any]) -> Dict[str, Any]:
             out[f.name] = _typed(hint, value)
         elif value is None:
             inner = [a for a in typing.get_args(hint) if a is not type(None)]
-            out[f.name] = config_dict.placeholder(inner[0] if inner else object)
+            kind = inner[0] if inner else object
+            out[f.name] = config_dict.placeholder(typing.get_origin(kind) or kind)  # Tuple[...] -> tuple
         else:
             out[f.name] = value
     return out
@@ -38,6 +39,7 @@ def to_config_dict(config: cfg.Config) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_typed(cfg.Config, cfg.to_dict(config)))
 
 
-def preset_config(method: str, algo: str, **overrides: Any) -> ml_collections.ConfigDict:
-    """Defaults, then the method's preset (`methods.make_config`), then dotted ``overrides``."""
-    return to_config_dict(methods.make_config(method, algo, **overrides))
+def preset_config(method: str, algo: str, task: Optional[str] = None, **overrides: Any
+                  ) -> ml_collections.ConfigDict:
+    """Defaults, then the method's preset (`presets.make_config`, per task when given), then ``overrides``."""
+    return to_config_dict(presets.make_config(method, algo, task, **overrides))

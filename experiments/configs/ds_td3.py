@@ -1,6 +1,0 @@
-"""DS (Sokar et al. 2022): SET-style drop/random grow, TD3."""
-from experiments.configs import common
-
-
-def get_config():
-    return common.preset_config("ds", "td3")

@@ -1,6 +1,0 @@
-"""Gradual magnitude pruning, TD3."""
-from experiments.configs import common
-
-
-def get_config():
-    return common.preset_config("gmp", "td3")

@@ -1,6 +1,0 @@
-"""RigL (Evci et al. 2020; Graesser et al. 2022 settings), TD3."""
-from experiments.configs import common
-
-
-def get_config():
-    return common.preset_config("rigl", "td3")

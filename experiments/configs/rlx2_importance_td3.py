@@ -1,6 +1,0 @@
-"""RLx2 with importance-based drop and grow, TD3."""
-from experiments.configs import common
-
-
-def get_config():
-    return common.preset_config("rlx2+importance", "td3")
