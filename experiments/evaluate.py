@@ -46,10 +46,12 @@ def evaluate_run(workdir: str, episodes: int, seed_offset: int = 0) -> dict:
     config = cfg_lib.from_dict(restored.config)
     trainer = trainer_lib.Trainer(config)
     e = config.env
-    eval_fn = evaluation.make_evaluator(e.name, trainer.agent.policy, episodes, e.episode_length,
-                                        action_repeat=e.action_repeat, backend=e.backend, jit=False)
+    # the policy as trained: observations normalised with the run's statistics when it had them
+    eval_fn = evaluation.make_evaluator(e.name, trainer_lib.make_policy_fn(trainer), episodes,
+                                        e.episode_length, action_repeat=e.action_repeat, backend=e.backend,
+                                        jit=False)
     keys = trainer_lib.seed_keys(config.seed + seed_offset, restored.num_seeds)
-    metrics = jax.jit(jax.vmap(eval_fn))(restored.states.agent.actor.params, keys)
+    metrics = jax.jit(jax.vmap(eval_fn))(trainer_lib.policy_params(restored.states), keys)
     returns = [float(r) for r in np.asarray(metrics["eval/episode_reward"])]
     return {"workdir": workdir, "checkpoint_step": restored.step,
             "env_steps": int(np.asarray(restored.states.env_steps)[0]), "episodes": episodes,

@@ -30,7 +30,7 @@ class ActorCheckpoint(NamedTuple):
     params: Any  # Flax variable dict {'params': {'dense_0': ...}}
     masks: Any  # same structure; bool at sparse kernels, None at dense leaves
     algo: str  # 'td3' | 'sac'
-    obs_normalizer: Any  # (mean, std) or None
+    obs_normalizer: Any  # (mean, std) float32 arrays, or None when the run does not normalise
     metadata: Dict[str, Any]
 
 
@@ -57,7 +57,9 @@ def load_actor_from_workdir(workdir: str, seed: int = 0) -> ActorCheckpoint:
     Kept separate from the CLI so it is the only code that knows the checkpoint layout: it relies on
     ``sparse_rl_jax.checkpoint.restore_latest(workdir) -> (config_dict, states)`` with ``states`` the
     vmapped TrainState whose ``agent.actor`` holds ``params`` and ``masks``, and ``config_dict['algo']``.
-    An ``obs_normalizer`` attribute on ``states`` (mean/std), if a future trainer adds one, is exported.
+    A run trained with ``env.normalize_observations`` has ``states.obs_stats`` (running statistics,
+    ``normalization.RunningStats``): their ``normalization.mean_std`` (the exact ``(obs - mean) / std``
+    the trainer applies; no clipping) is exported as the file's observation normaliser.
     """
     try:
         # import_module consults sys.modules, so the module can be replaced (tests, plug-in checkpoint
@@ -74,12 +76,16 @@ def load_actor_from_workdir(workdir: str, seed: int = 0) -> ActorCheckpoint:
         params, masks = actor.params, actor.masks
     except AttributeError as err:
         raise ValueError(f"checkpoint in {workdir} has no agent.actor.params/masks ({err})") from err
-    normalizer = getattr(states, "obs_normalizer", None)
+    stats = getattr(states, "obs_stats", None)
+    if stats is not None:
+        from sparse_rl_jax import normalization
+
+        stats = normalization.mean_std(_seed_slice(stats, seed))
     metadata = {"workdir": os.path.abspath(workdir), "seed": seed, "method": config.get("method"),
                 "env": (config.get("env") or {}).get("name")}
     return ActorCheckpoint(params=_seed_slice(params, seed), masks=_seed_slice(masks, seed),
                            algo=str(config["algo"]),
-                           obs_normalizer=None if normalizer is None else _seed_slice(normalizer, seed),
+                           obs_normalizer=stats,
                            metadata=metadata)
 
 

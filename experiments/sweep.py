@@ -90,9 +90,10 @@ def _floats(text: Optional[str]) -> List[Optional[float]]:
 
 
 def has_topology(method: str, algo: str) -> bool:
+    """Does the method drop and grow (so a drop fraction applies)? Read from its class in the registry."""
     from sparse_rl_jax import methods
 
-    return methods.preset(method, algo).get("topology.kind", "none") == "dst"
+    return methods.parse(method)[0].cls.uses_drop_fraction
 
 
 def build_grid(algo: str, methods: Sequence[str], envs: Sequence[str], sparsities: Sequence[Tuple[float, float]],
@@ -114,16 +115,19 @@ def build_grid(algo: str, methods: Sequence[str], envs: Sequence[str], sparsitie
 
 def cell_config(cell: Cell, algo: str, overrides: Dict[str, Any], seed: int = 0):
     """The config a separate run of this cell would use (its numbers as static config values)."""
-    from sparse_rl_jax import methods
+    from sparse_rl_jax import presets
 
     values = {**overrides, "env.name": cell.env, "seed": seed}
     if cell.method != DENSE:
         values.update({"sparsity.actor": cell.actor_sparsity, "sparsity.critic": cell.critic_sparsity})
+        if presets.preset(cell.method, algo).get("sparsity.er_lambdas") is not None:
+            # a sweep gives sparsity levels: DS's ER lambdas give way to ER solved for each level (= ERK)
+            values.update({"sparsity.er_lambdas": None, "sparsity.distribution": "erk"})
     if cell.drop_fraction is not None:
         values["topology.drop_fraction"] = cell.drop_fraction
     if cell.lr is not None:
         values.update({"agent.actor_lr": cell.lr, "agent.critic_lr": cell.lr})
-    return methods.make_config(cell.method, algo, **values)
+    return presets.make_config(cell.method, algo, **values)
 
 
 def group_cells(cells: Sequence[Cell]) -> Dict[Tuple[str, str], List[Cell]]:

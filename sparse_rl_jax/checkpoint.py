@@ -4,7 +4,9 @@ A checkpoint is one orbax step directory ``<workdir>/checkpoints/<chunk>/`` with
 
 * ``state``: the complete vmapped ``TrainState`` pytree (leading axis = seeds): every network's params,
   target params, optimizer state, masks (``None`` at dense leaves is kept as structure), densities and
-  importance state, the replay ring, the Brax env state, all PRNG keys and counters;
+  importance state, the replay ring, the Brax env state, all PRNG keys and counters, and the observation
+  statistics (``obs_stats``; ``None`` unless ``env.normalize_observations``, so runs without it have the
+  same leaves as before the option existed);
 * ``meta`` (JSON): the chunk index, the number of seeds, the resolved config and the metric history so
   far (``history_to_json`` form), so a resumed run writes exactly the metrics of an uninterrupted one.
 
@@ -203,15 +205,39 @@ def restore(workdir: str, step: Optional[int] = None) -> Restored:
     shards = int(meta.get("data_shards", 0))  # absent in checkpoints written before data parallelism
     abstract = template(config, int(meta["num_seeds"]), shards)
     mgr = _manager(workdir, read_only=True)
+
+    def restore_state(item):
+        return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(item)))["state"]
+
     try:
-        states = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-    except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)}); "
-                              "delete it to fall back to an earlier checkpoint") from None
+        try:
+            states = restore_state(abstract)
+        except Exception as err:
+            states = _restore_without_obs_stats(restore_state, abstract)
+            if states is None:
+                raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)}); "
+                                      "delete it to fall back to an earlier checkpoint") from None
     finally:
         mgr.close()
     return Restored(meta["config"], _uncommitted(states), meta["history"], int(meta["step"]),
                     int(meta["num_seeds"]), shards)
+
+
+def _restore_without_obs_stats(restore_state, abstract: Any) -> Any:
+    """A checkpoint written before ``TrainState.obs_stats`` existed has no such entry (orbax records even a
+    ``None`` field as a key). When the run does not normalise observations (template ``obs_stats is
+    None``), restore every other field and set ``obs_stats=None``; returns None if that fails too (or the
+    run normalises, when the stats are required)."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(abstract) or getattr(abstract, "obs_stats", 0) is not None:
+        return None
+    fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract) if f.name != "obs_stats"}
+    try:
+        restored = restore_state(fields)
+    except Exception:
+        return None
+    return type(abstract)(**restored, obs_stats=None)
 
 
 def _uncommitted(tree: Any) -> Any:
@@ -242,10 +268,22 @@ def actor_params(states: Any, seed: int = 0) -> Any:
     return jax.tree.map(lambda x: x[seed], states.agent.actor.params)
 
 
+def obs_stats(states: Any, seed: int = 0) -> Any:
+    """One seed's observation statistics (``normalization.RunningStats``), or None when the run does not
+    normalise observations."""
+    import jax
+
+    stats = getattr(states, "obs_stats", None)
+    return None if stats is None else jax.tree.map(lambda x: x[seed], stats)
+
+
 def load_policy(workdir: str, seed: int = 0):
     """A jitted deterministic policy ``obs -> action`` of the newest checkpoint's seed ``seed``.
 
-    The returned function also carries ``.params``, ``.config`` (a `Config`) and ``.agent`` (TD3/SAC).
+    Observations are normalised with the run's statistics when it trained with
+    ``env.normalize_observations`` (pass raw observations). The returned function also carries
+    ``.params``, ``.obs_stats`` (None without normalisation), ``.config`` (a `Config`) and ``.agent``
+    (TD3/SAC).
     """
     import jax
 
@@ -257,14 +295,14 @@ def load_policy(workdir: str, seed: int = 0):
         raise CheckpointError(f"invalid seed={seed}: the run in {workdir} has seeds 0..{restored.num_seeds - 1}")
     config = cfg_lib.from_dict(restored.config)
     trainer = trainer_lib.Trainer(config)
-    params = actor_params(restored.states, seed)
-    apply = jax.jit(trainer.agent.policy)
+    params, stats = actor_params(restored.states, seed), obs_stats(restored.states, seed)
+    apply = jax.jit(trainer_lib.make_policy_fn(trainer))
 
     def policy(obs):
         import jax.numpy as jnp
 
         obs = jnp.asarray(obs, jnp.float32)
-        return apply(params, obs[None])[0] if obs.ndim == 1 else apply(params, obs)
+        return apply((params, stats), obs[None])[0] if obs.ndim == 1 else apply((params, stats), obs)
 
-    policy.params, policy.config, policy.agent = params, config, trainer.agent
+    policy.params, policy.obs_stats, policy.config, policy.agent = params, stats, config, trainer.agent
     return policy

@@ -17,7 +17,10 @@ Two layouts, one device mesh with axes ``('seed', 'data')`` built from ``jax.dev
   (``D`` a multiple of its size); several shards per device are vmapped with the axis name ``'shard'``.
   Hence the results depend on ``D`` but not on the number of devices or hosts: ``D = 4`` on one CPU
   device equals ``D = 4`` on four devices or on two processes. RLx2's buffer check averages the policy
-  distance over shards too, so all shards shrink their replay together.
+  distance over shards too, so all shards shrink their replay together. Observation statistics
+  (``TrainState.obs_stats``, when ``env.normalize_observations``) are per seed like the agent: every
+  shard's collected observations are combined over all shards (``psum`` over ``('data', 'shard')``), so
+  the stats equal those of the whole run's batch of envs and stay identical on every shard.
 
 Iteration counters stay unbatched (replicated ``P()`` argument), so periodic events remain real
 ``lax.cond`` branches on every device.
@@ -55,6 +58,9 @@ from sparse_rl_jax.config import Config
 SEED, DATA, SHARD = "seed", "data", "shard"
 GRAD_AXES = (DATA, SHARD)
 HPARAMS = ("actor_lr", "critic_lr", "drop_fraction")
+# TrainState fields held once per seed in data-parallel states (replicated over the data axis, unbatched
+# over shards); every other field has a shard axis
+PER_SEED_FIELDS = ("agent", "obs_stats")
 
 
 class ScaleError(ValueError):
@@ -260,12 +266,13 @@ class DataParallelTrainer(trainer_lib.Trainer):
         super().__init__(shard_config(config, num_shards), grad_axis=GRAD_AXES,
                          batch_axes=(trainer_lib.SEED_BATCH, SHARD))
         self.global_config, self.num_shards = config, num_shards
+        self.stats_axis = GRAD_AXES  # observation stats combined over every shard (identical on all)
 
     def _check_buffer(self, ts):
         """RLx2's check with the policy distance averaged over shards (all shards shrink together)."""
         rcfg = self.config.replay
         oldest = replay.oldest(ts.replay, self.config.oldest_transitions)
-        now = self.agent.policy(ts.agent.actor.params, oldest.obs)
+        now = self.agent.policy(ts.agent.actor.params, trainer_lib.normalize_obs(ts.obs_stats, oldest.obs))
         distance = jax.lax.pmean(
             replay.policy_distance(now, oldest.policy_action, 1.0, oldest.valid), GRAD_AXES)
         buf, _ = replay.maybe_shrink(ts.replay, distance, threshold=rcfg.distance_threshold,
@@ -273,27 +280,29 @@ class DataParallelTrainer(trainer_lib.Trainer):
         return ts.replace(replay=buf), distance
 
     def init_shards(self, key, actor_sparsity, critic_sparsity, shard_ids=None):
-        """One seed's data-parallel state: the agent once (no shard axis), every other field with a
-        leading axis over ``shard_ids`` (default all ``D``). Shard 0 keeps the seed's key, shard ``d``
-        folds ``d`` into it, so ``D = 1`` reproduces the ordinary run."""
+        """One seed's data-parallel state: the agent and the observation stats once (no shard axis),
+        every other field with a leading axis over ``shard_ids`` (default all ``D``). Shard 0 keeps the
+        seed's key, shard ``d`` folds ``d`` into it, so ``D = 1`` reproduces the ordinary run."""
         shard_ids = jnp.arange(self.num_shards) if shard_ids is None else shard_ids
-        agent = self.init(key, actor_sparsity, critic_sparsity).agent
+        first = self.init(key, actor_sparsity, critic_sparsity)
         shard_keys = jax.vmap(lambda d: jnp.where(d == 0, key, jax.random.fold_in(key, d)))(shard_ids)
-        shards = jax.vmap(lambda k: self.init(k, actor_sparsity, critic_sparsity).replace(agent=None))(
-            shard_keys)
-        return shards.replace(agent=agent)
+        shards = jax.vmap(lambda k: self.init(k, actor_sparsity, critic_sparsity).replace(
+            **{n: None for n in PER_SEED_FIELDS}))(shard_keys)
+        return shards.replace(**{n: getattr(first, n) for n in PER_SEED_FIELDS})
 
 
 def _per_field(states_cls, agent, rest):
-    """A TrainState-shaped prefix tree: ``agent`` for the agent, ``rest`` for every other field."""
+    """A TrainState-shaped prefix tree: ``agent`` for the per-seed fields (:data:`PER_SEED_FIELDS`: the
+    agent and the observation stats), ``rest`` for every other field."""
     names = [f.name for f in dataclasses.fields(states_cls)]
-    return states_cls(**{n: (agent if n == "agent" else rest) for n in names})
+    return states_cls(**{n: (agent if n in PER_SEED_FIELDS else rest) for n in names})
 
 
 # ---------------------------------------------------------------------------- compiled pieces
 def _specs(data_parallel: bool):
-    """State layout: data-parallel states keep one agent per seed (replicated over the data axis: every
-    device holds it) and split every other field over seeds and shards."""
+    """State layout: data-parallel states keep one agent and one set of observation stats per seed
+    (replicated over the data axis: every device holds them) and split every other field over seeds and
+    shards."""
     if not data_parallel:
         return P(SEED)
     return _per_field(trainer_lib.TrainState, P(SEED), P(SEED, DATA))
@@ -352,8 +361,9 @@ def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
         return with_hparams(trainer, hp).iteration(ts, it)
 
     if dp:
-        # the agent is unbatched over shards: its update only sees `pmean`-ed values, and out_axes=None
-        # makes JAX reject (at trace time) anything that would let shard-local data leak into it
+        # the agent (and the observation stats) are unbatched over shards: their updates only see
+        # `pmean`/`psum`-ed values, and out_axes=None makes JAX reject (at trace time) anything that
+        # would let shard-local data leak into them
         axes = _per_field(trainer_lib.TrainState, None, 0)
         step = jax.vmap(jax.vmap(iteration, in_axes=(axes, None, None), out_axes=(axes, 0), axis_name=SHARD),
                         in_axes=(0, 0, None), axis_name=trainer_lib.SEED_BATCH)
@@ -377,12 +387,13 @@ def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
 
 
 def make_eval_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
-    """Jitted ``(actor_params, keys) -> {metric: [seeds]}``, seeds split over the seed axis (data-parallel
-    runs: every device of a seed's data group evaluates the same policy with the same key)."""
+    """Jitted ``(trainer.policy_params(states), keys) -> {metric: [seeds]}`` (actor params and observation
+    stats), seeds split over the seed axis (data-parallel runs: every device of a seed's data group
+    evaluates the same policy with the same key)."""
     e = trainer.config.env
     env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, num_envs=1)
-    evaluate = evaluation.make_evaluator(env, trainer.agent.policy, e.eval_episodes, e.episode_length,
-                                         jit=False)
+    evaluate = evaluation.make_evaluator(env, trainer_lib.make_policy_fn(trainer), e.eval_episodes,
+                                         e.episode_length, jit=False)
     return jax.jit(_shard_map(jax.vmap(evaluate), mesh, (P(SEED), P(SEED)), P(SEED)))
 
 
@@ -463,7 +474,7 @@ class Runner:
             elapsed = time.perf_counter() - t0
             eval_keys = to_global(np.stack([np.asarray(jax.random.fold_in(k, c)) for k in host_keys]), mesh,
                                   P(SEED))
-            evals = self.eval_fn(states.agent.actor.params, eval_keys)
+            evals = self.eval_fn(trainer_lib.policy_params(states), eval_keys)
             host_states, host_info, host_evals = to_host(
                 (_metric_view(states, bool(self.data_shards)), info, evals))
             metrics = host_metrics(trainer, host_states, host_info, trainer_lib.period_updates(trainer, c)[0])
@@ -512,7 +523,8 @@ def state_spec(data_shards: int = 0):
 
 
 __all__ = [
-    "DATA", "GRAD_AXES", "HPARAMS", "SEED", "SHARD", "DataParallelTrainer", "Runner", "ScaleError",
+    "DATA", "GRAD_AXES", "HPARAMS", "PER_SEED_FIELDS", "SEED", "SHARD", "DataParallelTrainer", "Runner",
+    "ScaleError",
     "abstract_states", "check_layout", "state_spec",
     "default_mesh", "define_flags", "host_metrics", "init_states", "initialize_from_flags",
     "initialize_from_flag_values", "is_primary", "make_chunk_fn", "make_eval_fn", "make_init_fn",

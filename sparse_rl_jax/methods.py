@@ -75,6 +75,7 @@ class Static:
     has_topology: ClassVar[bool] = False
     starts_dense: ClassVar[bool] = False  # GMP: masks start full and are pruned towards the densities
     grow_uses_gradient: ClassVar[bool] = False  # the grow score reads the dense gradient
+    uses_drop_fraction: ClassVar[bool] = False  # drop/grow events with topology.drop_fraction
 
     # -- scores (higher = keep / grow) ------------------------------------------------------------
     def drop_score(self, x: score_lib.LeafInputs) -> jax.Array:
@@ -159,6 +160,7 @@ class Static:
 class SET(Static):
     """SET / DS (Sokar et al.): drop the fraction of each sign's weights closest to zero, grow at random."""
     has_topology: ClassVar[bool] = True
+    uses_drop_fraction: ClassVar[bool] = True
 
     def base_drop_score(self, x):
         return score_lib.signed_magnitude(x)

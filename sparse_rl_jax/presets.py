@@ -25,6 +25,8 @@ RLX2_SPARSITY = {
     "sac": {"halfcheetah": (0.90, 0.80), "hopper": (0.98, 0.95), "walker2d": (0.90, 0.90), "ant": (0.90, 0.75)},
 }
 # DS (Sokar et al.): ER (lambda1 for the input layer, lambda2 for the hidden layer); output layers dense.
+# The lambdas were tuned on Gym's observation sizes; on Brax the formula is applied to Brax's sizes, so
+# Ant's input layer (lambda1 = 40 or 30 at Brax's 27 inputs, against Gym's 111) comes out dense.
 DS_LAMBDAS = {
     "td3": {"halfcheetah": (7, 64), "hopper": (7, 64), "walker2d": (7, 64), "ant": (40, 64)},
     "sac": {"halfcheetah": (12, 80), "hopper": (7, 20), "walker2d": (12, 80), "ant": (30, 64)},

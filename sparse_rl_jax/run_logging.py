@@ -212,27 +212,30 @@ def area_under_curve(steps: np.ndarray, values: np.ndarray) -> Optional[float]:
     return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
 
 
-def size_and_flops(config, trainer, states, seed: int) -> Dict[str, float]:
-    """Sparsity, RLx2 total size and FLOPs (fractions of dense) of one seed's final masks."""
+def size_and_flops(config, trainer, states, seed: int, history: Optional[List[list]] = None) -> Dict[str, float]:
+    """Sparsity, RLx2 total size (final masks) and FLOPs (fractions of dense) of one seed.
+
+    ``train_flops`` is the whole run's: every period's multiply-adds, counted at the network sizes of
+    that period (GMP's dense phase included), summed, over the dense agent's for the same updates. It is
+    read from the last period's ``flops/train_so_far`` and ``flops/train_dense_so_far``, so the summary
+    and the per-period metrics are the same numbers.
+    """
     from sparse_rl_jax.sparsity import flops
 
     nets = network_layers(trainer, states)
     counts = {name: flops.network_count(_seed_slice(p, seed), masks=_seed_slice(m, seed))
               for name, (p, m) in nets.items()}
     actor, critic = counts["actor"], counts["critic"]
-    topo = config.topology
-    period = topo.period if topo.kind == "dst" and topo.grow in ("gradient", "importance") else None
-    delay = config.agent.policy_delay if config.algo == "td3" else 1
-    actor_period = None
-    if period is not None:
-        on_actor_updates = config.algo == "td3" and topo.actor_clock == "actor_updates"
-        actor_period = period * delay if on_actor_updates else period
+    train = None
+    if history and "flops/train_dense_so_far" in history[-1][1]:
+        last = history[-1][1]
+        dense = float(np.asarray(last["flops/train_dense_so_far"])[seed])
+        train = float(np.asarray(last["flops/train_so_far"])[seed]) / dense if dense > 0 else None
     return {
         "sparsity_actor": 1.0 - actor.fraction,
         "sparsity_critic": 1.0 - critic.fraction,
         "total_size": flops.total_size(config.algo, actor, critic).fraction,
-        "train_flops": flops.train_flops(config.algo, actor, critic, policy_delay=delay,
-                                         topology_period=period, actor_topology_period=actor_period).fraction,
+        "train_flops": train,
         "inference_flops": flops.inference_flops(actor).fraction,
     }
 
@@ -248,7 +251,7 @@ def summarize(config, history: List[list], trainer, states, num_seeds: int) -> D
                "final_return": float(rets[-1]) if len(rets) else None,
                "best_return": float(rets.max()) if len(rets) else None,
                "auc": area_under_curve(steps, rets)}
-        row.update(size_and_flops(config, trainer, states, i))
+        row.update(size_and_flops(config, trainer, states, i, history))
         seeds.append(row)
     return {
         "method": config.method, "algo": config.algo, "env": config.env.name, "num_seeds": num_seeds,

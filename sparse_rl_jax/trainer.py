@@ -12,6 +12,10 @@ Structure (PureJaxRL style, with Brax's `progress_fn` contract):
   never selects that run both sides every step.
 * `train(config, ...)` is the host loop: one compiled chunk per evaluation period, evaluation, metrics to
   `progress_fn(env_steps, metrics)`.
+* Observation normalisation (``config.env.normalize_observations``, as Brax's trainers): running mean and
+  variance in ``TrainState.obs_stats`` (``None`` when off), updated in `_collect` with the observations
+  collected each iteration, applied (current stats) to every observation the agent sees; the replay
+  buffer keeps raw observations. See `sparse_rl_jax.normalization`.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from sparse_rl_jax import dst, envs, evaluation, methods, replay
+from sparse_rl_jax import dst, envs, evaluation, methods, normalization, replay
 from sparse_rl_jax.sparsity import flops
 from sparse_rl_jax.agents.sac import SAC
 from sparse_rl_jax.agents.td3 import TD3
@@ -45,6 +49,14 @@ class TrainState:
     finished_return_sum: jax.Array  # over episodes finished in the current chunk
     finished_count: jax.Array
     env_steps: jax.Array
+    # running observation statistics (`normalization.RunningStats`); None when
+    # `config.env.normalize_observations` is off, which leaves the pytree's leaves (and checkpoints) as before
+    obs_stats: Optional[normalization.RunningStats] = None
+
+
+def normalize_obs(stats: Optional[normalization.RunningStats], obs: jax.Array) -> jax.Array:
+    """``obs`` as the agent sees it: normalised with ``stats``, untouched (no op at all) when ``None``."""
+    return obs if stats is None else normalization.normalize(stats, obs)
 
 
 def strong_types(tree):
@@ -91,6 +103,8 @@ class Trainer:
         self.nmax = config.replay.nstep
         self.updates_per_iteration = config.updates_per_iteration
         self.warmup_iterations = config.warmup_iterations
+        # named axes the observation stats are combined over (a data-parallel trainer: its shard axes)
+        self.stats_axis: Optional[Any] = None
 
     # ------------------------------------------------------------------ init
     def init(self, key, actor_sparsity, critic_sparsity) -> TrainState:
@@ -106,6 +120,7 @@ class Trainer:
             finished_return_sum=jnp.float32(0.0),
             finished_count=jnp.int32(0),
             env_steps=jnp.int32(0),
+            obs_stats=(normalization.init(self.obs_dim) if self.config.env.normalize_observations else None),
         )
 
     # ------------------------------------------------------------------ one iteration
@@ -117,11 +132,16 @@ class Trainer:
             a = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
             return a, a
 
-        return jax.lax.cond(warm, random_actions, lambda: self.agent.explore(ts.agent, obs, key))
+        return jax.lax.cond(warm, random_actions,
+                            lambda: self.agent.explore(ts.agent, normalize_obs(ts.obs_stats, obs), key))
 
     def _collect(self, ts: TrainState, iteration, key) -> TrainState:
+        """One env step; as Brax's SAC: act with the current observation stats, then update them with the
+        observations of this step's transitions (warm-up included) before this iteration's updates."""
         warm = iteration < self.warmup_iterations
         action, clean = self._act(ts, warm, key)
+        obs_stats = (None if ts.obs_stats is None else
+                     normalization.update(ts.obs_stats, ts.env_state.obs, self.stats_axis))
         env_state, tr = envs.env_step(self.env, ts.env_state, action)
         env_state = strong_types(env_state)
         transition = replay.Transition(
@@ -134,7 +154,7 @@ class Trainer:
             episode_return=jnp.where(done, 0.0, episode_return),
             finished_return_sum=ts.finished_return_sum + jnp.sum(jnp.where(done, episode_return, 0.0)),
             finished_count=ts.finished_count + jnp.sum(done).astype(jnp.int32),
-            env_steps=ts.env_steps + self.config.env_steps_per_iteration)
+            env_steps=ts.env_steps + self.config.env_steps_per_iteration, obs_stats=obs_stats)
 
     def _learn(self, ts: TrainState, iteration, key):
         """`updates_per_iteration` gradient updates; returns (state, summed metrics)."""
@@ -148,6 +168,9 @@ class Trainer:
             step = first_step + j
             n_active = jnp.where(step >= rcfg.nstep_delay, rcfg.nstep, 1)
             window = replay.sample_windows(ts.replay, sample_key, batch, nmax)
+            if ts.obs_stats is not None:  # raw observations in the buffer, normalised at use
+                window = window._replace(obs=normalize_obs(ts.obs_stats, window.obs),
+                                         next_obs=normalize_obs(ts.obs_stats, window.next_obs))
             agent_state, info = self.agent.update(agent_state, window, step, n_active, update_key)
             return (agent_state, key), info
 
@@ -159,7 +182,7 @@ class Trainer:
         """RLx2: drop the oldest 10% when the current policy has moved away from the oldest data."""
         rcfg = self.config.replay
         oldest = replay.oldest(ts.replay, self.config.oldest_transitions)
-        now = self.agent.policy(ts.agent.actor.params, oldest.obs)
+        now = self.agent.policy(ts.agent.actor.params, normalize_obs(ts.obs_stats, oldest.obs))
         distance = replay.policy_distance(now, oldest.policy_action, 1.0, oldest.valid)
         buf, _ = replay.maybe_shrink(ts.replay, distance, threshold=rcfg.distance_threshold,
                                      min_transitions=rcfg.min_size, fraction=rcfg.shrink_fraction)
@@ -232,10 +255,28 @@ def make_chunk_fn(trainer: Trainer):
     return jax.jit(lambda states, first: trainer.chunk(states, first, n), donate_argnums=0)
 
 
+def policy_params(states: TrainState):
+    """What the evaluated (or exported) policy reads: ``(actor params, observation stats or None)``."""
+    return states.agent.actor.params, states.obs_stats
+
+
+def make_policy_fn(trainer: Trainer) -> Callable[[Any, jax.Array], jax.Array]:
+    """``apply(params, obs)``, the deterministic policy on normalised observations, with ``params`` in
+    `policy_params` form; observations pass untouched when the stats are ``None``."""
+    agent = trainer.agent
+
+    def apply(params, obs):
+        actor_params, obs_stats = params
+        return agent.policy(actor_params, normalize_obs(obs_stats, obs))
+
+    return apply
+
+
 def make_eval_fn(trainer: Trainer):
+    """Jitted ``(policy_params(states), keys) -> {metric: [seeds]}``."""
     e = trainer.config.env
     env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, num_envs=1)
-    evaluate = evaluation.make_evaluator(env, trainer.agent.policy, e.eval_episodes, e.episode_length,
+    evaluate = evaluation.make_evaluator(env, make_policy_fn(trainer), e.eval_episodes, e.episode_length,
                                          jit=False)
     return jax.jit(jax.vmap(evaluate))
 
@@ -422,7 +463,7 @@ def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] 
         elapsed = time.perf_counter() - t0
         metrics = chunk_metrics(trainer, states, info, period_updates(trainer, c)[0])
         eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, c))(keys)
-        metrics.update({k: np.asarray(v) for k, v in eval_fn(states.agent.actor.params, eval_keys).items()})
+        metrics.update({k: np.asarray(v) for k, v in eval_fn(policy_params(states), eval_keys).items()})
         so_far = add_period_metrics(metrics, trainer, states, info, so_far, c, elapsed)
         env_steps = int(np.asarray(states.env_steps)[0])
         history.append((env_steps, metrics))

@@ -363,3 +363,41 @@ def test_cli_exports_newest_checkpoint(monkeypatch, tmp_path, actors, capsys):
     np.testing.assert_allclose(policy(obs), reference_actions(module, "sac", seeds[1][0], obs),
                                atol=TOL, rtol=0)
     assert cli.main(["export", "--workdir", str(tmp_path)]) == 2  # --out missing
+
+
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+def test_export_of_normalised_run_acts_like_trained_policy(tmp_path, algo, capsys):
+    """A run with ``env.normalize_observations``: its checkpoint's running stats become the file's
+    normaliser, so the exported policy (NumPy and JAX) on raw observations gives
+    ``agent.policy(params, normalize(stats, obs))``, as does ``checkpoint.load_policy``."""
+    from experiments import export as cli
+    from sparse_rl_jax import checkpoint, normalization, trainer
+    from tests.conftest import tiny_config
+
+    config = tiny_config("rigl", algo, **{"env.normalize_observations": True, "sparsity.actor": 0.8})
+    tr = trainer.Trainer(config)
+    states = trainer.init_states(tr, trainer.seed_keys(0, 2))
+    rng = np.random.default_rng(3)
+    offset, scale = rng.uniform(-30, 30, tr.obs_dim), rng.uniform(0.05, 20, tr.obs_dim)
+
+    def raw_obs(n):
+        return (offset + scale * rng.standard_normal((n, tr.obs_dim))).astype(np.float32)
+
+    per_seed = [normalization.update(normalization.update(normalization.init(tr.obs_dim), raw_obs(50)),
+                                     raw_obs(30 + 40 * s)) for s in range(2)]
+    states = states.replace(obs_stats=jax.tree.map(lambda *xs: jnp.stack(xs), *per_seed))
+    checkpoint.save(str(tmp_path), 1, states, [], config)
+    out = tmp_path / "p.npz"
+    assert cli.main(["export", "--workdir", str(tmp_path), "--out", str(out), "--seed", "1"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert read_policy(out).obs_mean is not None
+
+    params = jax.tree.map(lambda x: x[1], states.agent.actor.params)
+    obs = raw_obs(16)
+    want = np.asarray(tr.agent.policy(params, normalization.normalize(per_seed[1], obs)))
+    assert not np.allclose(np.asarray(tr.agent.policy(params, obs)), want, atol=1e-2)  # it matters here
+    np.testing.assert_allclose(load_policy(out)(obs), want, atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.asarray(load_jax_policy(out)(obs)), want, atol=TOL, rtol=0)
+    np.testing.assert_allclose(load_policy(out)(obs[0]), want[0], atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.asarray(checkpoint.load_policy(str(tmp_path), seed=1)(obs)), want,
+                               atol=TOL, rtol=0)

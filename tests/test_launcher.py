@@ -471,7 +471,7 @@ def test_bad_input_exit_status_from_the_real_cli(cli_env, tmp_path):
                    f"--workdir={tmp_path / 'w'}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \
-        "train: error: invalid --config.sparsity.actor=1.5: must be in [0, 1)"
+        "train: error: invalid --config.sparsity.actor=1.5: must be a number in [0, 1)"
     assert "run:" not in proc.stdout and not (tmp_path / "w").exists()
     assert time.time() - start < 120
 

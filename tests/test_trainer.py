@@ -45,6 +45,7 @@ def _check_exact(net, shared_target: bool):
 def test_exact_sparsity_after_topology_updates(method, algo):
     # the final prune-only update (DS) changes the budget on purpose; it is tested in test_dst.py
     config = tiny_config(method, algo, **{"sparsity.actor": 0.8, "sparsity.critic": 0.7,
+                                          "sparsity.er_lambdas": None, "sparsity.distribution": "erk",
                                           "topology.final_prune_only": False})
     tr, states, info, _ = _run_chunks(config)
     for net in ("actor", "critic"):  # both networks evolve (the TD3 actor included)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from sparse_rl_jax import methods, trainer
+from sparse_rl_jax import methods, presets, trainer
 
 FLAGS = flags.FLAGS
 WARMUP_ENV_STEPS = 1000  # random-action steps before learning starts (= iterations with 1 env)
@@ -41,7 +41,7 @@ flags.DEFINE_list("algos", ["td3", "sac"], "algorithms to time")
 
 def prepare(method: str, algo: str, iterations: int, repeats: int):
     """Compile the method's chunk and run the warm-up chunk; returns (chunk_fn, states)."""
-    config = methods.make_config(method, algo, **{
+    config = presets.make_config(method, algo, **{
         "env.name": FLAGS.env, "env.backend": FLAGS.backend, "env.num_envs": 1,
         "env.episode_length": 1000, "agent.batch_size": 256, "agent.hidden": (256, 256),
         "updates_per_env_step": 1.0, "warmup_env_steps": WARMUP_ENV_STEPS, "eval_every": iterations,

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from sparse_rl_jax import cli, methods
+from sparse_rl_jax import cli, presets
 from sparse_rl_jax import trainer as trainer_lib
 
 ITERATIONS = 50
@@ -35,7 +35,7 @@ def _define_flags() -> flags.FlagValues:
 
 
 def time_variants(env: str, num_envs: int, seeds: int, rounds: int) -> Dict[str, List[float]]:
-    config = methods.make_config("rlx2", "td3", **{
+    config = presets.make_config("rlx2", "td3", **{
         "env.name": env, "env.num_envs": num_envs, "eval_every": ITERATIONS * num_envs,
         "warmup_env_steps": 0, "total_env_steps": 10**6})
     programs = {}
