@@ -549,13 +549,6 @@ def _show(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def _divergence_types() -> tuple:
-    from sparse_rl_jax import trainer as trainer_lib
-
-    lead = getattr(trainer_lib, "NonFiniteError", None)
-    return (NonFiniteError,) + ((lead,) if isinstance(lead, type) else ())
-
-
 def main(argv: Sequence[str]) -> int:
     """CLI entry; ``argv[0]`` is the program name. Returns the exit status."""
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -574,7 +567,7 @@ def main(argv: Sequence[str]) -> int:
     previous = _on_sigterm(stop)
     try:
         execute(plan, stop)
-    except _divergence_types() as err:
+    except NonFiniteError as err:
         print(f"train: stopped: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
         return DIVERGED
     except (KeyboardInterrupt, Terminated) as err:

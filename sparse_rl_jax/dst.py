@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Sequence, Tuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -90,6 +91,7 @@ def next_masks(net: SparseNet, grads, method, update, event, key):
 def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequence[str] = ()
                     ) -> Tuple[SparseNet, Dict]:
     """One gradient update of a sparse network under its method. Returns (net, metrics)."""
+    chex.assert_trees_all_equal_shapes(grads, net.params)  # trace-time check: costs nothing per step
     key, topo_key = jax.random.split(net.key)
     update = net.updates + 1
     net = net.replace(key=key, method_state=method.update_state(

@@ -74,7 +74,7 @@ class Static:
 
     has_topology: ClassVar[bool] = False
     starts_dense: ClassVar[bool] = False  # GMP: masks start full and are pruned towards the densities
-    grow_uses_gradient: ClassVar[bool] = False  # the grow score reads the dense gradient
+    scores_use_gradient: ClassVar[bool] = False  # a drop or grow score reads the dense gradient
     uses_drop_fraction: ClassVar[bool] = False  # drop/grow events with topology.drop_fraction
 
     # -- scores (higher = keep / grow) ------------------------------------------------------------
@@ -132,8 +132,8 @@ class Static:
 
     @property
     def dense_grad_on_events(self) -> bool:
-        """RigL-style growth needs the dense weight gradient on event steps only."""
-        return self.has_topology and self.grow_uses_gradient and self.importance is None
+        """RigL-style scores need the dense weight gradient on event steps only."""
+        return self.has_topology and self.scores_use_gradient and self.importance is None
 
     @classmethod
     def from_config(cls, topo, total_updates: int, scale: int = 1,
@@ -169,7 +169,7 @@ class SET(Static):
 @dataclasses.dataclass(frozen=True)
 class RigL(SET):
     """RigL (Evci et al.): drop the smallest |w|, grow where the dense gradient is largest."""
-    grow_uses_gradient: ClassVar[bool] = True
+    scores_use_gradient: ClassVar[bool] = True
 
     def base_drop_score(self, x):
         return score_lib.magnitude(x)

@@ -137,6 +137,17 @@ def test_td3_end_to_end_outputs(td3_run):
         assert summary["mean"][key] is not None
     assert 0.85 < summary["mean"]["sparsity_actor"] < 0.95
     assert summary["mean"]["total_size"] < 0.3 and summary["mean"]["inference_flops"] < 0.2
+    # training FLOPs: the summary is the run's accumulated count, the periods' figures add up to it
+    for seed in (0, 1):
+        rows = _jsonl(os.path.join(workdir, "metrics", f"seed_{seed}.jsonl"))
+        sparse = [b["flops/train_so_far"] - a["flops/train_so_far"] for a, b in zip([{"flops/train_so_far": 0}] + rows, rows)]
+        dense = [b["flops/train_dense_so_far"] - a["flops/train_dense_so_far"]
+                 for a, b in zip([{"flops/train_dense_so_far": 0}] + rows, rows)]
+        for r, s_, d_ in zip(rows, sparse, dense):
+            if d_ > 0:
+                assert abs(r["flops/train_fraction"] - s_ / d_) < 1e-9
+        assert abs(summary["seeds"][seed]["train_flops"] - sum(sparse) / sum(dense)) < 1e-9
+        assert 0.05 < summary["seeds"][seed]["train_flops"] < 0.5
     for name in ("learning_curve", "layer_density", "final_masks", "buffer_nstep"):
         assert _is_png(os.path.join(workdir, "plots", f"{name}.png"))
     assert checkpoint.all_steps(workdir) == [CHUNKS - 1, CHUNKS]

@@ -128,3 +128,35 @@ def test_property_reset_zeroes_moments_at_grown(seed, p):
         for leaf, g in zip(_kernel_leaves(tree), _kernel_leaves(grown)):
             assert np.all(np.asarray(leaf)[np.asarray(g)] == 0)
             assert np.all(np.asarray(leaf)[~np.asarray(g)] != 0)
+
+
+def test_coupled_weight_decay_is_l2_on_the_gradient_and_decoupled_is_adamw():
+    """DS's torch Adam(weight_decay): Adam of (g + wd * w); AdamW: Adam of g, then - lr * wd * w."""
+    from sparse_rl_jax.agents import common
+
+    w = {"k": jnp.array([[1.0, -2.0], [0.5, 0.0]])}
+    g = {"k": jnp.array([[0.1, 0.2], [-0.3, 0.4]])}
+    lr, wd = 1e-2, 0.1
+    for mode, reference in (
+            ("coupled", optax.adam(lr).update({"k": g["k"] + wd * w["k"]}, optax.adam(lr).init(w), w)[0]),
+            ("decoupled", optax.adamw(lr, weight_decay=wd).update(g, optax.adamw(lr, weight_decay=wd).init(w), w)[0])):
+        opt = common.make_optimizer(lr, wd, mode)
+        updates, _ = opt.update(g, opt.init(w), w, masks=None)
+        np.testing.assert_allclose(updates["k"], reference["k"], rtol=1e-6)
+    coupled = common.make_optimizer(lr, wd, "coupled").update(g, common.make_optimizer(lr, wd, "coupled").init(w), w, masks=None)[0]
+    decoupled = common.make_optimizer(lr, wd, "decoupled").update(g, common.make_optimizer(lr, wd).init(w), w, masks=None)[0]
+    assert not np.allclose(coupled["k"], decoupled["k"])
+
+
+def test_unmasked_gradients_reach_the_moments_of_absent_connections():
+    """DS's code: Adam sees the dense gradient (moments of absent weights grow); updates stay masked."""
+    from sparse_rl_jax.agents import common
+
+    w = {"k": jnp.array([[1.0, 0.0]])}
+    g = {"k": jnp.array([[0.5, 0.7]])}
+    masks = {"k": jnp.array([[True, False]])}
+    for mask_gradients, absent_moment in ((True, 0.0), (False, 0.1 * 0.7)):
+        opt = common.make_optimizer(1e-2, mask_gradients=mask_gradients)
+        updates, state = opt.update(g, opt.init(w), w, masks=masks)
+        assert float(updates["k"][0, 1]) == 0.0  # the absent weight never moves
+        np.testing.assert_allclose(float(state[0].mu["k"][0, 1]), absent_moment, rtol=1e-6)

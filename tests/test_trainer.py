@@ -1,4 +1,5 @@
 """Engine invariants: exact sparsity after topology updates, one compile, vmapped seeds."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +10,10 @@ from sparse_rl_jax.sparsity import masks as mask_lib
 from tests.conftest import tiny_config
 
 
-def _run_chunks(config, num_seeds=1, chunks=2, seed_offset=0):
+def _run_chunks(config, num_seeds=1, chunks=2, seed_offset=0, max_traces=None):
     tr = trainer.Trainer(config)
+    if max_traces is not None:  # chex raises if the chunk is traced (so compiled) more often
+        tr.chunk = chex.assert_max_traces(tr.chunk, n=max_traces)
     states = trainer.init_states(tr, trainer.seed_keys(config.seed + seed_offset, num_seeds))
     chunk = trainer.make_chunk_fn(tr)
     per = trainer.chunk_iterations(config)
@@ -58,7 +61,7 @@ def test_exact_sparsity_after_topology_updates(method, algo):
 
 def test_one_compile_and_vmapped_seeds_match_single_runs():
     config = tiny_config("rlx2", "td3")
-    _, batched, _, chunk = _run_chunks(config, num_seeds=3)
+    _, batched, _, chunk = _run_chunks(config, num_seeds=3, chunks=3, max_traces=1)
     assert chunk._cache_size() == 1, "chunks must reuse one compiled program"
     finals = [np.asarray(jax.tree.leaves(batched.agent.actor.params)[1][i]) for i in range(3)]
     assert not np.allclose(finals[0], finals[1]) and not np.allclose(finals[1], finals[2])
