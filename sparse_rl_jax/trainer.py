@@ -172,6 +172,7 @@ class Trainer:
                 window = window._replace(obs=normalize_obs(ts.obs_stats, window.obs),
                                          next_obs=normalize_obs(ts.obs_stats, window.next_obs))
             agent_state, info = self.agent.update(agent_state, window, step, n_active, update_key)
+            info["nstep_updates"] = (n_active > 1).astype(jnp.int32)  # updates with n-step targets on
             return (agent_state, key), info
 
         (agent_state, _), infos = jax.lax.scan(
@@ -333,15 +334,12 @@ def _mean_counts(params, masks, active_sum, updates) -> Dict[str, flops.Count]:
     return {"all": flops.Count(*totals[""]), "q1": flops.Count(*totals["q1/"])}
 
 
-def period_flops(trainer: Trainer, states: TrainState, info: Dict, chunk: int) -> Dict[str, np.ndarray]:
+def period_flops(trainer: Trainer, states: TrainState, info: Dict) -> Dict[str, np.ndarray]:
     """Per seed: training MACs of this period's updates, sparse and dense (`flops.period_flops`, sizes
     averaged exactly over the period's updates of each network), and the actor's inference fraction."""
     cfg, agent = trainer.config, trainer.agent
     nets = agent.networks(states.agent)
-    critic_updates, update_step = period_updates(trainer, chunk)
-    first_step = update_step - critic_updates
     rc = cfg.replay
-    nstep_updates = max(update_step - max(rc.nstep_delay, first_step), 0) if rc.nstep > 1 else 0
     methods_of = {"actor": agent.actor_method, "critic": agent.critic_method}
     num_seeds = np.asarray(nets["critic"].updates).shape[0]
     sparse, dense, infer = [], [], []
@@ -362,7 +360,8 @@ def period_flops(trainer: Trainer, states: TrainState, info: Dict, chunk: int) -
                  "critic_q1": counts["critic"]["q1"]}
         t = flops.period_flops(
             cfg.algo, model, critic_updates=net_updates["critic"], actor_updates=net_updates["actor"],
-            nstep_updates=nstep_updates, nstep=rc.nstep, dense_grad_updates=dense_grads,
+            nstep_updates=float(np.asarray(info["nstep_updates"])[i]), nstep=rc.nstep,
+            dense_grad_updates=dense_grads,
             batch_size=cfg.agent.batch_size)
         sparse.append(t.sparse)
         dense.append(t.dense)
@@ -418,7 +417,7 @@ def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainS
     ``flops/train_fraction`` is this period's; ``flops/train_so_far / flops/train_dense_so_far`` the
     run's so far, which the summary reports (the same numbers, so the two always agree).
     """
-    fl = period_flops(trainer, states, info, chunk)
+    fl = period_flops(trainer, states, info)
     sparse, dense = so_far[0] + fl["train_sparse"], so_far[1] + fl["train_dense"]
     _, update_step = period_updates(trainer, chunk)
     metrics["flops/train_so_far"] = sparse.copy()

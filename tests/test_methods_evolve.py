@@ -180,3 +180,31 @@ def test_rlx2_critic_grows_where_the_dense_critic_gradient_is_largest():
         assert m_new.sum() == old.sum() and grown.sum() <= k
 
     mask_lib.map_sparse(check, state.critic.masks, new.critic.masks, grads)
+
+
+def test_sac_intermediate_entropy_pass_runs_only_with_nstep_targets():
+    """RLx2-SAC's actor pass over the n-1 intermediate states is a real branch on n_active > 1 (under
+    the seed vmap too): with 1-step targets it is skipped and the target is the plain soft target."""
+    config = _config("rlx2", "sac", **{"replay.nstep": 3})
+    agent = trainer.make_agent(config, OBS, ACT, batch_axes=(trainer.SEED_BATCH,))
+    keys = jax.random.split(jax.random.PRNGKey(0), SEEDS)
+    states = jax.vmap(lambda k: agent.init(k, 0.9, 0.8))(keys)
+    window = jax.tree.map(lambda x: x[0], _windows(jax.random.PRNGKey(1), 1, 3))
+    key = jax.random.PRNGKey(3)
+
+    def target(s, n_active):
+        return agent.soft_target(s, window, n_active, key)
+
+    jaxpr = str(jax.make_jaxpr(jax.vmap(target, in_axes=(0, None)))(states, jnp.int32(1)))
+    assert jaxpr.count("cond[") == 1, "the bonus must be a branch, not computed and selected"
+    one = jax.jit(jax.vmap(target, in_axes=(0, None)))(states, jnp.int32(1))
+    three = jax.jit(jax.vmap(target, in_axes=(0, None)))(states, jnp.int32(3))
+    # 1-step: r_0 + gamma * (min Q' - alpha log pi) at next_obs[0], no intermediate bonus
+    s0 = jax.tree.map(lambda x: x[0], states)
+    parts_boot = window.next_obs[:, 0]
+    boot_key, _ = jax.random.split(key)
+    a, logp = agent.sample(s0.actor.params, parts_boot, boot_key)
+    q = jnp.minimum(*agent.critic_module.apply(s0.critic.target, parts_boot, a))
+    ref = window.rewards[:, 0] + config.agent.gamma * (q - jnp.exp(s0.log_alpha) * logp)
+    np.testing.assert_allclose(np.asarray(one[0]), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(one), np.asarray(three))

@@ -17,9 +17,11 @@ def _run_chunks(config, num_seeds=1, chunks=2, seed_offset=0, max_traces=None):
     states = trainer.init_states(tr, trainer.seed_keys(config.seed + seed_offset, num_seeds))
     chunk = trainer.make_chunk_fn(tr)
     per = trainer.chunk_iterations(config)
+    infos = []
     for c in range(chunks):
         states, info = chunk(states, jnp.int32(c * per))
-    return tr, states, info, chunk
+        infos.append(info)
+    return (tr, states, infos, chunk) if max_traces else (tr, states, info, chunk)
 
 
 def _expected_count(density, size):
@@ -61,11 +63,22 @@ def test_exact_sparsity_after_topology_updates(method, algo):
 
 def test_one_compile_and_vmapped_seeds_match_single_runs():
     config = tiny_config("rlx2", "td3")
-    _, batched, _, chunk = _run_chunks(config, num_seeds=3, chunks=3, max_traces=1)
+    tr, batched, infos, chunk = _run_chunks(config, num_seeds=3, chunks=3, max_traces=1)
     assert chunk._cache_size() == 1, "chunks must reuse one compiled program"
+    # RLx2's buffer check every check_every env steps (80 = 20 iterations of 4 envs) after warm-up
+    # (32 iterations), and the n-step switch after nstep_delay (20) critic updates
+    per, warm, upi = trainer.chunk_iterations(config), config.warmup_iterations, config.updates_per_iteration
+    every = config.replay.check_every // config.env_steps_per_iteration
+    for c, info in enumerate(infos):
+        its = range(c * per, (c + 1) * per)
+        assert list(np.asarray(info["buffer_checks"])) == [sum(i >= warm and (i + 1) % every == 0 for i in its)] * 3
+        steps = [(i - warm) * upi + j for i in its if i >= warm for j in range(upi)]
+        assert list(np.asarray(info["nstep_updates"])) == [sum(s >= config.replay.nstep_delay for s in steps)] * 3
+    assert [int(np.asarray(i["buffer_checks"])[0]) for i in infos] == [3, 4, 4]
+    assert int(np.asarray(infos[0]["nstep_updates"])[0]) == 48 * 4 - 20
     finals = [np.asarray(jax.tree.leaves(batched.agent.actor.params)[1][i]) for i in range(3)]
     assert not np.allclose(finals[0], finals[1]) and not np.allclose(finals[1], finals[2])
-    _, single, _, _ = _run_chunks(config, num_seeds=1, seed_offset=2)
+    _, single, _, _ = _run_chunks(config, num_seeds=1, chunks=3, seed_offset=2)
     np.testing.assert_allclose(
         np.asarray(jax.tree.leaves(single.agent.actor.params)[1][0]), finals[2], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(
