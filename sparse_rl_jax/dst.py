@@ -43,6 +43,7 @@ class SparseNet:
     method_state: Any  # the method's own state (ImportanceState) or None
     key: jax.Array
     updates: jax.Array  # int32: gradient updates this network has made
+    active: jax.Array  # int32 [sparse leaves]: active count per sparse leaf (recounted on events only)
 
 
 def init_net(key, params, masks, densities, optimizer, method) -> SparseNet:
@@ -50,7 +51,8 @@ def init_net(key, params, masks, densities, optimizer, method) -> SparseNet:
     params = mask_lib.apply_masks(params, masks)
     return SparseNet(
         params=params, target=None, opt_state=optimizer.init(params), masks=masks, densities=densities,
-        method_state=method.init_state(params, masks), key=key, updates=jnp.int32(0))
+        method_state=method.init_state(params, masks), key=key, updates=jnp.int32(0),
+        active=active_counts(masks))
 
 
 def with_target(net: SparseNet) -> SparseNet:
@@ -71,16 +73,16 @@ def agreed(value: jax.Array, batch_axes: Sequence[str]) -> jax.Array:
 
 
 def next_masks(net: SparseNet, grads, method, update, event, key):
-    """(new masks, mask change) for this update's event; the mask-change summary is computed inside
-    the event branches only (on the other updates it is exactly 0)."""
+    """(new masks, mask change, active counts) for this update's event; the mask-change summary and the
+    counts are computed inside the event branches only (on the other updates nothing changes)."""
     if method.schedule is None:
-        return net.masks, jnp.float32(0.0)
+        return net.masks, jnp.float32(0.0), net.active
 
     def with_change(new):
-        return new, topology_change(net.masks, new)
+        return new, topology_change(net.masks, new), active_counts(new)
 
     return jax.lax.switch(event, [
-        lambda: (net.masks, jnp.float32(0.0)),
+        lambda: (net.masks, jnp.float32(0.0), net.active),
         lambda: with_change(method.drop_grow_masks(
             net.masks, net.params, grads, net.method_state, update, key)),
         lambda: with_change(method.prune_masks(
@@ -97,7 +99,7 @@ def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequen
     net = net.replace(key=key, method_state=method.update_state(
         net.method_state, net.params, grads, net.masks))
     event = agreed(method.event(update), batch_axes)
-    masks, change = next_masks(net, grads, method, update, event, topo_key)
+    masks, change, active = next_masks(net, grads, method, update, event, topo_key)
     skip = (event == schedules.DROP_GROW) if method.skip_optimizer_step else False
     updates, opt_state = optimizer.update(grads, net.opt_state, net.params, masks=masks, skip=skip)
     params = mask_lib.apply_masks(optax.apply_updates(net.params, updates), masks)
@@ -105,15 +107,14 @@ def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequen
         grown = mask_lib.map_sparse(lambda new, old: new & ~old, masks, net.masks)
         opt_state = optim_lib.reset_grown_moments(opt_state, grown)
     metrics = {"mask_change": change, "topology_events": (event != schedules.NO_EVENT).astype(jnp.int32),
-               "updates": jnp.int32(1), "active": active_counts(masks)}
-    return net.replace(params=params, opt_state=opt_state, masks=masks, updates=update), metrics
+               "updates": jnp.int32(1), "active": active}
+    return net.replace(params=params, opt_state=opt_state, masks=masks, updates=update, active=active), metrics
 
 
 def zero_metrics(net: SparseNet) -> Dict:
     """The metrics of an update that did not happen (TD3's actor between its delayed updates)."""
-    shapes = jax.eval_shape(lambda: {"mask_change": jnp.float32(0.0), "topology_events": jnp.int32(0),
-                                     "updates": jnp.int32(0), "active": active_counts(net.masks)})
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return {"mask_change": jnp.float32(0.0), "topology_events": jnp.int32(0), "updates": jnp.int32(0),
+            "active": jnp.zeros_like(net.active)}
 
 
 def topology_change(old, new) -> jax.Array:
