@@ -63,7 +63,8 @@ def active_counts(masks) -> jax.Array:
     """int32 vector: the active count of each sparse leaf in tree order (read by the FLOP accounting;
     summed over a chunk's updates it gives the exact mean size of the network over those updates)."""
     counts = [jnp.sum(m, dtype=jnp.int32) for m in _sparse_leaves(masks)]
-    return jnp.stack(counts) if counts else jnp.zeros((0,), jnp.int32)
+    # a dense network gets one unused 0 (orbax cannot save zero-size arrays)
+    return jnp.stack(counts) if counts else jnp.zeros((1,), jnp.int32)
 
 
 def agreed(value: jax.Array, batch_axes: Sequence[str]) -> jax.Array:
