@@ -340,12 +340,6 @@ def test_bad_config_values_exit_2_with_one_line(extra, option, allowed, tmp_path
     assert not workdir.exists(), "nothing may be written for bad input"
 
 
-@pytest.mark.parametrize("config,allowed", [
-    ("nope_td3.py", "preset.py:<method>,<algo>[,<task>]"),
-    ("preset.py:nope,td3", "unknown method 'nope'; allowed: dense"),
-    ("preset.py:ds,ppo", "unknown algo 'ppo'; allowed: td3, sac"),
-    ("preset.py:ds,td3,pong", "unknown task 'pong'; allowed: halfcheetah"),
-])
 def _outside(allowed):
     """Values just outside a field's declared range (config.py), as command-line strings."""
     from sparse_rl_jax import config as cfg
@@ -403,6 +397,12 @@ def test_every_field_outside_its_range_exits_2(tmp_path, capsys, no_training):
     assert not failures, failures
 
 
+@pytest.mark.parametrize("config,allowed", [
+    ("nope_td3.py", "preset.py:<method>,<algo>[,<task>]"),
+    ("preset.py:nope,td3", "unknown method 'nope'; allowed: dense"),
+    ("preset.py:ds,ppo", "unknown algo 'ppo'; allowed: td3, sac"),
+    ("preset.py:ds,td3,pong", "unknown task 'pong'; allowed: halfcheetah"),
+])
 def test_bad_preset_or_algorithm(config, allowed, tmp_path, capsys, no_training):
     status, err = _main([f"--config={CONFIGS}/{config}", f"--workdir={tmp_path / 'w'}"], capsys)
     assert status == 2 and len(err.splitlines()) == 1 and config in err and allowed in err, err
