@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -51,7 +50,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sparse_rl_jax import config as cfg_lib
-from sparse_rl_jax import dst, envs, evaluation, replay
+from sparse_rl_jax import envs, evaluation, replay
 from sparse_rl_jax import trainer as trainer_lib
 from sparse_rl_jax.config import Config
 

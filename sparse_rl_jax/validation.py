@@ -7,7 +7,6 @@ the ones that relate several fields.
 """
 from __future__ import annotations
 
-import dataclasses
 
 from sparse_rl_jax import config as cfg
 

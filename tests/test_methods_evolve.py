@@ -7,7 +7,6 @@ are the checks that would have caught the TD3 actor that never evolved (its even
 never matched). The agent is driven directly (random replay windows, no environment) so each case costs
 one small compile.
 """
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +103,30 @@ def test_both_networks_evolve_as_scheduled(method, algo):
         # every hidden layer moves (a 1-unit output layer with a handful of weights may keep its set)
         assert changed and sum(changed) >= len(changed) - 2 and changed[0], f"{method}/{algo} {name}: {changed}"
         assert float(np.asarray(info[f"{name}_mask_change"])[0]) > 0
+        check_exact(jax.tree.map(lambda x: x[0], getattr(final, name)), t, own[name], getattr(agent, f"{name}_method"))
+
+
+def check_exact(net, topo, own_updates, method):
+    """Exact counts after every event (DS's final prune: one drop of the scheduled fraction), weights
+    exactly 0 outside the masks, targets per the method's policy (shared masks or at most k non-zeros)."""
+    pruned = topo.final_prune_only and int(method.schedule.events_upto(own_updates)) == method.schedule.num_events
+    targets = jax.tree.leaves(net.target) if net.target is not None else [None] * len(jax.tree.leaves(net.params))
+    for mask, density, w, tgt in zip(jax.tree.leaves(net.masks, is_leaf=lambda x: x is None),
+                                     jax.tree.leaves(net.densities, is_leaf=lambda x: x is None),
+                                     jax.tree.leaves(net.params), targets):
+        if mask is None:
+            continue
+        mask, w = np.asarray(mask), np.asarray(w)
+        budget = int(np.round(np.float32(density) * np.float32(mask.size)))
+        if pruned:
+            budget -= int(np.round(np.float32(topo.drop_fraction) * np.float32(budget)))
+        assert mask.sum() == budget
+        assert np.all(w[~mask] == 0.0)
+        if tgt is not None:
+            tgt = np.asarray(tgt)
+            if method.target_masks == "share":
+                assert np.all(tgt[~mask] == 0.0)
+            assert np.count_nonzero(tgt) <= mask.sum()
 
 
 def test_ds_td3_actor_follows_the_critic_clock():

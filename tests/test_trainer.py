@@ -1,12 +1,11 @@
-"""Engine invariants: exact sparsity after topology updates, one compile, vmapped seeds."""
+"""Engine invariants: one compile, vmapped seeds, buffer-check and n-step cadence, auto-reset branch
+(exact sparsity after topology events: tests/test_methods_evolve.py)."""
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from sparse_rl_jax import dst, trainer
-from sparse_rl_jax.sparsity import masks as mask_lib
+from sparse_rl_jax import trainer
 from tests.conftest import tiny_config
 
 
@@ -22,43 +21,6 @@ def _run_chunks(config, num_seeds=1, chunks=2, seed_offset=0, max_traces=None):
         states, info = chunk(states, jnp.int32(c * per))
         infos.append(info)
     return (tr, states, infos, chunk) if max_traces else (tr, states, info, chunk)
-
-
-def _expected_count(density, size):
-    return int(np.round(float(density) * size))
-
-
-def _check_exact(net, shared_target: bool):
-    leaves = jax.tree.leaves(net.masks, is_leaf=lambda x: x is None)
-    dens = jax.tree.leaves(net.densities, is_leaf=lambda x: x is None)
-    params = jax.tree.leaves(net.params)
-    targets = jax.tree.leaves(net.target) if net.target is not None else [None] * len(params)
-    for mask, density, w, t in zip(leaves, dens, params, targets):
-        if mask is None:
-            continue
-        mask, w = np.asarray(mask), np.asarray(w)
-        assert mask.sum() == _expected_count(density, mask.size)
-        assert np.all(w[~mask] == 0.0)
-        if t is not None:
-            t = np.asarray(t)
-            if shared_target:
-                assert np.all(t[~mask] == 0.0)
-            assert np.count_nonzero(t) <= mask.sum()
-
-
-@pytest.mark.parametrize("method,algo", [("rlx2", "td3"), ("ds", "sac"), ("rigl+importance", "td3")])
-def test_exact_sparsity_after_topology_updates(method, algo):
-    # the final prune-only update (DS) changes the budget on purpose; it is tested in test_dst.py
-    config = tiny_config(method, algo, **{"sparsity.actor": 0.8, "sparsity.critic": 0.7,
-                                          "sparsity.er_lambdas": None, "sparsity.distribution": "erk",
-                                          "topology.final_prune_only": False})
-    tr, states, info, _ = _run_chunks(config)
-    for net in ("actor", "critic"):  # both networks evolve (the TD3 actor included)
-        assert int(info[f"{net}_topology_events"][0]) > 0, f"the chunk must contain {net} topology events"
-        assert float(info[f"{net}_mask_change"][0]) > 0.0, net
-    one = jax.tree.map(lambda x: x[0], states)
-    for net in tr.agent.networks(one.agent).values():
-        _check_exact(net, shared_target=config.topology.target_masks == "share")
 
 
 def test_one_compile_and_vmapped_seeds_match_single_runs():
