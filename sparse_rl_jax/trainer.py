@@ -326,7 +326,7 @@ def _mean_counts(params, masks, active_sum, updates) -> Dict[str, flops.Count]:
             continue
         size = float(np.size(leaf))
         active = size if mask is None else mean
-        name = flops._path_string(path)
+        name = flops.path_string(path)
         for prefix, acc in totals.items():
             if name.startswith(prefix):
                 acc[0] += active

@@ -88,7 +88,7 @@ class Pass(NamedTuple):
     runs: str = "critic_update"
 
 
-def _path_string(path: Any) -> str:
+def path_string(path: Any) -> str:
     """'/'-joined key names without the leading 'params' collection (the masks.py convention)."""
     names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
     return "/".join(names[1:] if names[:1] == ["params"] else names)
@@ -123,7 +123,7 @@ def layer_stats(params: Any, masks: Any = None, densities: Any = None) -> List[L
         if len(shape) < 2:
             continue
         size = int(np.prod(shape))
-        stats.append(LayerStat(_path_string(path), shape, size, _active(spec, size, kind)))
+        stats.append(LayerStat(path_string(path), shape, size, _active(spec, size, kind)))
     return stats
 
 
