@@ -136,3 +136,21 @@ def test_aggregate_writes_tables_curves_and_plots(tmp_path):
     assert os.path.getsize(os.path.join(out, "halfcheetah_sac.png")) > 0
     curve = open(os.path.join(out, "curves", "halfcheetah_sac_rlx2.csv")).read().splitlines()
     assert curve[0] == "env_steps,seed_0,seed_1,mean" and len(curve) == 5
+
+
+def test_claim_verdicts():
+    def row(cell, final, std, steps_to=None):
+        return {"task": "hopper", "algo": "td3", "cell": cell, "final_return": final, "final_return_std": std,
+                "steps_to_dense": steps_to, "env_steps": 100_000}
+
+    rows = [row("dense@ds_settings", 1000, 10), row("ds", 1100, 10, steps_to=40_000),
+            row("ds+importance", 1105, 30), row("dense", 1000, 10), row("rlx2", 975, 5)]
+    got = {c["claim"]: c["verdict"] for c in aggregate.claims(rows)}
+    assert got["DS-TD3 at DS's ~50% ER densities >= dense TD3 (DS's settings)"] == "holds"
+    assert got["importance scoring improves DS at DS's densities"] == "not separable"
+    assert got["RLx2 within 3% of dense at its sparsities"] == "not separable"  # 975 vs 970 +- 11
+    assert got["DS reaches dense's final return within 40-50% of the steps"] == "holds"
+    rows[-1] = row("rlx2", 900, 5)
+    got = {c["claim"]: c["verdict"] for c in aggregate.claims(rows)}
+    assert got["RLx2 within 3% of dense at its sparsities"] == "does not hold"
+    assert "RLx2 above RigL at the same sparsity" not in got  # no rigl cell: not tested

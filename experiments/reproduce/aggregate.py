@@ -13,7 +13,8 @@ For every finished cell (its run's ``summary.json`` exists):
 * achieved sparsity of actor and critic, RLx2 total size, training and inference FLOPs as fractions of
   dense (the run's own ``summary.json``), and wall time (the sum of the run's per-period wall times).
 
-Written to ``<results>/<tier>/``: ``cells.csv`` and ``table.md`` (one row per cell),
+Written to ``<results>/<tier>/``: ``cells.csv`` and ``table.md`` (one row per cell), ``claims.md`` (each
+claim of the papers that the finished cells can test, with a plain verdict),
 ``curves/<task>_<algo>_<cell>.csv`` (eval return per seed and mean at every evaluation) and
 ``<task>_<algo>.png`` (mean over seeds with the min-max band).
 """
@@ -135,6 +136,67 @@ def table_markdown(rows: List[Dict[str, Any]], tier: grid.Tier) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------- the papers' claims
+def _compare(a: Dict[str, Any], b: Dict[str, Any], margin_pct: float = 0.0) -> tuple:
+    """(verdict, text) for "a >= b - margin_pct% of b", by final return; a difference smaller than the
+    seeds' spread (sqrt(std_a^2 + std_b^2)) is reported as not separable."""
+    diff = a["final_return"] - b["final_return"] * (1 - margin_pct / 100)
+    spread = float(np.hypot(a["final_return_std"], b["final_return_std"]))
+    pct = 100 * a["final_return"] / b["final_return"] if b["final_return"] > 0 else None
+    text = (f"{a['final_return']:.0f} ± {a['final_return_std']:.0f} vs {b['final_return']:.0f} ± "
+            f"{b['final_return_std']:.0f}" + (f" ({pct:.0f}%)" if pct is not None else ""))
+    if abs(diff) < spread:
+        return "not separable", text
+    return ("holds" if diff >= 0 else "does not hold"), text
+
+
+CLAIMS = (
+    # (claim, cell a, cell b, margin %): "a's final return >= b's (less margin% of b)"
+    ("DS-TD3 at DS's ~50% ER densities >= dense TD3 (DS's settings)", "ds", "dense@ds_settings", 0.0),
+    ("importance scoring improves DS at DS's densities", "ds+importance", "ds", 0.0),
+    ("importance scoring improves DS at RLx2's sparsities", "ds+importance@rlx2_sparsity", "ds@rlx2_sparsity", 0.0),
+    ("DS at RLx2's sparsities >= dense (DS: 'at 80% sparsity DS fails to learn well')", "ds@rlx2_sparsity",
+     "dense@ds_settings", 0.0),
+    ("RLx2 within 3% of dense at its sparsities", "rlx2", "dense", 3.0),
+    ("RLx2 above static sparse at the same sparsity", "rlx2", "static", 0.0),
+    ("RLx2 above RigL at the same sparsity", "rlx2", "rigl", 0.0),
+    ("RLx2 above SET (DS) at the same sparsity", "rlx2", "ds@rlx2_sparsity", 0.0),
+    ("importance scoring improves RLx2", "rlx2+importance", "rlx2", 0.0),
+)
+
+
+def claims(rows: List[Dict[str, Any]]) -> List[Dict[str, str]]:
+    """Each claim of ALGORITHMS.md that the tier's cells can test, per task and algorithm, with a verdict
+    by final return (and, for DS, whether it reached dense's final return within the budget)."""
+    by = {(r["task"], r["algo"], r["cell"]): r for r in rows}
+    out = []
+    for task, algo in sorted({(r["task"], r["algo"]) for r in rows}):
+        for claim, a, b, margin in CLAIMS:
+            ra, rb = by.get((task, algo, a)), by.get((task, algo, b))
+            if ra is None or rb is None:
+                continue
+            verdict, text = _compare(ra, rb, margin)
+            out.append({"task": task, "algo": algo, "claim": claim, "verdict": verdict, "numbers": text})
+        ds, ref = by.get((task, algo, "ds")), by.get((task, algo, "dense@ds_settings"))
+        if ds is not None and ref is not None:
+            reached = ds["steps_to_dense"]
+            out.append({"task": task, "algo": algo,
+                        "claim": "DS reaches dense's final return within 40-50% of the steps",
+                        "verdict": "holds" if reached is not None and reached <= 0.5 * ds["env_steps"]
+                        else "does not hold",
+                        "numbers": f"reached at {reached:,} of {ds['env_steps']:,} steps" if reached is not None
+                        else f"not reached in {ds['env_steps']:,} steps"})
+    return out
+
+
+def claims_markdown(items: List[Dict[str, str]], tier: grid.Tier) -> str:
+    lines = [f"Claims checked on the {tier.name} tier's finished cells (final return: mean ± std over seeds; "
+             "'not separable': the difference is smaller than the seeds' spread).", "",
+             "| task | algo | claim | verdict | numbers |", "|---|---|---|---|---|"]
+    lines += [f"| {c['task']} | {c['algo']} | {c['claim']} | {c['verdict']} | {c['numbers']} |" for c in items]
+    return "\n".join(lines) + "\n"
+
+
 def _csv(rows: List[Dict[str, Any]], fields) -> str:
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
@@ -159,6 +221,7 @@ def write(root: str, results: str, tier: grid.Tier) -> List[Dict[str, Any]]:
             os.path.join(out, "curves", f"{cell.task}_{cell.algo}_{cell.dirname}.csv"), _csv(curve, fields))
     run_logging.write_text_atomic(os.path.join(out, "cells.csv"), _csv(rows, FIELDS))
     run_logging.write_text_atomic(os.path.join(out, "table.md"), table_markdown(rows, tier))
+    run_logging.write_text_atomic(os.path.join(out, "claims.md"), claims_markdown(claims(rows), tier))
     for task, algo in sorted({(c.task, c.algo) for c in runs}):
         curves = {c.name: r["history"] for c, r in runs.items() if (c.task, c.algo) == (task, algo)}
         plotting.learning_curves(curves, os.path.join(out, f"{task}_{algo}.png"),
