@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from typing import Sequence
 
 from absl import flags
@@ -60,7 +59,6 @@ def evaluate_run(workdir: str, episodes: int, seed_offset: int = 0) -> dict:
 
 def main(argv: Sequence[str]) -> int:
     absl_logging.set_verbosity(absl_logging.WARNING)
-    warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
     fv = define_flags()
     if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
         print(__doc__.split("\n\n")[1] + "\n\n" + fv.get_help())

@@ -33,7 +33,6 @@ import signal
 import sys
 import tempfile
 import time
-import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 from absl import flags
@@ -552,7 +551,6 @@ def _show(path: str) -> str:
 def main(argv: Sequence[str]) -> int:
     """CLI entry; ``argv[0]`` is the program name. Returns the exit status."""
     absl_logging.set_verbosity(absl_logging.WARNING)
-    warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
     if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
         print(__doc__.split("\n\n", 2)[1] + "\n\n" + define_flags().get_help())
         return 0

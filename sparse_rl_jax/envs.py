@@ -35,9 +35,12 @@ from typing import NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-from brax import envs as brax_envs
-from brax.envs.base import Env, State, Wrapper
-from brax.envs.wrappers import training as brax_training
+
+from sparse_rl_jax import quiet
+
+brax_envs = quiet.import_brax()  # first: Brax's import prints MJX's Warp banners
+from brax.envs.base import Env, State, Wrapper  # noqa: E402
+from brax.envs.wrappers import training as brax_training  # noqa: E402
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 # Used when ``backend=None`` (docs/envs.md): fast on the 2-core CPU and known to learn (Brax's own SAC).
@@ -91,7 +94,8 @@ def resolve_backend(name: str, backend: Optional[str] = None) -> str:
 def make_base_env(name: str, backend: Optional[str] = None) -> Env:
     """Unwrapped, unbatched Brax env after validating ``name`` and ``backend``."""
     _check_choice("env name", name, env_names())
-    return brax_envs.get_environment(name, backend=resolve_backend(name, backend))
+    with quiet.native_lines_dropped():
+        return brax_envs.get_environment(name, backend=resolve_backend(name, backend))
 
 
 def raw_key(key: jax.Array) -> jax.Array:
@@ -180,7 +184,8 @@ class TrainingEnv(FreshAutoResetWrapper):
 
     def __init__(self, name: str, backend: str, episode_length: int, action_repeat: int, num_envs: int,
                  batch_axes: Tuple[str, ...] = ()):
-        base = brax_envs.get_environment(name, backend=backend)
+        with quiet.native_lines_dropped():
+            base = brax_envs.get_environment(name, backend=backend)
         inner = brax_training.EpisodeWrapper(brax_training.VmapWrapper(base), episode_length, action_repeat)
         super().__init__(inner, num_envs, batch_axes)
         self.name = name

@@ -15,8 +15,12 @@ from typing import Any, Callable, Dict, Optional, Union
 
 import jax
 import jax.numpy as jnp
-from brax.envs.base import Env
-from brax.envs.wrappers import training as brax_training
+
+from sparse_rl_jax import quiet
+
+quiet.import_brax()  # first: Brax's import prints MJX's Warp banners
+from brax.envs.base import Env  # noqa: E402
+from brax.envs.wrappers import training as brax_training  # noqa: E402
 
 from sparse_rl_jax import envs
 

@@ -103,7 +103,7 @@ def main(argv) -> int:
         results[v] = run_ours(v, FLAGS.workdir) if v.startswith("ours") else run_brax(v)
         with open(path, "w") as f:
             json.dump(results[v], f)
-    print(f"\n| variant | " + " | ".join(f"eval {i + 1}" for i in range(FLAGS.evals)) + " |")
+    print("\n| variant | " + " | ".join(f"eval {i + 1}" for i in range(FLAGS.evals)) + " |")
     print("|---|" + "---:|" * FLAGS.evals)
     for v, r in results.items():
         cells = [f"{_cell(vals)} @ {s:,}" for s, vals in sorted(r.items())][-FLAGS.evals:]

@@ -267,7 +267,7 @@ def main(argv: Sequence[str]) -> int:
           f"after; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')} "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS')!r}; median of individually timed calls over "
           f"{fv['rounds'].value} interleaved rounds\n")
-    print(f"Batch 1 (median per-call latency; ratios > 1 mean the sparse export is faster)\n")
+    print("Batch 1 (median per-call latency; ratios > 1 mean the sparse export is faster)\n")
     print(latency_table(results, 1))
     print(f"\nBatch {fv['batch'].value}\n")
     print(latency_table(results, fv["batch"].value))

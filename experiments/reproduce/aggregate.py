@@ -114,7 +114,7 @@ def _fmt(value: Any, kind: str = "") -> str:
 
 
 def table_markdown(rows: List[Dict[str, Any]], tier: grid.Tier) -> str:
-    lines = [f"| task | algo | cell | seeds | final return (mean ± std) | AUC | % of dense | steps to dense's "
+    lines = ["| task | algo | cell | seeds | final return (mean ± std) | AUC | % of dense | steps to dense's "
              "final | sparsity actor / critic | total size | train FLOPs | infer FLOPs | wall time |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
