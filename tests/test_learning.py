@@ -2,7 +2,8 @@
 
 Settings chosen for speed on a 2-core CPU (16 parallel envs on the positional backend, 2x256 networks,
 lr 1e-3, tau 0.02; TD3 with one gradient update per env step, SAC with one per two); the threshold is the
-issue's: a deterministic evaluation return of at least 900 (of 1000) at some evaluation within the budget.
+issue's: a deterministic evaluation return of at least 900 (of 1000) at some evaluation within the budget;
+each run stops at the first evaluation that reaches it.
 Measured: with these settings dense TD3 seeds 1, 2, 3 reached 1000 by 12k, 22k and 26k env steps; with half
 the updates two of those three seeds stayed below 650, so TD3 keeps the full update ratio.
 """
@@ -18,37 +19,53 @@ FAST = {
     "agent.actor_lr": 1e-3, "agent.critic_lr": 1e-3, "agent.tau": 0.02,
     "replay.capacity": 100_000, "replay.min_size": 10_000,
 }
+THRESHOLD = 900
+
+
+class _Reached(Exception):
+    """Raised from the progress callback once the threshold is met: the rest of the budget is not needed."""
 
 
 def _best_return(method, algo, **overrides):
+    """Best eval return within 30k env steps and the metrics of the period that reached it (or the last);
+    training stops at the first evaluation at or above the threshold."""
     config = srj.make_config(method, algo, **{**FAST, **overrides})
     srj.validate(config)
-    result = srj.train(config, num_seeds=1)
-    returns = [float(m["eval/episode_reward"][0]) for _, m in result.history]
-    steps = [s for s, _ in result.history]
+    seen = []
+
+    def progress(steps, metrics):
+        seen.append((steps, metrics))
+        if float(metrics["eval/episode_reward"][0]) >= THRESHOLD:
+            raise _Reached
+
+    try:
+        srj.train(config, num_seeds=1, progress_fn=progress)
+    except _Reached:
+        pass
+    returns = [float(m["eval/episode_reward"][0]) for _, m in seen]
+    steps = [s for s, _ in seen]
     print(f"{method}-{algo}: eval returns {np.round(returns, 1)} at {steps}")
     assert steps[-1] <= 30_000 + config.eval_every
-    return max(r for s, r in zip(steps, returns) if s <= 30_000), result
+    return max(r for s, r in zip(steps, returns) if s <= 30_000), seen[-1][1]
 
 
 @pytest.mark.slow
 def test_dense_td3_learns_inverted_pendulum():
     best, _ = _best_return("dense", "td3", updates_per_env_step=1.0)
-    assert best >= 900
+    assert best >= THRESHOLD
 
 
 @pytest.mark.slow
 def test_dense_sac_learns_inverted_pendulum():
     best, _ = _best_return("dense", "sac")
-    assert best >= 900
+    assert best >= THRESHOLD
 
 
 @pytest.mark.slow
 def test_rlx2_td3_at_90_percent_sparsity_learns_inverted_pendulum():
-    best, result = _best_return(
+    best, last = _best_return(
         "rlx2", "td3", **{"updates_per_env_step": 1.0, "sparsity.actor": 0.9, "sparsity.critic": 0.9, "topology.period": 1000,
                           "replay.nstep_delay": 4000, "replay.check_every": 2000})
-    last = result.history[-1][1]
     assert abs(float(last["sparsity/actor"][0]) - 0.9) < 0.01
     assert abs(float(last["sparsity/critic"][0]) - 0.9) < 0.01
-    assert best >= 900
+    assert best >= THRESHOLD
