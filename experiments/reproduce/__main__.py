@@ -1,6 +1,6 @@
 """The reproduction study: one resumable command per tier.
 
-    python -m experiments.reproduce --tier small                 # the 2-core CPU grid (~8-12 h in all)
+    python -m experiments.reproduce --tier small                 # the 2-core CPU grid (15-25 min a cell here)
     python -m experiments.reproduce --tier small --cells halfcheetah/td3/dense,halfcheetah/td3/rlx2
     python -m experiments.reproduce --tier paper --seeds 8       # the papers' budgets, for a GPU/TPU
     python -m experiments.reproduce --tier small --aggregate_only
@@ -31,6 +31,8 @@ from absl import app, flags
 from experiments.reproduce import aggregate, grid
 
 FLAGS = flags.FLAGS
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, "experiments", "reproduce", "config.py")
 flags.DEFINE_enum("tier", "small", list(grid.TIERS), "which grid: small (2-core CPU) or paper (GPU/TPU)")
 flags.DEFINE_list("cells", [], "only these cells, as <task>/<algo>/<method>[@<regime>] (see --list)")
 flags.DEFINE_string("workdir", "runs/reproduce", "root of the cells' run directories")
@@ -67,7 +69,7 @@ def launch_args(tier: grid.Tier, cell: grid.Cell, workdir: str, seeds: int, extr
             elif os.path.exists(path):
                 os.remove(path)
     sets = [f"--config.{s}" for s in extra]
-    return cmd + [f"--config=experiments/reproduce/config.py:{tier.name},{cell.key}", "--seeds", str(seeds)] + sets
+    return cmd + [f"--config={CONFIG}:{tier.name},{cell.key}", "--seeds", str(seeds)] + sets
 
 
 def main(argv) -> int:
@@ -94,12 +96,14 @@ def main(argv) -> int:
         print(f"reproduce: tier {tier.name}: {len(cells) - len(todo)}/{len(cells)} cells done, "
               f"{len(todo)} to run ({seeds} seeds each)", flush=True)
         for i, c in enumerate(todo[:FLAGS.max_cells] if FLAGS.max_cells else todo, 1):
-            w = grid.cell_dir(FLAGS.workdir, tier, c)
+            w = os.path.abspath(grid.cell_dir(FLAGS.workdir, tier, c))
             os.makedirs(w, exist_ok=True)
             cmd = launch_args(tier, c, w, seeds, FLAGS.set)
             print(f"\n=== [{i}/{len(todo)}] {c.key} ({state_of(w)}) ===\n{' '.join(cmd)}", flush=True)
             t0 = time.time()
-            rc = subprocess.call(cmd)
+            # the launcher runs from the repository (it imports `experiments`), wherever this was started
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+            rc = subprocess.call(cmd, cwd=REPO, env=env)
             print(f"=== {c.key}: exit {rc} after {time.time() - t0:.0f} s ===", flush=True)
             if rc != 0:
                 failed.append(c.key)
