@@ -9,7 +9,8 @@
 # every 10k actor updates, dynamic buffer), 8 seeds vmapped in one program, cut to 60k env steps (the
 # schedules follow the shorter budget; the paper runs 3M). The Python environment must already hold the
 # project's requirements (a GPU jaxlib included). On a machine without them, pass a folder of wheels in
-# WHEELS=DIR: they are installed from there alone (pip --no-index) into a temporary site directory.
+# WHEELS=DIR (`bash experiments/reproduce/gpu_wheels.sh DIR` fetches them where PyPI is reachable): they are
+# installed from there alone (pip --no-index) into a temporary site directory.
 # Outputs go under $OUT (or a temporary folder): the run directory and check.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
