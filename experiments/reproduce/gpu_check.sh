@@ -17,7 +17,8 @@ cd "$(dirname "$0")/../.."
 CELL=${1:-halfcheetah/td3/rlx2}
 SEEDS=${2:-8}
 STEPS=${3:-60000}
-PY=${PYTHON:-python3}
+# the project venv when there is one (make venv), else the machine's python3 (e.g. a CUDA JAX image)
+if [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python3}; fi
 OUT=${OUT:-$(mktemp -d)}
 if [ -n "${WHEELS:-}" ]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/srj-site \
