@@ -42,10 +42,12 @@ def _passthrough(text: str, patterns: Sequence[str], stream) -> None:
 
 def import_brax():
     """``import brax.envs`` without the Warp banners; returns the module."""
-    if "brax.envs" in sys.modules or not _enabled():
+    if not _enabled():
         import brax.envs
         return brax.envs
-    warnings.filterwarnings("ignore", message=MAINTENANCE_WARNING)
+    warnings.filterwarnings("ignore", message=MAINTENANCE_WARNING)  # also when Brax came in first
+    if "brax.envs" in sys.modules:
+        return sys.modules["brax.envs"]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         import brax.envs
