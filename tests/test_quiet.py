@@ -16,8 +16,8 @@ print("python stdout passes")
 
 
 def _run(extra_env=None):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", **(extra_env or {}))
-    env.pop("SRJ_SHOW_DEPENDENCY_BANNERS", None) if not extra_env else None
+    env = {k: v for k, v in os.environ.items() if k != "SRJ_SHOW_DEPENDENCY_BANNERS"}
+    env.update(JAX_PLATFORMS="cpu", **(extra_env or {}))
     return subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300, check=True)
 
