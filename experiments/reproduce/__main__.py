@@ -9,7 +9,9 @@
 Each cell (`experiments.reproduce.grid`) is one launcher run, ``python -m experiments.train
 --config=experiments/reproduce/config.py:<tier>,<cell> --seeds N``, in its own work directory
 ``<workdir>/<tier>/<task>/<algo>/<cell>/``, with the seeds vmapped in one compiled program and a
-checkpoint every evaluation period. A rerun skips cells whose ``summary.json`` exists, resumes a cell cut
+checkpoint every evaluation period. A finished cell's record (summary, config, per-seed metrics: a few kB)
+is copied to ``<results>/<tier>/runs/`` for committing, since run directories stay on one machine. A rerun
+skips cells whose ``summary.json`` exists in either, resumes a cell cut
 off mid-run from its newest checkpoint (``--resume``), and starts the rest, in grid order (the dense
 references first). After each cell, and with ``--aggregate_only``, the finished cells are collected into
 ``<results>/<tier>/``: one CSV of evaluation returns per cell, ``cells.csv`` and ``table.md`` with the
@@ -47,8 +49,9 @@ flags.DEFINE_boolean("aggregate_only", False, "only collect the finished cells i
 flags.DEFINE_boolean("list", False, "print the tier's cells and their state, then exit")
 
 
-def state_of(workdir: str) -> str:
-    if os.path.exists(os.path.join(workdir, "summary.json")):
+def state_of(workdir: str, record: str = "") -> str:
+    """done (its run or its committed record has a summary), partial (a checkpoint), or new."""
+    if any(os.path.exists(os.path.join(d, "summary.json")) for d in (workdir, record) if d):
         return "done"
     if os.path.isdir(os.path.join(workdir, "checkpoints")):
         return "partial"
@@ -88,11 +91,12 @@ def main(argv) -> int:
     if FLAGS.list:
         for c in cells:
             w = grid.cell_dir(FLAGS.workdir, tier, c)
-            print(f"{state_of(w):8s} {c.key:50s} scale {grid.scale(c, tier):.4g}  {w}")
+            print(f"{state_of(w, aggregate.record_dir(FLAGS.results, tier, c)):8s} {c.key:50s} scale {grid.scale(c, tier):.4g}  {w}")
         return 0
     failed = []
     if not FLAGS.aggregate_only:
-        todo = [c for c in cells if state_of(grid.cell_dir(FLAGS.workdir, tier, c)) != "done"]
+        todo = [c for c in cells if state_of(grid.cell_dir(FLAGS.workdir, tier, c),
+                                             aggregate.record_dir(FLAGS.results, tier, c)) != "done"]
         print(f"reproduce: tier {tier.name}: {len(cells) - len(todo)}/{len(cells)} cells done, "
               f"{len(todo)} to run ({seeds} seeds each)", flush=True)
         for i, c in enumerate(todo[:FLAGS.max_cells] if FLAGS.max_cells else todo, 1):
@@ -110,6 +114,7 @@ def main(argv) -> int:
                 if rc in (130, 143):  # interrupted / terminated: stop the grid too
                     break
                 continue
+            aggregate.keep_record(w, FLAGS.results, tier, c)
             aggregate.write(FLAGS.workdir, FLAGS.results, tier)
     rows = aggregate.write(FLAGS.workdir, FLAGS.results, tier)
     print(f"\nreproduce: {len(rows)} finished cells aggregated into {os.path.join(FLAGS.results, tier.name)}")

@@ -63,14 +63,50 @@ def _wall_time(history: List[list]) -> Optional[float]:
     return float(sum(times)) if times else None
 
 
-def load(root: str, tier: grid.Tier) -> Dict[grid.Cell, Dict[str, Any]]:
+RECORD_FILES = ("summary.json", "config.json")
+
+
+def record_dir(results: str, tier: grid.Tier, cell: grid.Cell) -> str:
+    """The committed record of a finished cell: ``<results>/<tier>/runs/<task>/<algo>/<cell>/``.
+
+    A run directory (checkpoints, TensorBoard) lives on one machine and is lost with it; the record keeps
+    what the figures are computed from (``summary.json``, ``config.json``, ``metrics/seed_<i>.jsonl``), a
+    few kB a cell, so a later session or another machine aggregates and skips the cell without its run.
+    """
+    return os.path.join(results, tier.name, "runs", cell.task, cell.algo, cell.dirname)
+
+
+def keep_record(workdir: str, results: str, tier: grid.Tier, cell: grid.Cell) -> str:
+    """Copy a finished cell's record out of its run directory (atomically per file); returns the record."""
+    out = record_dir(results, tier, cell)
+    os.makedirs(os.path.join(out, "metrics"), exist_ok=True)
+    names = [n for n in RECORD_FILES if os.path.exists(os.path.join(workdir, n))]
+    names += [os.path.join("metrics", n) for n in sorted(os.listdir(os.path.join(workdir, "metrics")))
+              if n.endswith(".jsonl")]
+    # summary.json last: its presence is what marks the record complete
+    names.sort(key=lambda n: n == "summary.json")
+    for name in names:
+        with open(os.path.join(workdir, name)) as f:
+            run_logging.write_text_atomic(os.path.join(out, name), f.read())
+    return out
+
+
+def finished_dir(root: str, results: str, tier: grid.Tier, cell: grid.Cell) -> Optional[str]:
+    """Where a finished cell's summary and metrics are: its run directory, else its record, else None."""
+    for folder in (grid.cell_dir(root, tier, cell), record_dir(results, tier, cell)):
+        if os.path.exists(os.path.join(folder, "summary.json")):
+            return folder
+    return None
+
+
+def load(root: str, results: str, tier: grid.Tier) -> Dict[grid.Cell, Dict[str, Any]]:
     """Every finished cell of the tier: {cell: {"history", "summary"}}."""
     out = {}
     for cell in tier.cells:
-        workdir = grid.cell_dir(root, tier, cell)
-        path = os.path.join(workdir, "summary.json")
-        if os.path.exists(path):
-            out[cell] = {"history": run_logging.read_history(workdir), "summary": run_logging.read_json(path)}
+        folder = finished_dir(root, results, tier, cell)
+        if folder is not None:
+            out[cell] = {"history": run_logging.read_history(folder),
+                         "summary": run_logging.read_json(os.path.join(folder, "summary.json"))}
     return out
 
 
@@ -208,7 +244,7 @@ def _csv(rows: List[Dict[str, Any]], fields) -> str:
 
 def write(root: str, results: str, tier: grid.Tier) -> List[Dict[str, Any]]:
     """Collect the tier's finished cells into ``<results>/<tier>/``; returns the table rows."""
-    runs = load(root, tier)
+    runs = load(root, results, tier)
     rows = cell_rows(runs)
     out = os.path.join(results, tier.name)
     os.makedirs(os.path.join(out, "curves"), exist_ok=True)
