@@ -29,7 +29,7 @@ class ActorCheckpoint(NamedTuple):
 
     params: Any  # Flax variable dict {'params': {'dense_0': ...}}
     masks: Any  # same structure; bool at sparse kernels, None at dense leaves
-    algo: str  # 'td3' | 'sac'
+    algo: str  # a name of `sparse_rl_jax.agents.AGENTS`
     obs_normalizer: Any  # (mean, std) float32 arrays, or None when the run does not normalise
     metadata: Dict[str, Any]
 

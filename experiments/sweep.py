@@ -42,6 +42,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sparse_rl_jax import agents
+
 DENSE = "dense"
 RESULT_FIELDS = ("env", "method", "actor_sparsity", "critic_sparsity", "drop_fraction", "lr", "seeds",
                  "final_return", "final_return_std", "final_pct_dense", "auc", "auc_pct_dense",
@@ -346,7 +348,7 @@ def define_flags():
     from sparse_rl_jax import distributed as dist
 
     flags.DEFINE_string("workdir", None, "Sweep root directory.")
-    flags.DEFINE_string("algo", "td3", "td3 or sac.")
+    flags.DEFINE_enum("algo", "td3", list(agents.names()), "The agent (sparse_rl_jax.agents.AGENTS).")
     flags.DEFINE_string("methods", "static,rigl,rlx2", "Comma-separated method presets.")
     flags.DEFINE_string("envs", "inverted_pendulum", "Comma-separated Brax env names.")
     flags.DEFINE_string("sparsities", "0.5,0.8,0.9", "Comma-separated levels; 'a:c' for actor:critic.")

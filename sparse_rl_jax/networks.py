@@ -1,4 +1,4 @@
-"""Flax actor and twin-critic networks used by TD3 and SAC.
+"""Flax actor and critic networks of the agents (TD3, SAC, DDPG).
 
 Layer naming is part of the public contract, because the sparsity layer finds input and output layers by
 path: every MLP is a dict of ``dense_0 .. dense_{L-1}``; ``dense_0`` is its input layer and the highest
@@ -8,6 +8,7 @@ matrices, not a stacked ensemble, so every layer of every Q has its own exact no
 Parameter trees (what ``init`` returns):
     actor:  {'params': {'dense_0': {'kernel', 'bias'}, 'dense_1': ..., 'dense_2': ...}}
     critic: {'params': {'q1': {'dense_0': ..., 'dense_1': ..., 'dense_2': ...}, 'q2': {...}}}
+    single critic (DDPG): {'params': {'q1': {...}}}, so every critic's first Q is ``q1``
 
 Masking is *not* done inside the forward pass: stored weights are kept exactly zero at inactive positions,
 so gradients w.r.t. them are the dense gradients that RigL and importance growth need.
@@ -80,6 +81,17 @@ class TwinCritic(nn.Module):
         q1 = MLP((*self.hidden, 1), name="q1")(x)[..., 0]
         q2 = MLP((*self.hidden, 1), name="q2")(x)[..., 0]
         return q1, q2
+
+
+class SingleCritic(nn.Module):
+    """One Q network (DDPG), under ``q1`` like the twin critic's first; returns ``(q1,)``."""
+
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> Tuple[jax.Array]:
+        x = jnp.concatenate([obs, action], axis=-1)
+        return (MLP((*self.hidden, 1), name="q1")(x)[..., 0],)
 
 
 def squash_gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array):

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from sparse_rl_jax import agents
 from sparse_rl_jax import config as cfg
 from sparse_rl_jax import methods
 
 Overrides = Dict[str, Any]
-ALGOS = ("td3", "sac")
 TASKS = ("halfcheetah", "hopper", "walker2d", "ant")
 
 # RLx2, Table 2: (actor, critic) sparsity per task.
@@ -34,6 +34,8 @@ DS_LAMBDAS = {
 
 
 # ---------------------------------------------------------------------------- method presets (no task)
+# Each preset function takes the agent's `preset_family` ("td3": a deterministic actor, "sac": a
+# stochastic one), the backbone whose papers' settings apply; DDPG, which neither paper ran, takes TD3's.
 def dense(algo: str) -> Overrides:
     return {"sparsity.actor": 0.0, "sparsity.critic": 0.0}
 
@@ -139,13 +141,12 @@ def _task_settings(method: str, algo: str, task: str) -> Overrides:
 def preset(method: str, algo: str, task: Optional[str] = None) -> Overrides:
     """The dotted overrides a method applies for an algorithm (and a task, for the paper settings)."""
     entry, _ = methods.parse(method)
-    if algo not in ALGOS:
-        raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(ALGOS)}")
-    out = dict(entry.preset(algo))
+    family = agents.get(algo).preset_family
+    out = dict(entry.preset(family))
     if task is not None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-        out.update(_task_settings(method, algo, task))
+        out.update(_task_settings(method, family, task))
     return out
 
 

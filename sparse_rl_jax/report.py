@@ -26,11 +26,10 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from sparse_rl_jax import cli, networks
+from sparse_rl_jax import agents, cli
 from sparse_rl_jax.sparsity import distributions, flops, masks
 
 USAGE_ERROR = 2
-ALGOS = ("td3", "sac")
 DISTRIBUTIONS = ("uniform", "er", "erk")
 
 
@@ -48,7 +47,7 @@ def _valid_hidden(text: str) -> bool:
 def _define_flags() -> flags.FlagValues:
     """Register the CLI's flags on a fresh FlagValues (no global registry, so main() is re-entrant)."""
     fv = flags.FlagValues()
-    flags.DEFINE_enum("algo", "td3", list(ALGOS), "Agent whose networks are accounted.", flag_values=fv)
+    flags.DEFINE_enum("algo", "td3", list(agents.names()), "Agent whose networks are accounted.", flag_values=fv)
     flags.DEFINE_integer("obs-dim", None, "Observation size.", flag_values=fv)
     flags.DEFINE_integer("act-dim", None, "Action size.", flag_values=fv)
     flags.DEFINE_float("actor-sparsity", 0.0, "Actor sparsity (fraction of zero weights).", flag_values=fv)
@@ -71,12 +70,12 @@ def _define_flags() -> flags.FlagValues:
 
 
 def build_networks(algo: str, obs_dim: int, act_dim: int, hidden: Sequence[int]) -> Tuple[Any, Any]:
-    """Shape-only (``jax.eval_shape``) param trees of the actor and the twin critic."""
-    actor_cls = networks.DeterministicActor if algo == "td3" else networks.GaussianActor
+    """Shape-only (``jax.eval_shape``) param trees of the agent's actor and critic."""
+    cls = agents.get(algo)
     obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
     key = jax.random.key(0)
-    actor = jax.eval_shape(actor_cls(act_dim, tuple(hidden)).init, key, obs)
-    critic = jax.eval_shape(networks.TwinCritic(tuple(hidden)).init, key, obs, act)
+    actor = jax.eval_shape(cls.make_actor(act_dim, hidden).init, key, obs)
+    critic = jax.eval_shape(cls.make_critic(hidden).init, key, obs, act)
     return actor, critic
 
 
@@ -105,6 +104,7 @@ def compute_report(algo: str, obs_dim: int, act_dim: int, actor_sparsity: float,
                    dense_output: bool = False) -> dict:
     """All numbers of the report as a dict (layers, per-network counts, totals); no printing."""
     actor, critic = build_networks(algo, obs_dim, act_dim, hidden)
+    model = agents.get(algo).flop_model
     layers, counts = {}, {}
     for name, params, sparsity in (("actor", actor, actor_sparsity), ("critic", critic, critic_sparsity)):
         dens = network_densities(params, sparsity, distribution, dense_input, dense_output)
@@ -113,8 +113,8 @@ def compute_report(algo: str, obs_dim: int, act_dim: int, actor_sparsity: float,
     return {
         "layers": layers,
         "counts": counts,
-        "total_size": flops.total_size(algo, counts["actor"], counts["critic"]),
-        "train_flops": flops.train_flops(algo, counts["actor"], counts["critic"]),
+        "total_size": flops.total_size(model, counts["actor"], counts["critic"]),
+        "train_flops": flops.train_flops(model, counts["actor"], counts["critic"]),
         "inference_flops": flops.inference_flops(counts["actor"]),
         "params": counts["actor"].sparse + counts["critic"].sparse,
     }
@@ -143,8 +143,7 @@ def format_report(report: dict, algo: str) -> str:
     for name, c in report["counts"].items():
         lines.append(f"{name:<8} {'(all layers)':<28} {'':>12} {int(c.dense):>9,} {int(c.sparse):>9,} "
                      f"{c.fraction:>8.4f}")
-    targets = "actor + actor target + critic + critic target" if algo == "td3" else \
-        "actor + critic + critic target"
+    targets = " + ".join(n.replace("_", " ") for n in sorted(agents.get(algo).flop_model.stored))
     t, i = report["train_flops"], report["inference_flops"]
     lines += [
         "",

@@ -234,7 +234,7 @@ def size_and_flops(config, trainer, states, seed: int, history: Optional[List[li
     return {
         "sparsity_actor": 1.0 - actor.fraction,
         "sparsity_critic": 1.0 - critic.fraction,
-        "total_size": flops.total_size(config.algo, actor, critic).fraction,
+        "total_size": flops.total_size(trainer.agent.flop_model, actor, critic).fraction,
         "train_flops": train,
         "inference_flops": flops.inference_flops(actor).fraction,
     }

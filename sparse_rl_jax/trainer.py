@@ -28,10 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from sparse_rl_jax import dst, envs, evaluation, methods, normalization, replay
+from sparse_rl_jax import agents, dst, envs, evaluation, methods, normalization, replay
 from sparse_rl_jax.sparsity import flops
-from sparse_rl_jax.agents.sac import SAC
-from sparse_rl_jax.agents.td3 import TD3
 from sparse_rl_jax.config import Config
 
 ProgressFn = Callable[[int, Dict[str, Any]], None]
@@ -65,19 +63,17 @@ def strong_types(tree):
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), tree)
 
 
-AGENT_CLASSES = {"td3": TD3, "sac": SAC}
-
-
 def make_agent(config: Config, obs_dim: int, action_dim: int, grad_axis: Optional[str] = None,
                batch_axes: Tuple[str, ...] = ()):
-    """The TD3 or SAC agent with each network's method object, built for that network's own updates.
+    """The config's agent (`agents.AGENTS`) with each network's method object, built for that network's
+    own updates.
 
     The critic updates ``total_updates`` times; the actor ``total_updates // actor_interval`` times (TD3:
     the policy delay). With ``topology.actor_clock='critic_updates'`` (DS) the actor's schedule numbers
     are read on the critic's clock (``scale`` = the actor interval); otherwise on its own updates (RLx2).
     """
-    cls = AGENT_CLASSES[config.algo]
-    interval = config.agent.policy_delay if config.algo == "td3" else 1
+    cls = agents.get(config.algo)
+    interval = cls.interval_for(config.agent)
     total = max(config.total_updates, 1)
     scale = interval if config.topology.actor_clock == "critic_updates" else 1
     actor_method = methods.for_network(config.method, config.topology, max(total // interval, 1), scale)
@@ -288,7 +284,7 @@ def chunk_metrics(trainer: Trainer, states: TrainState, info: Dict, updates: int
     `info` holds per-seed sums over the chunk; losses are averaged over the chunk's `updates`.
     """
     m: Dict[str, Any] = {}
-    for name in ("critic_loss", "actor_loss", "q", "alpha", "entropy"):
+    for name in trainer.agent.metric_names:
         if name in info:
             m[f"training/{name}"] = np.asarray(info[name]) / max(updates, 1)
     count = np.asarray(states.finished_count)
@@ -359,7 +355,7 @@ def period_flops(trainer: Trainer, states: TrainState, info: Dict) -> Dict[str, 
         model = {"actor": actor, "actor_target": actor, "critic": critic, "critic_target": critic,
                  "critic_q1": counts["critic"]["q1"]}
         t = flops.period_flops(
-            cfg.algo, model, critic_updates=net_updates["critic"], actor_updates=net_updates["actor"],
+            agent.flop_model, model, critic_updates=net_updates["critic"], actor_updates=net_updates["actor"],
             nstep_updates=float(np.asarray(info["nstep_updates"])[i]), nstep=rc.nstep,
             dense_grad_updates=dense_grads,
             batch_size=cfg.agent.batch_size)

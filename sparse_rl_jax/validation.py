@@ -37,9 +37,9 @@ def check_ranges(config: cfg.Config) -> None:
 
 def validate(config: cfg.Config) -> cfg.Config:
     """Raise `ConfigError` on the first invalid option; return the config unchanged otherwise."""
-    from sparse_rl_jax import envs, methods, presets  # local: envs imports brax, only needed here
+    from sparse_rl_jax import agents, envs, methods  # local: envs imports brax, only needed here
 
-    _one_of("algo", config.algo, presets.ALGOS)
+    _one_of("algo", config.algo, agents.names())
     _one_of("method", config.method, methods.method_names())
     _one_of("env.name", config.env.name, envs.env_names())
     _one_of("env.backend", config.env.backend, envs.BACKENDS)

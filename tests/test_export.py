@@ -365,7 +365,7 @@ def test_cli_exports_newest_checkpoint(monkeypatch, tmp_path, actors, capsys):
     assert cli.main(["export", "--workdir", str(tmp_path)]) == 2  # --out missing
 
 
-@pytest.mark.parametrize("algo", ["td3", "sac"])
+@pytest.mark.parametrize("algo", ["td3", "sac", "ddpg"])
 def test_export_of_normalised_run_acts_like_trained_policy(tmp_path, algo, capsys):
     """A run with ``env.normalize_observations``: its checkpoint's running stats become the file's
     normaliser, so the exported policy (NumPy and JAX) on raw observations gives

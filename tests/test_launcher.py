@@ -30,6 +30,7 @@ TINY = [
 ]
 TD3_ARGS = [f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY, "--seeds=2", "--keep_checkpoints=2"]
 SAC_ARGS = [f"--config={CONFIGS}/preset.py:ds,sac", "--config.env=inverted_pendulum", *TINY]
+DDPG_ARGS = [f"--config={CONFIGS}/preset.py:rigl+importance,ddpg", *TINY, "--noplots"]
 TIMING = ("training/sps", "training/walltime")
 CHUNKS = 4
 
@@ -71,10 +72,11 @@ class Background:
 
 @pytest.fixture(scope="module")
 def first_runs(cli_env, tmp_path_factory):
-    """The TD3 and SAC end-to-end runs, started together."""
+    """The TD3, SAC and DDPG end-to-end runs, started together."""
     runs = {"td3": Background(cli_env, str(tmp_path_factory.mktemp("td3") / "run"), *TD3_ARGS),
             "sac": Background(cli_env, str(tmp_path_factory.mktemp("sac") / "run"), *SAC_ARGS,
-                              "--checkpoint_every=2")}
+                              "--checkpoint_every=2"),
+            "ddpg": Background(cli_env, str(tmp_path_factory.mktemp("ddpg") / "run"), *DDPG_ARGS)}
     yield runs
     for run in runs.values():
         if run.proc.poll() is None:
@@ -164,6 +166,31 @@ def test_sac_end_to_end(first_runs):
     assert checkpoint.all_steps(workdir) == [2, 4]
     assert _is_png(os.path.join(workdir, "plots", "learning_curve.png"))
     assert not os.path.exists(os.path.join(workdir, "plots", "buffer_nstep.png"))  # not an RLx2 run
+
+
+@pytest.mark.slow
+def test_ddpg_end_to_end_with_export(first_runs, cli_env, tmp_path):
+    """The third agent through the same launcher, summary, export CLI and policy loading: both of its
+    networks evolved (RigL with importance growth), one critic, no actor delay."""
+    workdir, proc = first_runs["ddpg"].workdir, first_runs["ddpg"].wait()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rigl+importance DDPG on inverted_pendulum" in proc.stdout
+    summary = json.load(open(os.path.join(workdir, "summary.json")))
+    assert summary["algo"] == "ddpg" and summary["seeds"][0]["final_return"] is not None
+    last = _jsonl(os.path.join(workdir, "metrics", "seed_0.jsonl"))[-1]
+    assert last["topology/actor/net_updates"] == last["topology/critic/net_updates"] > 0  # no policy delay
+    events = [sum(r[f"topology/{n}/events"] for r in _jsonl(os.path.join(workdir, "metrics", "seed_0.jsonl")))
+              for n in ("actor", "critic")]
+    assert min(events) >= 2, events
+    state = checkpoint.restore(workdir).states.agent
+    assert list(state.critic.params["params"]) == ["q1"]  # DDPG's single critic
+    out = tmp_path / "ddpg.npz"
+    proc = run_cli(cli_env, "experiments.export", f"--workdir={workdir}", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from sparse_rl_jax.export import load_policy, read_policy
+    assert read_policy(out).output_transform == "tanh" and read_policy(out).algo == "ddpg"
+    obs = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_allclose(load_policy(out)(obs), checkpoint.load_policy(workdir)(obs), atol=1e-5)
 
 
 def _state_leaves(workdir):

@@ -62,6 +62,13 @@ def test_dense_sac_learns_inverted_pendulum():
 
 
 @pytest.mark.slow
+def test_dense_ddpg_learns_inverted_pendulum():
+    best, last = _best_return("dense", "ddpg", updates_per_env_step=1.0)
+    assert int(last["topology/actor/net_updates"][0]) == int(last["topology/critic/net_updates"][0])
+    assert best >= THRESHOLD
+
+
+@pytest.mark.slow
 def test_rlx2_td3_at_90_percent_sparsity_learns_inverted_pendulum():
     best, last = _best_return(
         "rlx2", "td3", **{"updates_per_env_step": 1.0, "sparsity.actor": 0.9, "sparsity.critic": 0.9, "topology.period": 1000,

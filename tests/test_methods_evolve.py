@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparse_rl_jax import dst, replay, trainer
+from sparse_rl_jax import agents, dst, replay, trainer
 from sparse_rl_jax.sparsity import masks as mask_lib
 from tests.conftest import tiny_config
 
@@ -81,14 +81,14 @@ def expected_events(period, start, stop, final_prune, scale, own_updates):
 DYNAMIC = ["ds", "rigl", "rlx2", "ds+importance", "rigl+importance", "rlx2+importance"]
 
 
-@pytest.mark.parametrize("algo", ["td3", "sac"])
+@pytest.mark.parametrize("algo", agents.names())
 @pytest.mark.parametrize("method", DYNAMIC)
 def test_both_networks_evolve_as_scheduled(method, algo):
     config = _config(method, algo)
     agent, init, final, info = run_agent(config)
     t = config.topology
     delay = agent.actor_interval
-    assert delay == (2 if algo == "td3" else 1)
+    assert delay == {"td3": 2, "sac": 1, "ddpg": 1}[algo]
     own = {"critic": TOTAL, "actor": TOTAL // delay}
     for name, scale in (("critic", 1), ("actor", delay if t.actor_clock == "critic_updates" else 1)):
         assert int(np.asarray(getattr(final, name).updates)[0]) == own[name], name
@@ -141,7 +141,7 @@ def test_ds_td3_actor_follows_the_critic_clock():
     assert [2 * u for u in actor_events] == [-(-x // 2) * 2 for x in critic_events]
 
 
-@pytest.mark.parametrize("algo", ["td3", "sac"])
+@pytest.mark.parametrize("algo", agents.names())
 def test_gmp_networks_reach_their_target_sparsity(algo):
     config = _config("gmp", algo, **{"topology.period": 10, "topology.gmp_begin": 0.2,
                                      "topology.gmp_end": 0.8})

@@ -72,7 +72,7 @@ def test_main_table_mentions_every_layer(capsys):
 @pytest.mark.parametrize("args, option", [
     (["--actor-sparsity", "1.0"], "--actor-sparsity=1.0"),
     (["--distribution", "gaussian"], "--distribution=gaussian"),
-    (["--algo", "ddpg"], "--algo=ddpg"),
+    (["--algo", "ppo"], "--algo=ppo"),
     (["--obs-dim", "0"], "--obs-dim=0"),
     (["--hidden", "256,-1"], "--hidden=256,-1"),
 ])
@@ -82,3 +82,18 @@ def test_main_bad_input_returns_2_with_one_clear_line(capsys, args, option):
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and option in lines[0]
+
+
+def test_ddpg_report_counts_one_critic_and_an_actor_update_every_step():
+    """DDPG (one Q, no delay) on HalfCheetah's sizes, dense: counts worked out by hand."""
+    r = report.compute_report("ddpg", 17, 6, 0.0, 0.0, "erk")
+    actor, critic = 17 * 256 + 256 * 256 + 256 * 6, (17 + 6) * 256 + 256 * 256 + 256
+    assert (r["counts"]["actor"].dense, r["counts"]["critic"].dense) == (actor, critic)
+    # per sample: actor target + critic target forwards, critic fwd+bwd, then actor (3) and critic (3)
+    assert r["train_flops"].dense == (1 + 3) * actor + (1 + 3 + 3) * critic
+    assert r["total_size"].dense == 2 * actor + 2 * critic
+    sparse = report.compute_report("ddpg", 17, 6, 0.9, 0.9, "uniform")
+    assert sparse["total_size"].fraction == pytest.approx(0.1, abs=1e-3)
+    text = report.format_report(sparse, "ddpg")
+    assert "total size (actor + actor target + critic + critic target)" in text
+    assert "q2" not in text

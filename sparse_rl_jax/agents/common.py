@@ -1,16 +1,18 @@
-"""Pieces shared by the TD3 and SAC agents: their static base, building a sparse network, its optimizer."""
+"""Pieces shared by the agents: their static base (and the facts each declares), building a sparse network,
+its optimizer."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
 
 from sparse_rl_jax import dst, networks
 from sparse_rl_jax.config import AgentConfig, SparsityConfig
-from sparse_rl_jax.sparsity import distributions
+from sparse_rl_jax.sparsity import distributions, flops
 from sparse_rl_jax.sparsity import masks as mask_lib
 from sparse_rl_jax.sparsity import optim as optim_lib
 
@@ -80,12 +82,41 @@ def min_q(critic_apply, params, obs, action) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class AgentBase:
-    """Static configuration shared by TD3 and SAC (hashable, so jitted methods can close over it).
+    """Static configuration shared by the agents (hashable, so jitted methods can close over it).
+
+    An agent is ``init(key, actor_sparsity, critic_sparsity) -> state``, ``explore(state, obs, key) ->
+    (action, noise-free action)``, ``policy(actor_params, obs) -> action`` and ``update(state, window,
+    step, n_active, key) -> (state, info)``, over a state with ``actor`` and ``critic`` `dst.SparseNet`s.
+    The class-level facts below are what the host side (trainer, FLOP accounting, report, export,
+    presets) reads instead of asking which algorithm it is; `sparse_rl_jax.agents.AGENTS` maps names to
+    classes.
 
     ``actor_method`` / ``critic_method`` are the DST method objects of the two networks (`methods.py`),
     each built for that network's own update count. ``batch_axes``: the vmap axes the update always runs
     under (seeds, data shards), over which topology events are agreed so their switch stays a branch.
     """
+    # ------------------------------------------------------------- facts each agent declares
+    flop_model: ClassVar[flops.PassModel]  # its passes per update and its stored networks
+    export_head: ClassVar[str]  # the exported actor's output transform (`export.format.OUTPUT_TRANSFORMS`)
+    has_actor_target: ClassVar[bool]  # the critic always keeps a target
+    # whose papers' settings the presets use: "td3" (deterministic actor) or "sac" (stochastic actor)
+    preset_family: ClassVar[str]
+    # per-update info entries averaged into `training/<name>` metrics
+    metric_names: ClassVar[Tuple[str, ...]] = ("critic_loss", "actor_loss", "q")
+
+    @classmethod
+    def make_actor(cls, action_dim: int, hidden: Sequence[int]) -> nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def make_critic(cls, hidden: Sequence[int]) -> nn.Module:
+        return networks.TwinCritic(tuple(hidden))
+
+    @classmethod
+    def interval_for(cls, cfg: AgentConfig) -> int:
+        """Critic updates per actor update (TD3: the policy delay)."""
+        return 1
+
     obs_dim: int
     action_dim: int
     cfg: AgentConfig
@@ -97,18 +128,21 @@ class AgentBase:
     grad_axis: Optional[str] = None
     batch_axes: Tuple[str, ...] = ()
 
-    # Updates of the actor per critic update are 1 / actor_interval (TD3: the policy delay).
     @property
     def actor_interval(self) -> int:
-        return 1
+        return self.interval_for(self.cfg)
+
+    @property
+    def actor_module(self) -> nn.Module:
+        return self.make_actor(self.action_dim, self.cfg.hidden)
+
+    @property
+    def critic_module(self) -> nn.Module:
+        return self.make_critic(self.cfg.hidden)
 
     def reduce(self, tree):
         """Mean over the data-parallel axis (identity on one device)."""
         return tree if self.grad_axis is None else jax.lax.pmean(tree, self.grad_axis)
-
-    @property
-    def critic_module(self):
-        return networks.TwinCritic(tuple(self.cfg.hidden))
 
     def _optimizer(self, learning_rate):
         c = self.cfg
@@ -128,14 +162,14 @@ class AgentBase:
     def apply_critic_gradients(self, net, grads):
         return dst.apply_gradients(net, grads, self.critic_method, self.critic_optimizer, self.batch_axes)
 
-    def build_nets(self, key, actor_sparsity, critic_sparsity, actor_target: bool):
-        """(actor, critic) sparse networks for one seed; only the critic always keeps a target."""
+    def build_nets(self, key, actor_sparsity, critic_sparsity):
+        """(actor, critic) sparse networks for one seed; the actor's target as `has_actor_target` says."""
         actor_key, critic_key = jax.random.split(key)
         obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
         actor = build_net(
             actor_key, self.actor_module, (obs,), actor_sparsity,
             is_sparse_net(self.sparsity.actor, self.actor_method, self.sparsity), self.sparsity,
-            self.actor_method, self.actor_optimizer, with_target=actor_target)
+            self.actor_method, self.actor_optimizer, with_target=self.has_actor_target)
         critic = build_net(
             critic_key, self.critic_module, (obs, act), critic_sparsity,
             is_sparse_net(self.sparsity.critic, self.critic_method, self.sparsity), self.sparsity,

@@ -19,6 +19,21 @@ from flax import struct
 
 from sparse_rl_jax import dst, networks, replay
 from sparse_rl_jax.agents import common
+from sparse_rl_jax.sparsity.flops import Pass, PassModel
+
+# The pass model (`sparsity.flops`): the next action from the online actor (and, with n-step targets, one
+# actor pass per intermediate state), the actor update through both Qs; no actor target.
+FLOP_MODEL = PassModel(passes=(
+    Pass("next action: online actor forward", "actor", 1.0),
+    Pass("entropy at intermediate states: actor forward", "actor", 1.0, "nstep"),
+    Pass("target Q: critic target forward (Q1+Q2)", "critic_target", 1.0),
+    Pass("critic update: forward", "critic", 1.0),
+    Pass("critic update: backward", "critic", 2.0),
+    Pass("actor update: actor forward", "actor", 1.0, "actor_update"),
+    Pass("actor update: critic forward (Q1+Q2)", "critic", 1.0, "actor_update"),
+    Pass("actor update: critic backward", "critic", 2.0, "actor_update"),
+    Pass("actor update: actor backward", "actor", 2.0, "actor_update"),
+), stored=("actor", "critic", "critic_target"), actor_interval=1)
 
 
 @struct.dataclass
@@ -31,9 +46,15 @@ class SACState:
 
 @dataclasses.dataclass(frozen=True)
 class SAC(common.AgentBase):
-    @property
-    def actor_module(self):
-        return networks.GaussianActor(self.action_dim, tuple(self.cfg.hidden))
+    flop_model = FLOP_MODEL
+    export_head = "tanh_mean"  # the output layer is [mean | log_std]; the deterministic policy is tanh(mean)
+    has_actor_target = False
+    preset_family = "sac"
+    metric_names = ("critic_loss", "actor_loss", "q", "alpha", "entropy")
+
+    @classmethod
+    def make_actor(cls, action_dim, hidden):
+        return networks.GaussianActor(action_dim, tuple(hidden))
 
     @property
     def alpha_optimizer(self):
@@ -46,7 +67,7 @@ class SAC(common.AgentBase):
 
     # ----------------------------------------------------------------- init / acting
     def init(self, key, actor_sparsity, critic_sparsity) -> SACState:
-        actor, critic = self.build_nets(key, actor_sparsity, critic_sparsity, actor_target=False)
+        actor, critic = self.build_nets(key, actor_sparsity, critic_sparsity)
         log_alpha = jnp.asarray(self.cfg.init_log_alpha, jnp.float32)
         return SACState(actor=actor, critic=critic, log_alpha=log_alpha,
                         alpha_opt_state=self.alpha_optimizer.init(log_alpha))

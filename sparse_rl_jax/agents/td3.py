@@ -18,6 +18,19 @@ from flax import struct
 
 from sparse_rl_jax import dst, networks, replay
 from sparse_rl_jax.agents import common
+from sparse_rl_jax.sparsity.flops import Pass, PassModel
+
+# The pass model (`sparsity.flops`): the target action from the actor target, the actor update through Q1.
+FLOP_MODEL = PassModel(passes=(
+    Pass("target action: actor target forward", "actor_target", 1.0),
+    Pass("target Q: critic target forward (Q1+Q2)", "critic_target", 1.0),
+    Pass("critic update: forward", "critic", 1.0),
+    Pass("critic update: backward", "critic", 2.0),
+    Pass("actor update: actor forward", "actor", 1.0, "actor_update"),
+    Pass("actor update: critic forward (Q1)", "critic_q1", 1.0, "actor_update"),
+    Pass("actor update: critic backward", "critic_q1", 2.0, "actor_update"),
+    Pass("actor update: actor backward", "actor", 2.0, "actor_update"),
+), stored=("actor", "critic", "critic_target", "actor_target"), actor_interval=2)
 
 
 @struct.dataclass
@@ -28,13 +41,22 @@ class TD3State:
 
 @dataclasses.dataclass(frozen=True)
 class TD3(common.AgentBase):
-    @property
-    def actor_module(self):
-        return networks.DeterministicActor(self.action_dim, tuple(self.cfg.hidden))
+    flop_model = FLOP_MODEL
+    export_head = "tanh"
+    has_actor_target = True
+    preset_family = "td3"
+
+    @classmethod
+    def make_actor(cls, action_dim, hidden):
+        return networks.DeterministicActor(action_dim, tuple(hidden))
+
+    @classmethod
+    def interval_for(cls, cfg) -> int:
+        return cfg.policy_delay
 
     # ----------------------------------------------------------------- init / acting
     def init(self, key, actor_sparsity, critic_sparsity) -> TD3State:
-        actor, critic = self.build_nets(key, actor_sparsity, critic_sparsity, actor_target=True)
+        actor, critic = self.build_nets(key, actor_sparsity, critic_sparsity)
         return TD3State(actor=actor, critic=critic)
 
     def policy(self, actor_params, obs) -> jax.Array:
@@ -69,10 +91,6 @@ class TD3(common.AgentBase):
         loss = -jnp.mean(q1)
         return loss, {"actor_loss": loss}
 
-    @property
-    def actor_interval(self) -> int:
-        return self.cfg.policy_delay
-
     def update(self, state: TD3State, window: replay.Window, step, n_active, key
                ) -> Tuple[TD3State, Dict[str, jax.Array]]:
         """One gradient update; `step` is the 0-based critic-update count, unbatched (shared by the
@@ -98,7 +116,10 @@ class TD3(common.AgentBase):
             zeros = {f"actor_{k}": v for k, v in dst.zero_metrics(state.actor).items()}
             return state, {"actor_loss": jnp.float32(0.0), **zeros}
 
-        delay = self.cfg.policy_delay
-        state, actor_info = jax.lax.cond((step + 1) % delay == 0, delayed, skip, state)
+        delay = self.actor_interval
+        if delay == 1:  # every update (DDPG, or TD3 without delay): no branch to trace
+            state, actor_info = delayed(state)
+        else:
+            state, actor_info = jax.lax.cond((step + 1) % delay == 0, delayed, skip, state)
         info.update(actor_info)
         return state, info

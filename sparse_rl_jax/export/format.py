@@ -41,7 +41,10 @@ import numpy as np
 
 FORMAT_NAME = "sparse_rl_jax.policy"
 FORMAT_VERSION = 1
-ALGO_OUTPUT = {"td3": "tanh", "sac": "tanh_mean"}
+OUTPUT_TRANSFORMS = ("tanh", "tanh_mean")
+# algo -> the output transform of its exported actor, filled by `sparse_rl_jax.agents` from each agent's
+# `export_head` (this package imports only NumPy/SciPy, so it cannot ask the agents itself)
+HEADS: Dict[str, str] = {}
 ACTIVATIONS = ("relu", "identity")
 VALUE_DTYPES = ("float32", "float16")
 _LAYER_RE = re.compile(r"^dense_(\d+)$")
@@ -180,9 +183,10 @@ def _csr_layer(name: str, kernel: np.ndarray, mask: np.ndarray, bias: np.ndarray
                  values=np.ascontiguousarray(kernel.T[mask_t], dtype=np.float32))
 
 
-def _trim_output(kernel: np.ndarray, bias: np.ndarray, mask: Optional[np.ndarray], algo: str):
-    """SAC's output layer is [mean | log_std]; keep the mean half, the deterministic policy's only input."""
-    if algo != "sac":
+def _trim_output(kernel: np.ndarray, bias: np.ndarray, mask: Optional[np.ndarray], head: str):
+    """A stochastic actor's output layer is [mean | log_std]; keep the mean half, the deterministic
+    policy's only input."""
+    if head != "tanh_mean":
         return kernel, bias, mask
     if kernel.shape[1] % 2:
         raise ValueError(f"SAC output layer must have an even width (mean, log_std), got {kernel.shape[1]}")
@@ -208,15 +212,17 @@ def _normalizer_arrays(obs_normalizer: Any) -> Tuple[Optional[np.ndarray], Optio
 
 def actor_to_exported(actor_params: Any, actor_masks: Any, algo: str, obs_normalizer: Any = None,
                       metadata: Optional[Mapping[str, Any]] = None,
-                      values_dtype: str = "float32") -> ExportedPolicy:
+                      values_dtype: str = "float32", head: Optional[str] = None) -> ExportedPolicy:
     """Convert a (masked) Flax actor into an :class:`ExportedPolicy` without touching the disk.
 
     Kernel leaves with a mask become CSR layers holding exactly the mask's entries; kernels whose mask
     is None (or ``actor_masks=None``) stay dense, which is what DST setups with dense input/output
     layers need. ``values_dtype='float16'`` halves the value bytes but costs ~1e-3 relative accuracy.
     """
-    if algo not in ALGO_OUTPUT:
-        raise ValueError(f"algo must be one of {sorted(ALGO_OUTPUT)}, got {algo!r}")
+    head = head or HEADS.get(algo)
+    if head not in OUTPUT_TRANSFORMS:
+        raise ValueError(f"algo must be one of {sorted(HEADS)} (or head= one of {OUTPUT_TRANSFORMS}), "
+                         f"got {algo!r}")
     if values_dtype not in VALUE_DTYPES:
         raise ValueError(f"values_dtype must be one of {VALUE_DTYPES}, got {values_dtype!r}")
     params, masks = _unwrap(actor_params), _unwrap(actor_masks)
@@ -227,7 +233,7 @@ def actor_to_exported(actor_params: Any, actor_masks: Any, algo: str, obs_normal
         bias = np.asarray(params[name]["bias"], np.float32)
         mask = _kernel_mask(masks, name)
         if i == len(names) - 1:
-            kernel, bias, mask = _trim_output(kernel, bias, mask, algo)
+            kernel, bias, mask = _trim_output(kernel, bias, mask, head)
         activation = "identity" if i == len(names) - 1 else "relu"
         if mask is None:
             layers.append(Layer(name=name, shape=kernel.T.shape, bias=bias, activation=activation,
@@ -235,7 +241,7 @@ def actor_to_exported(actor_params: Any, actor_masks: Any, algo: str, obs_normal
         else:
             layers.append(_csr_layer(name, kernel, mask, bias, activation))
     mean, std = _normalizer_arrays(obs_normalizer)
-    policy = ExportedPolicy(algo=algo, layers=tuple(layers), output_transform=ALGO_OUTPUT[algo],
+    policy = ExportedPolicy(algo=algo, layers=tuple(layers), output_transform=head,
                             obs_mean=mean, obs_std=std, values_dtype=values_dtype,
                             metadata=dict(metadata or {}))
     _validate(policy)
@@ -321,15 +327,16 @@ def write_policy(policy: ExportedPolicy, path: str | os.PathLike, compress: bool
 
 def export_actor(actor_params: Any, actor_masks: Any, algo: str, path: str | os.PathLike,
                  obs_normalizer: Any = None, metadata: Optional[Mapping[str, Any]] = None,
-                 values_dtype: str = "float32", compress: bool = True) -> int:
+                 values_dtype: str = "float32", compress: bool = True, head: Optional[str] = None) -> int:
     """Export a trained actor to ``path`` in compressed sparse form; returns the file size in bytes.
 
     ``actor_params``/``actor_masks`` follow the project's convention (masks: bool at sparse kernels,
-    None at dense leaves; ``actor_masks=None`` = all dense). ``algo`` is 'td3' (DeterministicActor)
-    or 'sac' (GaussianActor; the log-std head is dropped). ``obs_normalizer``: (mean, std) as a
+    None at dense leaves; ``actor_masks=None`` = all dense). ``algo`` names the agent (its registered
+    ``export_head``: 'td3'/'ddpg' a tanh policy, 'sac' tanh of the Gaussian mean, its log-std half
+    dropped); ``head`` gives the output transform directly. ``obs_normalizer``: (mean, std) as a
     Mapping, an object with ``.mean``/``.std`` or a pair, applied as ``(obs - mean) / std``.
     """
-    policy = actor_to_exported(actor_params, actor_masks, algo, obs_normalizer, metadata, values_dtype)
+    policy = actor_to_exported(actor_params, actor_masks, algo, obs_normalizer, metadata, values_dtype, head)
     return write_policy(policy, path, compress=compress)
 
 
@@ -445,7 +452,7 @@ def _validate_csr(layer: Layer) -> None:
 
 def _validate(policy: ExportedPolicy) -> None:
     """Structural checks; the NumPy runtime calls a C kernel that trusts indices, so they must hold."""
-    if policy.output_transform not in ALGO_OUTPUT.values():
+    if policy.output_transform not in OUTPUT_TRANSFORMS:
         raise ValueError(f"unknown output transform {policy.output_transform!r}")
     prev = None
     for layer in policy.layers:

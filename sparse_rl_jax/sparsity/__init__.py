@@ -18,5 +18,5 @@ from sparse_rl_jax.sparsity.topology import (
     update_masks)
 from sparse_rl_jax.sparsity.optim import grown_mask, mask_tree, masked_optimizer, reset_grown_moments
 from sparse_rl_jax.sparsity.flops import (
-    Count, LayerStat, Pass, default_policy_delay, inference_flops, layer_stats, network_count,
+    Count, LayerStat, Pass, PassModel, inference_flops, layer_stats, network_count,
     total_size, train_flops, train_passes)

@@ -1,4 +1,4 @@
-"""Parameter and FLOP accounting for sparse TD3/SAC, following RLx2's table conventions.
+"""Parameter and FLOP accounting for sparse actor-critic agents, following RLx2's table conventions.
 
 Everything here is host-side bookkeeping on Python numbers. It works from real ``params`` + ``masks``
 (the trainer) or from shapes + a density tree (``jax.eval_shape`` params, the report CLI), so nothing has to
@@ -15,7 +15,8 @@ Counting conventions (ALGORITHMS.md, "Accounting conventions"):
 * **Forward pass** of a network on one sample = its non-zero weights in multiply-adds (MACs).
   **Backward pass** = 2x forward (input gradient + weight gradient). A twin critic's pass runs both Qs.
 
-Pass model (``update_passes``), per sample of the mini-batch (multiply by ``batch_size``):
+Pass model: each agent declares its own as data (a `PassModel`, the agent's ``flop_model``); the ones
+of TD3 and SAC, per sample of the mini-batch (multiply by ``batch_size``), are:
 
 ==========================================  ===================  ===============  =====================
 pass                                        network              forward units    runs on
@@ -32,7 +33,8 @@ actor update: critic backward               as above             2              
 actor update: actor backward                actor                2                every actor update
 ==========================================  ===================  ===============  =====================
 
-TD3's actor updates once per ``policy_delay`` critic updates; SAC's at every one. SAC's temperature update
+(DDPG: TD3's passes with one Q.) TD3's actor updates once per ``policy_delay`` critic updates; SAC's at
+every one. SAC's temperature update
 reuses the actor update's log-probabilities and costs no network pass; soft target updates and
 re-masking are elementwise and not counted. The critic backward inside the actor update is counted as a
 full backward (2x), as RLx2 does, although only its input gradient is strictly needed.
@@ -51,7 +53,6 @@ from typing import Any, List, NamedTuple, Optional, Tuple
 import jax
 import numpy as np
 
-ALGOS = ("td3", "sac")
 
 
 class LayerStat(NamedTuple):
@@ -86,6 +87,16 @@ class Pass(NamedTuple):
     network: str  # 'actor' | 'actor_target' | 'critic' | 'critic_q1' | 'critic_target'
     units: float
     runs: str = "critic_update"
+
+
+class PassModel(NamedTuple):
+    """An agent's training cost as data: the passes of one critic update (`Pass`), the networks it
+    stores (for RLx2's total size: online networks and targets) and its default critic updates per actor
+    update (TD3's policy delay; the steady-state figure of the report)."""
+
+    passes: Tuple[Pass, ...]
+    stored: Tuple[str, ...]
+    actor_interval: int = 1
 
 
 def path_string(path: Any) -> str:
@@ -139,47 +150,14 @@ def inference_flops(actor: Count, batch_size: int = 1) -> Count:
     return Count(actor.sparse * batch_size, actor.dense * batch_size)
 
 
-def _check_algo(algo: str) -> None:
-    if algo not in ALGOS:
-        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
-
-
-def default_policy_delay(algo: str) -> int:
-    """TD3 updates the actor every 2nd iteration; SAC every iteration."""
-    _check_algo(algo)
-    return 2 if algo == "td3" else 1
-
-
-def update_passes(algo: str) -> List[Pass]:
-    """The pass model (module docstring), as data."""
-    _check_algo(algo)
-    if algo == "td3":
-        first = [Pass("target action: actor target forward", "actor_target", 1.0)]
-        actor_critic = "critic_q1"
-    else:
-        first = [Pass("next action: online actor forward", "actor", 1.0),
-                 Pass("entropy at intermediate states: actor forward", "actor", 1.0, "nstep")]
-        actor_critic = "critic"
-    return first + [
-        Pass("target Q: critic target forward (Q1+Q2)", "critic_target", 1.0),
-        Pass("critic update: forward", "critic", 1.0),
-        Pass("critic update: backward", "critic", 2.0),
-        Pass("actor update: actor forward", "actor", 1.0, "actor_update"),
-        Pass(f"actor update: critic forward ({'Q1' if algo == 'td3' else 'Q1+Q2'})", actor_critic, 1.0,
-             "actor_update"),
-        Pass("actor update: critic backward", actor_critic, 2.0, "actor_update"),
-        Pass("actor update: actor backward", "actor", 2.0, "actor_update"),
-    ]
-
-
-def train_passes(algo: str, policy_delay: Optional[int] = None) -> List[Pass]:
-    """Per critic update on average: actor-update passes scaled by ``1 / policy_delay``, n-step passes left
-    out (the steady-state figure of the report CLI)."""
-    d = default_policy_delay(algo) if policy_delay is None else policy_delay
+def train_passes(model: PassModel, policy_delay: Optional[int] = None) -> List[Pass]:
+    """Per critic update on average: actor-update passes scaled by ``1 / policy_delay`` (default: the
+    model's actor interval), n-step passes left out (the steady-state figure of the report CLI)."""
+    d = model.actor_interval if policy_delay is None else policy_delay
     if d < 1:
         raise ValueError(f"policy_delay must be >= 1, got {d}")
     return [p._replace(units=p.units / d) if p.runs == "actor_update" else p
-            for p in update_passes(algo) if p.runs != "nstep"]
+            for p in model.passes if p.runs != "nstep"]
 
 
 def _networks(actor: Count, critic: Count, actor_target: Optional[Count],
@@ -201,7 +179,7 @@ def _topology_extra(net: Count, period: Optional[float]) -> float:
     return (net.dense - net.sparse) / period
 
 
-def train_flops(algo: str, actor: Count, critic: Count, *, actor_target: Optional[Count] = None,
+def train_flops(model: PassModel, actor: Count, critic: Count, *, actor_target: Optional[Count] = None,
                 critic_target: Optional[Count] = None, critic_q1: Optional[Count] = None,
                 policy_delay: Optional[int] = None, batch_size: int = 1,
                 topology_period: Optional[float] = None,
@@ -213,19 +191,19 @@ def train_flops(algo: str, actor: Count, critic: Count, *, actor_target: Optiona
     defaults to ``topology_period * policy_delay``. The dense column never includes it.
     """
     nets = _networks(actor, critic, actor_target, critic_target, critic_q1)
-    passes = train_passes(algo, policy_delay)
+    passes = train_passes(model, policy_delay)
     sparse = sum(p.units * nets[p.network].sparse for p in passes)
     dense = sum(p.units * nets[p.network].dense for p in passes)
     if actor_topology_period is None and topology_period is not None:
-        actor_topology_period = topology_period * (policy_delay or default_policy_delay(algo))
+        actor_topology_period = topology_period * (policy_delay or model.actor_interval)
     sparse += _topology_extra(critic, topology_period) + _topology_extra(actor, actor_topology_period)
     return Count(sparse * batch_size, dense * batch_size)
 
 
-def period_flops(algo: str, nets: dict, *, critic_updates: float, actor_updates: float,
+def period_flops(model: PassModel, nets: dict, *, critic_updates: float, actor_updates: float,
                  nstep_updates: float = 0.0, nstep: int = 1, dense_grad_updates: Optional[dict] = None,
                  batch_size: int = 1) -> Count:
-    """Multiply-adds of a stretch of training, counted pass by pass (``update_passes``).
+    """Multiply-adds of a stretch of training, counted pass by pass (``model.passes``).
 
     ``nets``: ``Count`` per network name of the pass model (mean sizes over the stretch); the numbers of
     critic and actor updates made, of critic updates with n-step targets on (``nstep`` > 1), and
@@ -235,7 +213,7 @@ def period_flops(algo: str, nets: dict, *, critic_updates: float, actor_updates:
     runs = {"critic_update": critic_updates, "actor_update": actor_updates,
             "nstep": nstep_updates * max(nstep - 1, 0)}
     sparse = dense = 0.0
-    for p in update_passes(algo):
+    for p in model.passes:
         sparse += p.units * runs[p.runs] * nets[p.network].sparse
         if p.runs != "nstep":
             dense += p.units * runs[p.runs] * nets[p.network].dense
@@ -244,13 +222,9 @@ def period_flops(algo: str, nets: dict, *, critic_updates: float, actor_updates:
     return Count(sparse * batch_size, dense * batch_size)
 
 
-def total_size(algo: str, actor: Count, critic: Count, *, actor_target: Optional[Count] = None,
+def total_size(model: PassModel, actor: Count, critic: Count, *, actor_target: Optional[Count] = None,
                critic_target: Optional[Count] = None) -> Count:
-    """RLx2 "total size": non-zero weights over dense weights, all stored networks incl. targets.
-
-    TD3 = actor + actor target + critic (both Qs) + critic target; SAC has no actor target.
-    """
-    _check_algo(algo)
+    """RLx2 "total size": non-zero weights over dense weights, all stored networks incl. targets
+    (``model.stored``; TD3: actor + actor target + critic (both Qs) + critic target; SAC: no actor target)."""
     nets = _networks(actor, critic, actor_target, critic_target)
-    names = ["actor", "critic", "critic_target"] + (["actor_target"] if algo == "td3" else [])
-    return Count(sum(nets[n].sparse for n in names), sum(nets[n].dense for n in names))
+    return Count(sum(nets[n].sparse for n in model.stored), sum(nets[n].dense for n in model.stored))
