@@ -4,10 +4,10 @@
 
 Episodes follow the training-time evaluation protocol (``sparse_rl_jax.evaluation``: deterministic policy,
 full episode length, no auto-reset). Exit status: 0, or 2 on bad flags / a missing or corrupted
-checkpoint (one line on stderr). From Python, see ``checkpoint.load_policy``::
+checkpoint (one line on stderr). From Python, see ``runs.load_policy``::
 
-    from sparse_rl_jax import checkpoint
-    policy = checkpoint.load_policy("runs/demo")
+    from sparse_rl_jax import runs
+    policy = runs.load_policy("runs/demo")
     action = policy(obs)
 """
 from __future__ import annotations
@@ -37,11 +37,11 @@ def evaluate_run(workdir: str, episodes: int, seed_offset: int = 0) -> dict:
     import jax
     import numpy as np
 
-    from sparse_rl_jax import checkpoint, evaluation
+    from sparse_rl_jax import evaluation, runs
     from sparse_rl_jax import config as cfg_lib
     from sparse_rl_jax import trainer as trainer_lib
 
-    restored = checkpoint.restore(workdir)
+    restored = runs.restore(workdir)
     config = cfg_lib.from_dict(restored.config)
     trainer = trainer_lib.Trainer(config)
     e = config.env

@@ -8,7 +8,7 @@ Then, on the deployment side (NumPy/SciPy only)::
     policy = load_policy("policy.npz"); action = policy(obs)
 
 Exit status: 0 on success, 1 when the checkpoint cannot be read or exported, 2 on bad flags or when the
-checkpoint module (``sparse_rl_jax.checkpoint``) is not available in this installation.
+saved-run module (``sparse_rl_jax.runs``) is not available in this installation.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class ActorCheckpoint(NamedTuple):
 
 
 class CheckpointModuleMissing(RuntimeError):
-    """``sparse_rl_jax.checkpoint`` cannot be imported (the CLI maps this to exit status 2)."""
+    """``sparse_rl_jax.runs`` cannot be imported (the CLI maps this to exit status 2)."""
 
 
 def _seed_slice(tree: Any, seed: int) -> Any:
@@ -55,7 +55,7 @@ def load_actor_from_workdir(workdir: str, seed: int = 0) -> ActorCheckpoint:
     """Actor params, masks and algorithm of the newest checkpoint in ``workdir``.
 
     Kept separate from the CLI so it is the only code that knows the checkpoint layout: it relies on
-    ``sparse_rl_jax.checkpoint.restore_latest(workdir) -> (config_dict, states)`` with ``states`` the
+    ``sparse_rl_jax.runs.restore_latest(workdir) -> (config_dict, states)`` with ``states`` the
     vmapped TrainState whose ``agent.actor`` holds ``params`` and ``masks``, and ``config_dict['algo']``.
     A run trained with ``env.normalize_observations`` has ``states.obs_stats`` (running statistics,
     ``normalization.RunningStats``): their ``normalization.mean_std`` (the exact ``(obs - mean) / std``
@@ -63,14 +63,14 @@ def load_actor_from_workdir(workdir: str, seed: int = 0) -> ActorCheckpoint:
     """
     try:
         # import_module consults sys.modules, so the module can be replaced (tests, plug-in checkpoint
-        # formats) even after `sparse_rl_jax.checkpoint` was imported as a package attribute
-        checkpoint = importlib.import_module("sparse_rl_jax.checkpoint")
+        # formats) even after `sparse_rl_jax.runs` was imported as a package attribute
+        runs = importlib.import_module("sparse_rl_jax.runs")
     except ImportError as err:
         raise CheckpointModuleMissing(
-            f"cannot import sparse_rl_jax.checkpoint ({err}); this installation has no checkpoint "
+            f"cannot import sparse_rl_jax.runs ({err}); this installation has no checkpoint "
             "support, so there is no trained actor to export (use sparse_rl_jax.export.export_actor "
             "on params in memory instead)") from err
-    config, states = checkpoint.restore_latest(workdir)
+    config, states = runs.restore_latest(workdir)
     try:
         actor = states.agent.actor
         params, masks = actor.params, actor.masks

@@ -266,7 +266,7 @@ def _check_writable(workdir: str, create: bool) -> None:
 
 
 def _resume_plan(fv, workdir: str):
-    from sparse_rl_jax import checkpoint
+    from sparse_rl_jax import checkpoint, runs
     from sparse_rl_jax import config as cfg_lib
     from sparse_rl_jax import run_logging
 
@@ -307,7 +307,7 @@ def _resume_plan(fv, workdir: str):
                          f"has data_shards={saved_shards} (omit --data_shards or pass --data_shards {saved_shards})")
     _check_writable(workdir, create=False)
     try:
-        restored = checkpoint.restore(workdir)
+        restored = runs.restore(workdir)
     except checkpoint.CheckpointError as err:
         raise UsageError(f"--resume: {err}") from None
     return config, restored.num_seeds, restored

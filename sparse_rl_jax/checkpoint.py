@@ -1,4 +1,4 @@
-"""Checkpoints of a whole vmapped run (orbax), and loading a trained policy back.
+"""Checkpoints of a whole vmapped run (orbax): persistence only, below the runner.
 
 A checkpoint is one orbax step directory ``<workdir>/checkpoints/<chunk>/`` with two items:
 
@@ -14,22 +14,20 @@ Atomicity: orbax writes every step into ``<chunk>.orbax-checkpoint-tmp-*`` and r
 unfinished tmp directories are never listed as checkpoints, so a process killed during a save leaves the
 previous checkpoint as the newest usable one. ``keep`` bounds how many finalised checkpoints stay.
 
-Restoring needs the exact pytree structure: ``template(config, num_seeds)`` traces ``trainer.init_states``
-with ``jax.eval_shape`` (nothing is computed or compiled) and orbax fills it in.
-
-Loading a trained policy in three lines::
-
-    from sparse_rl_jax import checkpoint
-    policy = checkpoint.load_policy("runs/demo")  # newest checkpoint, seed 0
-    action = policy(obs)  # obs: float32[obs_dim] or [batch, obs_dim] -> actions in [-1, 1]
+Restoring needs the exact pytree structure, which only the runner knows: the caller hands `restore` a
+``template(config, num_seeds, data_shards)`` function returning the abstract states (`runs.template`
+traces the trainer's init with ``jax.eval_shape``; nothing is computed or compiled), and orbax fills it
+in. So this module imports neither the trainer nor the distributed runner; `sparse_rl_jax.runs` (above
+them) restores a run and loads its policy in one call.
 """
 from __future__ import annotations
 
-import math
 import os
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
+
+from sparse_rl_jax.run_logging import history_to_json
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
@@ -39,28 +37,6 @@ class CheckpointError(RuntimeError):
     """A missing, unreadable or incompatible checkpoint; the message is one line naming the path."""
 
 
-# ---------------------------------------------------------------------------- history <-> JSON
-def _json_value(value: Any) -> Any:
-    """numpy scalars/arrays -> Python numbers/lists; NaN/inf -> None (strict JSON)."""
-    arr = np.asarray(value)
-    if arr.ndim == 0:
-        item = arr.item()
-        if isinstance(item, float) and not math.isfinite(item):
-            return None
-        return item
-    return [_json_value(v) for v in arr]
-
-
-def history_to_json(history: List[Tuple[int, Dict[str, Any]]]) -> List[list]:
-    """``[(env_steps, {name: per-seed array or scalar})]`` -> ``[[env_steps, {name: list or number}]]``.
-
-    The result is the canonical host-side form used by the logger, the plots and the checkpoints: it
-    survives a JSON round trip unchanged (float32 values become exact Python floats, NaN becomes None).
-    """
-    return [[int(steps), {k: _json_value(v) for k, v in metrics.items()}] for steps, metrics in history]
-
-
-# ---------------------------------------------------------------------------- orbax plumbing
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
@@ -162,34 +138,22 @@ def read_meta(workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
     return meta
 
 
-def template(config: Any, num_seeds: int, data_shards: int = 0):
-    """Abstract (``jax.ShapeDtypeStruct``) vmapped ``TrainState`` for ``config``: nothing is computed.
-    ``data_shards > 0``: the data-parallel layout (agent ``[seeds]``, every other field ``[seeds, D]``)."""
-    import jax
-
-    from sparse_rl_jax import trainer as trainer_lib
-
-    if data_shards:
-        from sparse_rl_jax import distributed
-
-        return distributed.abstract_states(config, num_seeds, data_shards)
-
-    trainer = trainer_lib.Trainer(config)
-    keys = trainer_lib.seed_keys(config.seed, num_seeds)
-    return jax.eval_shape(lambda k: trainer_lib.init_states(trainer, k), keys)
-
-
 class Restored(NamedTuple):
     config: Dict[str, Any]  # the resolved config as a plain dict (`config.from_dict` turns it back)
     states: Any  # vmapped TrainState, leading axis = seeds
     history: List[list]  # `history_to_json` form
     step: int  # chunks done
     num_seeds: int
-    data_shards: int = 0  # > 0: data-parallel layout (see `template`)
+    data_shards: int = 0  # > 0: data-parallel layout (agent ``[seeds]``, every other field ``[seeds, D]``)
 
 
-def restore(workdir: str, step: Optional[int] = None) -> Restored:
-    """Restore a checkpoint (the newest by default). Raises `CheckpointError` with a one-line message."""
+# (config, num_seeds, data_shards) -> abstract states (``jax.ShapeDtypeStruct`` pytree) of that layout
+Template = Callable[[Any, int, int], Any]
+
+
+def restore(workdir: str, template: Template, step: Optional[int] = None) -> Restored:
+    """Restore a checkpoint (the newest by default) into ``template(config, num_seeds, data_shards)``'s
+    structure (`runs.template`). Raises `CheckpointError` with a one-line message."""
     import orbax.checkpoint as ocp
 
     from sparse_rl_jax import config as cfg_lib
@@ -252,57 +216,3 @@ def _uncommitted(tree: Any) -> Any:
         return jnp.asarray(np.asarray(x))
 
     return jax.tree.map(leaf, tree)
-
-
-def restore_latest(workdir: str) -> Tuple[Dict[str, Any], Any]:
-    """``(config_dict, states)`` of the newest checkpoint; ``states`` is the vmapped ``TrainState``."""
-    restored = restore(workdir)
-    return restored.config, restored.states
-
-
-# ---------------------------------------------------------------------------- policies
-def actor_params(states: Any, seed: int = 0) -> Any:
-    """One seed's actor params (a Flax variable dict) from vmapped states."""
-    import jax
-
-    return jax.tree.map(lambda x: x[seed], states.agent.actor.params)
-
-
-def obs_stats(states: Any, seed: int = 0) -> Any:
-    """One seed's observation statistics (``normalization.RunningStats``), or None when the run does not
-    normalise observations."""
-    import jax
-
-    stats = getattr(states, "obs_stats", None)
-    return None if stats is None else jax.tree.map(lambda x: x[seed], stats)
-
-
-def load_policy(workdir: str, seed: int = 0):
-    """A jitted deterministic policy ``obs -> action`` of the newest checkpoint's seed ``seed``.
-
-    Observations are normalised with the run's statistics when it trained with
-    ``env.normalize_observations`` (pass raw observations). The returned function also carries
-    ``.params``, ``.obs_stats`` (None without normalisation), ``.config`` (a `Config`) and ``.agent``
-    (TD3/SAC).
-    """
-    import jax
-
-    from sparse_rl_jax import config as cfg_lib
-    from sparse_rl_jax import trainer as trainer_lib
-
-    restored = restore(workdir)
-    if not 0 <= seed < restored.num_seeds:
-        raise CheckpointError(f"invalid seed={seed}: the run in {workdir} has seeds 0..{restored.num_seeds - 1}")
-    config = cfg_lib.from_dict(restored.config)
-    trainer = trainer_lib.Trainer(config)
-    params, stats = actor_params(restored.states, seed), obs_stats(restored.states, seed)
-    apply = jax.jit(trainer_lib.make_policy_fn(trainer))
-
-    def policy(obs):
-        import jax.numpy as jnp
-
-        obs = jnp.asarray(obs, jnp.float32)
-        return apply((params, stats), obs[None])[0] if obs.ndim == 1 else apply((params, stats), obs)
-
-    policy.params, policy.obs_stats, policy.config, policy.agent = params, stats, config, trainer.agent
-    return policy

@@ -341,7 +341,7 @@ def init_states(trainer: trainer_lib.Trainer, mesh: Mesh, keys, actor_sparsity=N
 def abstract_states(config: Config, num_seeds: int, data_shards: int = 0):
     """Shapes and dtypes (``jax.ShapeDtypeStruct``) of a run's host-side states, nothing computed: the
     restore template of a data-parallel checkpoint (seed-sharded states have the ordinary layout of
-    ``checkpoint.template``)."""
+    ``runs.template``)."""
     tr = make_trainer(config, data_shards)
     init = tr.init_shards if data_shards else tr.init
     keys = trainer_lib.seed_keys(config.seed, num_seeds)

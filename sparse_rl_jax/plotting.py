@@ -1,6 +1,6 @@
 """Matplotlib (Agg) figures of a run or of several runs; every function writes one PNG and returns its path.
 
-Inputs are canonical histories (`checkpoint.history_to_json` form: ``[[env_steps, {name: per-seed list or
+Inputs are canonical histories (`run_logging.history_to_json` form: ``[[env_steps, {name: per-seed list or
 number}]]``) and mask arrays, so the figures can be drawn from a live run or from files on disk.
 """
 from __future__ import annotations

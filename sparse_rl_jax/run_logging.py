@@ -11,7 +11,7 @@ Layout of ``<workdir>``::
     checkpoints/<chunk>/            orbax checkpoints (`sparse_rl_jax.checkpoint`)
     plots/*.png                     `sparse_rl_jax.plotting`
 
-History is kept in the canonical JSON form of `checkpoint.history_to_json` (``[[env_steps, {name: value
+History is kept in the canonical JSON form of `history_to_json` (``[[env_steps, {name: value
 or per-seed list}]]``); the CSV/JSONL files are rewritten from the whole history after every period, so a
 resumed run (whose history comes back from the checkpoint) writes exactly the files of an uninterrupted
 run. TensorBoard files are append-only: a resumed run opens its writers with ``purge_step`` so TensorBoard
@@ -24,15 +24,34 @@ import io
 import json
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-
-from sparse_rl_jax.checkpoint import history_to_json
 
 RETURN_KEY = "eval/episode_reward"
 SUMMARY_FIELDS = ("final_return", "best_return", "auc", "sparsity_actor", "sparsity_critic", "total_size",
                   "train_flops", "inference_flops")
+
+
+# ---------------------------------------------------------------------------- history <-> JSON
+def _json_value(value: Any) -> Any:
+    """numpy scalars/arrays -> Python numbers/lists; NaN/inf -> None (strict JSON)."""
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        item = arr.item()
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        return item
+    return [_json_value(v) for v in arr]
+
+
+def history_to_json(history: List[Tuple[int, Dict[str, Any]]]) -> List[list]:
+    """``[(env_steps, {name: per-seed array or scalar})]`` -> ``[[env_steps, {name: list or number}]]``.
+
+    The result is the canonical host-side form used by the logger, the plots and the checkpoints: it
+    survives a JSON round trip unchanged (float32 values become exact Python floats, NaN becomes None).
+    """
+    return [[int(steps), {k: _json_value(v) for k, v in metrics.items()}] for steps, metrics in history]
 
 
 # ---------------------------------------------------------------------------- files

@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sparse_rl_jax as srj  # noqa: E402
-from sparse_rl_jax import checkpoint, methods, run_logging, trainer  # noqa: E402
+from sparse_rl_jax import methods, run_logging, trainer  # noqa: E402
 
 PINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "preset_pins.json")
 SETTINGS = {
@@ -75,7 +75,7 @@ def digest(states, history) -> str:
         h.update(str(v.dtype).encode() + str(v.shape).encode())
         h.update(np.ascontiguousarray(v).tobytes())
     rows = [[steps, {k: v for k, v in m.items() if k not in TIMING}]
-            for steps, m in checkpoint.history_to_json(history)]
+            for steps, m in run_logging.history_to_json(history)]
     h.update(json.dumps(rows, sort_keys=True).encode())
     return h.hexdigest()
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import sparse_rl_jax as srj
-from sparse_rl_jax import checkpoint
+from sparse_rl_jax import checkpoint, run_logging, runs
 from sparse_rl_jax import config as cfg_lib
 
 TINY = {
@@ -47,7 +47,7 @@ def _leaves_equal(a, b):
 def test_history_json_form_survives_round_trip():
     history = [(160, {"eval/episode_reward": np.array([1.5, np.nan], np.float32), "nstep": 3,
                       "buffer/size": np.array([160, 160], np.int32), "x": np.float32(np.inf)})]
-    form = checkpoint.history_to_json(history)
+    form = run_logging.history_to_json(history)
     assert form == [[160, {"eval/episode_reward": [1.5, None], "nstep": 3, "buffer/size": [160, 160], "x": None}]]
     import json
     assert json.loads(json.dumps(form)) == form
@@ -56,20 +56,20 @@ def test_history_json_form_survives_round_trip():
 @pytest.mark.parametrize("method,algo", [("rlx2+importance", "sac"), ("dense", "td3")])
 def test_full_train_state_round_trip_is_exact(tmp_path, method, algo):
     config = srj.make_config(method, algo, **TINY)
-    template = checkpoint.template(config, num_seeds=2)
+    template = runs.template(config, num_seeds=2)
     states = _filled(template)
     history = [(160, {"eval/episode_reward": np.array([3.0, 4.0], np.float32)})]
     checkpoint.save(str(tmp_path), 1, states, history, config, keep=2)
-    restored = checkpoint.restore(str(tmp_path))
+    restored = runs.restore(str(tmp_path))
     assert restored.step == 1 and restored.num_seeds == 2
     assert restored.config == cfg_lib.to_dict(config) or cfg_lib.from_dict(restored.config) == config
-    assert restored.history == checkpoint.history_to_json(history)
+    assert restored.history == run_logging.history_to_json(history)
     # Same structure including None leaves (dense masks, no actor target for SAC) and Brax's env state.
     assert jax.tree.structure(restored.states) == jax.tree.structure(states)
     _leaves_equal(states, restored.states)
     # Restored arrays behave like fresh ones under jit (no second compile of the training chunk).
     assert not any(x._committed for x in jax.tree.leaves(restored.states))
-    config_dict, same = checkpoint.restore_latest(str(tmp_path))
+    config_dict, same = runs.restore_latest(str(tmp_path))
     assert config_dict["method"] == method
     _leaves_equal(states, same)
 
@@ -85,9 +85,9 @@ def test_keeps_last_k_and_restores_newest(tmp_path):
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in"):
-        checkpoint.restore(str(tmp_path))
+        runs.restore(str(tmp_path))
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in"):
-        checkpoint.restore_latest(str(tmp_path / "absent"))
+        runs.restore_latest(str(tmp_path / "absent"))
 
 
 def _corrupt_files(folder):
@@ -100,12 +100,12 @@ def _corrupt_files(folder):
 
 def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
     config = srj.make_config("dense", "td3", **TINY)
-    states = _filled(checkpoint.template(config, num_seeds=1))
+    states = _filled(runs.template(config, num_seeds=1))
     checkpoint.save(str(tmp_path), 1, states, [], config)
     step_dir = os.path.join(checkpoint.checkpoint_dir(str(tmp_path)), "1")
     _corrupt_files(os.path.join(step_dir, "state"))
     with pytest.raises(checkpoint.CheckpointError, match="corrupted") as err:
-        checkpoint.restore(str(tmp_path))
+        runs.restore(str(tmp_path))
     assert step_dir in str(err.value) and "\n" not in str(err.value)
     _corrupt_files(os.path.join(step_dir, "meta"))
     with pytest.raises(checkpoint.CheckpointError, match="corrupted"):

@@ -334,10 +334,10 @@ def test_numpy_runtime_runs_without_jax(exported, tmp_path):
 def test_cli_exits_2_without_checkpoint_module(monkeypatch, tmp_path, capsys):
     from experiments import export as cli
 
-    monkeypatch.setitem(sys.modules, "sparse_rl_jax.checkpoint", None)  # import now fails
+    monkeypatch.setitem(sys.modules, "sparse_rl_jax.runs", None)  # import now fails
     status = cli.main(["export", "--workdir", str(tmp_path), "--out", str(tmp_path / "p.npz")])
     assert status == 2
-    assert "sparse_rl_jax.checkpoint" in capsys.readouterr().err
+    assert "sparse_rl_jax.runs" in capsys.readouterr().err
 
 
 def test_cli_exports_newest_checkpoint(monkeypatch, tmp_path, actors, capsys):
@@ -350,10 +350,10 @@ def test_cli_exports_newest_checkpoint(monkeypatch, tmp_path, actors, capsys):
     states = types.SimpleNamespace(agent=types.SimpleNamespace(actor=types.SimpleNamespace(
         params=jax.tree.map(stack, seeds[0][0], seeds[1][0]),
         masks=jax.tree.map(stack, seeds[0][1], seeds[1][1]))))
-    fake = types.ModuleType("sparse_rl_jax.checkpoint")
+    fake = types.ModuleType("sparse_rl_jax.runs")
     fake.restore_latest = lambda workdir: ({"algo": "sac", "method": "rigl",
                                             "env": {"name": "halfcheetah"}}, states)
-    monkeypatch.setitem(sys.modules, "sparse_rl_jax.checkpoint", fake)
+    monkeypatch.setitem(sys.modules, "sparse_rl_jax.runs", fake)
     out = tmp_path / "p.npz"
     assert cli.main(["export", "--workdir", str(tmp_path), "--out", str(out), "--seed", "1"]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -369,9 +369,9 @@ def test_cli_exports_newest_checkpoint(monkeypatch, tmp_path, actors, capsys):
 def test_export_of_normalised_run_acts_like_trained_policy(tmp_path, algo, capsys):
     """A run with ``env.normalize_observations``: its checkpoint's running stats become the file's
     normaliser, so the exported policy (NumPy and JAX) on raw observations gives
-    ``agent.policy(params, normalize(stats, obs))``, as does ``checkpoint.load_policy``."""
+    ``agent.policy(params, normalize(stats, obs))``, as does ``runs.load_policy``."""
     from experiments import export as cli
-    from sparse_rl_jax import checkpoint, normalization, trainer
+    from sparse_rl_jax import checkpoint, normalization, runs, trainer
     from tests.conftest import tiny_config
 
     config = tiny_config("rigl", algo, **{"env.normalize_observations": True, "sparsity.actor": 0.8})
@@ -399,5 +399,5 @@ def test_export_of_normalised_run_acts_like_trained_policy(tmp_path, algo, capsy
     np.testing.assert_allclose(load_policy(out)(obs), want, atol=TOL, rtol=0)
     np.testing.assert_allclose(np.asarray(load_jax_policy(out)(obs)), want, atol=TOL, rtol=0)
     np.testing.assert_allclose(load_policy(out)(obs[0]), want[0], atol=TOL, rtol=0)
-    np.testing.assert_allclose(np.asarray(checkpoint.load_policy(str(tmp_path), seed=1)(obs)), want,
+    np.testing.assert_allclose(np.asarray(runs.load_policy(str(tmp_path), seed=1)(obs)), want,
                                atol=TOL, rtol=0)

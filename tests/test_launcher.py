@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from sparse_rl_jax import checkpoint
+from sparse_rl_jax import checkpoint, runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "experiments", "configs")
@@ -182,7 +182,7 @@ def test_ddpg_end_to_end_with_export(first_runs, cli_env, tmp_path):
     events = [sum(r[f"topology/{n}/events"] for r in _jsonl(os.path.join(workdir, "metrics", "seed_0.jsonl")))
               for n in ("actor", "critic")]
     assert min(events) >= 2, events
-    state = checkpoint.restore(workdir).states.agent
+    state = runs.restore(workdir).states.agent
     assert list(state.critic.params["params"]) == ["q1"]  # DDPG's single critic
     out = tmp_path / "ddpg.npz"
     proc = run_cli(cli_env, "experiments.export", f"--workdir={workdir}", f"--out={out}")
@@ -190,11 +190,11 @@ def test_ddpg_end_to_end_with_export(first_runs, cli_env, tmp_path):
     from sparse_rl_jax.export import load_policy, read_policy
     assert read_policy(out).output_transform == "tanh" and read_policy(out).algo == "ddpg"
     obs = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
-    np.testing.assert_allclose(load_policy(out)(obs), checkpoint.load_policy(workdir)(obs), atol=1e-5)
+    np.testing.assert_allclose(load_policy(out)(obs), runs.load_policy(workdir)(obs), atol=1e-5)
 
 
 def _state_leaves(workdir):
-    return jax.tree.leaves(checkpoint.restore(workdir).states)
+    return jax.tree.leaves(runs.restore(workdir).states)
 
 
 @pytest.mark.slow
@@ -243,7 +243,7 @@ def test_evaluate_cli_and_three_line_policy_loading(td3_run, cli_env):
     assert result["checkpoint_step"] == CHUNKS and len(result["returns"]) == 2
     assert all(0.0 <= r <= 50.0 for r in result["returns"])
 
-    policy = checkpoint.load_policy(workdir)  # the documented three lines
+    policy = runs.load_policy(workdir)  # the documented three lines
     action = policy(np.zeros(4, np.float32))
     assert action.shape == (1,) and -1.0 <= float(action[0]) <= 1.0
     assert policy(np.zeros((3, 4), np.float32)).shape == (3, 1)
@@ -296,7 +296,7 @@ def test_divergence_stops_with_message_and_keeps_last_checkpoint(td3_run, cli_en
     reference, _ = td3_run
     workdir = str(tmp_path / "diverge")
     shutil.copytree(reference, workdir)
-    restored = checkpoint.restore(workdir, step=CHUNKS - 1)
+    restored = runs.restore(workdir, step=CHUNKS - 1)
     shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(workdir), str(CHUNKS)))
     adam = restored.states.agent.critic.opt_state[0]
     poisoned_adam = adam._replace(nu=jax.tree.map(lambda x: -1.0 - x, adam.nu))
@@ -453,7 +453,7 @@ def fake_run(tmp_path_factory):
 
     workdir = str(tmp_path_factory.mktemp("fake") / "run")
     config = train._config_from_flag(train.parse_flags(["train", *TD3_ARGS, "--workdir=unused"])["config"].value)
-    template = checkpoint.template(config, num_seeds=2)
+    template = runs.template(config, num_seeds=2)
     states = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), template)
     checkpoint.save(workdir, CHUNKS - 1, states, [], config, num_seeds=2)
     run_logging.write_json(os.path.join(workdir, "config.json"), cfg_lib.to_dict(config))

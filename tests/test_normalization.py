@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparse_rl_jax import checkpoint, normalization, trainer
+from sparse_rl_jax import checkpoint, normalization, runs, trainer
 from sparse_rl_jax import distributed as dist
 from tests.conftest import tiny_config
 from tests.test_checkpoint import _filled, _leaves_equal
@@ -172,24 +172,24 @@ def test_data_parallel_stats_identical_over_shards_and_pooled():
 # ---------------------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip_restores_stats(tmp_path):
     config = tiny_config("dense", "td3", **NORM)
-    tmpl = checkpoint.template(config, num_seeds=2)
+    tmpl = runs.template(config, num_seeds=2)
     assert isinstance(tmpl.obs_stats, normalization.RunningStats)
     states = _filled(tmpl)
     checkpoint.save(str(tmp_path), 1, states, [], config)
-    restored = checkpoint.restore(str(tmp_path)).states
+    restored = runs.restore(str(tmp_path)).states
     assert isinstance(restored.obs_stats, normalization.RunningStats)
     _leaves_equal(states.obs_stats, restored.obs_stats)
     _leaves_equal(states, restored)
-    policy = checkpoint.load_policy(str(tmp_path), seed=1)
+    policy = runs.load_policy(str(tmp_path), seed=1)
     _leaves_equal(jax.tree.map(lambda x: x[1], states.obs_stats), policy.obs_stats)
 
 
 def test_checkpoint_without_stats_entry_restores_when_off(tmp_path):
     """Checkpoints written before ``obs_stats`` existed (no such entry on disk) still restore."""
     config = tiny_config("dense", "td3")
-    states = _filled(checkpoint.template(config, num_seeds=1))
+    states = _filled(runs.template(config, num_seeds=1))
     old = {f.name: getattr(states, f.name) for f in dataclasses.fields(states) if f.name != "obs_stats"}
     checkpoint.save(str(tmp_path), 1, old, [], config)
-    restored = checkpoint.restore(str(tmp_path)).states
+    restored = runs.restore(str(tmp_path)).states
     assert restored.obs_stats is None
     _leaves_equal(states, restored)
