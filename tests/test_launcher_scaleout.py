@@ -24,7 +24,8 @@ import jax
 import numpy as np
 import pytest
 
-from sparse_rl_jax import checkpoint, runs
+from sparse_rl_jax import checkpoint
+from sparse_rl_jax import runs as saved_runs
 from tests.test_launcher import CONFIGS, ROOT, TIMING
 
 TINY = [
@@ -100,7 +101,7 @@ def runs(tmp_path_factory):
 
 
 def _leaves(workdir):
-    restored = runs.restore(workdir)
+    restored = saved_runs.restore(workdir)
     return restored, jax.tree_util.tree_leaves_with_path(restored.states)
 
 
@@ -147,7 +148,7 @@ def test_seeds_sharded_over_two_devices_equal_one_device(runs):
 def test_data_parallel_run_checkpoints_its_layout_and_resumes_bit_for_bit(runs):
     dirs, results = runs
     assert "layout: data-parallel, 2 shards per seed over 2 cpu device(s)" in results["data"].stdout
-    restored = runs.restore(dirs["data"])
+    restored = saved_runs.restore(dirs["data"])
     assert restored.data_shards == 2 and restored.num_seeds == 1
     obs = np.asarray(restored.states.replay.data.obs)
     assert obs.shape[:2] == (1, 2)  # [seeds, shards, ...]: each shard keeps its own replay
@@ -155,7 +156,7 @@ def test_data_parallel_run_checkpoints_its_layout_and_resumes_bit_for_bit(runs):
     _assert_close(dirs["resumed"], dirs["data"], rtol=0)
     assert _rows(dirs["resumed"]) == _rows(dirs["data"])
     # the policy of a data-parallel run loads like any other
-    policy = runs.load_policy(dirs["data"])
+    policy = saved_runs.load_policy(dirs["data"])
     assert np.asarray(policy(np.zeros(policy.agent.obs_dim, np.float32))).shape == (policy.agent.action_dim,)
 
 
