@@ -15,7 +15,7 @@ through the exact-count mask init, drop fraction and learning rates through
 `sparse_rl_jax.distributed.with_hparams`). So each (env, method) group is ONE compiled program vmapped over
 all its cells x seeds: a whole sparsity sweep compiles once. ``--max_batch`` splits a big group into equal
 batches (the last padded) that reuse that program. With several devices the batch is sharded over them
-(`distributed.Runner`, seed axis; padded to a multiple of the device count); on several hosts pass the
+(`runner.Runner`, seed axis; padded to a multiple of the device count); on several hosts pass the
 ``--coordinator_address/--num_processes/--process_id`` flags and only process 0 writes.
 
 Resumable: a cell is done when its ``summary.json`` exists; a rerun skips done cells and runs the rest
@@ -188,12 +188,13 @@ def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int],
     from sparse_rl_jax import config as cfg_lib
     from sparse_rl_jax import distributed as dist
     from sparse_rl_jax import run_logging
+    from sparse_rl_jax import runner as runner_lib
 
     todo = [c for c in cells if not is_done(c, root)]
     if not todo:
         return 0
     config = group_config(todo, algo, overrides)
-    runner = dist.Runner(config, 0, mesh)
+    runner = runner_lib.Runner(config, 0, mesh)
     entries = _entries(todo, seeds)
     hp_names = [name for name, on in (("drop_fraction", any(c.drop_fraction is not None for c in todo)),
                                       ("lr", any(c.lr is not None for c in todo))) if on]

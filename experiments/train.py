@@ -393,7 +393,7 @@ def check_finite(entry: List[Any], states, num_seeds: int, chunk: int) -> None:
 
 
 class Hook:
-    """Called by `trainer.train` after every evaluation period: log, check, print, checkpoint."""
+    """The launcher's period callback (`runner.PeriodResult`): log, print, check, checkpoint, stop."""
 
     def __init__(self, plan: Plan, log, trainer, total_chunks: int, per_chunk_steps: int,
                  stop: Optional[StopRequest] = None):
@@ -404,11 +404,11 @@ class Hook:
         self.last_checkpoint: Optional[str] = None
         self.calls = 0
 
-    def __call__(self, chunk: int, states, history) -> None:
+    def __call__(self, period) -> None:
         from sparse_rl_jax import checkpoint, run_logging
 
-        plan = self.plan
-        env_steps, metrics = history[-1]
+        plan, chunk, states = self.plan, period.period, period.states
+        env_steps, metrics = period.env_steps, period.metrics
         view = host_agent(plan, states)  # every process takes part in the gather
         metrics = {**metrics, **run_logging.layer_densities(self.trainer, view, plan.num_seeds)}
         entry = self.log.append(env_steps, metrics)
@@ -473,6 +473,7 @@ def execute(plan: Plan, stop: Optional[StopRequest] = None) -> Dict[str, Any]:
     """Train (or finish) the planned run and write every output; returns the summary."""
     from sparse_rl_jax import config as cfg_lib
     from sparse_rl_jax import plotting, run_logging
+    from sparse_rl_jax import runner as runner_lib
     from sparse_rl_jax import trainer as trainer_lib
 
     config, workdir, restored = plan.config, plan.workdir, plan.restored
@@ -481,8 +482,8 @@ def execute(plan: Plan, stop: Optional[StopRequest] = None) -> Dict[str, Any]:
     _barrier("sparse_rl_jax: every process checked the work dir")  # before process 0 writes into it
     if restored is None and primary:
         run_logging.write_json(os.path.join(workdir, "config.json"), cfg_lib.to_dict(config))
-    runner = dist_lib().Runner(config, plan.data_shards) if plan.sharded else None
-    trainer = runner.trainer if runner else trainer_lib.Trainer(config)
+    runner = runner_lib.Runner(config, plan.data_shards)  # one device is a one-device mesh
+    trainer = runner.trainer
     total_chunks = trainer_lib.num_chunks(config)
     per_chunk_steps = trainer_lib.chunk_iterations(config) * config.env_steps_per_iteration
     start_chunk = restored.step if restored else 0
@@ -518,19 +519,14 @@ def execute(plan: Plan, stop: Optional[StopRequest] = None) -> Dict[str, Any]:
 
 def _train(plan: Plan, runner, hook: Hook):
     """Run the remaining periods; returns the final states (sharded runs: host copy of the agent)."""
-    from sparse_rl_jax import trainer as trainer_lib
-
     restored = plan.restored
-    start = dict(start_chunk=restored.step if restored else 0, history=restored.history if restored else None,
-                 checkpoint_fn=hook)
-    if runner is None:
-        return trainer_lib.train(plan.config, num_seeds=plan.num_seeds,
-                                 states=restored.states if restored else None, **start).states
     dist = dist_lib()
     states = None
     if restored is not None:  # host values -> this run's mesh (any device count: checkpoints are host data)
         states = dist.to_global(restored.states, runner.mesh, dist.state_spec(plan.data_shards))
-    return host_agent(plan, runner.train(plan.num_seeds, states=states, **start).states)
+    result = runner.train(plan.num_seeds, states=states, start_chunk=restored.step if restored else 0,
+                          history=restored.history if restored else None, callbacks=[hook])
+    return host_agent(plan, result.states)
 
 
 def _barrier(name: str) -> None:

@@ -13,8 +13,8 @@ from sparse_rl_jax.validation import ConfigError, validate
 
 # The trainer pulls in Brax (slow to import, and it prints to stdout); load it only when used, so that
 # `import sparse_rl_jax` and tools such as `python -m sparse_rl_jax.report` stay fast and quiet.
-_LAZY = {"train": "sparse_rl_jax.trainer", "Trainer": "sparse_rl_jax.trainer",
-         "TrainResult": "sparse_rl_jax.trainer"}
+_LAZY = {"train": "sparse_rl_jax.runner", "Trainer": "sparse_rl_jax.trainer",
+         "TrainResult": "sparse_rl_jax.runner", "PeriodResult": "sparse_rl_jax.runner"}
 
 
 def __getattr__(name):
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentConfig", "Config", "ConfigError", "EnvConfig", "GMP", "Importance", "REGISTRY", "RLx2",
-    "ReplayConfig", "RigL", "SET", "SparsityConfig", "Static", "TASKS", "TopologyConfig", "TrainResult",
+    "PeriodResult", "ReplayConfig", "RigL", "SET", "SparsityConfig", "Static", "TASKS", "TopologyConfig",
+    "TrainResult",
     "Trainer", "make_config", "method_names", "preset", "register", "train", "validate",
 ]

@@ -29,7 +29,7 @@ Multi-host: call :func:`initialize_from_flags` first thing (before any JAX compu
 then runs the same program on its local devices (``jax.devices()`` is global). Host values enter as
 global arrays through :func:`to_global` (every process holds the same host value) and leave through
 :func:`to_host` (a collective gather). Only the primary process (:func:`is_primary`) should write logs and
-checkpoints; :func:`train` calls ``progress_fn`` on the primary process only.
+checkpoints; the host loop (`sparse_rl_jax.runner`) calls ``progress_fn`` on the primary process only.
 
 Per-cell hyperparameters (sweeps): ``hparams`` is an optional dict of per-seed arrays with keys among
 :data:`HPARAMS` (``actor_lr``, ``critic_lr``, ``drop_fraction``). They are traced values substituted into
@@ -40,8 +40,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +49,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sparse_rl_jax import config as cfg_lib
-from sparse_rl_jax import envs, evaluation, replay
 from sparse_rl_jax import trainer as trainer_lib
 from sparse_rl_jax.config import Config
 
@@ -265,18 +263,7 @@ class DataParallelTrainer(trainer_lib.Trainer):
         super().__init__(shard_config(config, num_shards), grad_axis=GRAD_AXES,
                          batch_axes=(trainer_lib.SEED_BATCH, SHARD))
         self.global_config, self.num_shards = config, num_shards
-        self.stats_axis = GRAD_AXES  # observation stats combined over every shard (identical on all)
-
-    def _check_buffer(self, ts):
-        """RLx2's check with the policy distance averaged over shards (all shards shrink together)."""
-        rcfg = self.config.replay
-        oldest = replay.oldest(ts.replay, self.config.oldest_transitions)
-        now = self.agent.policy(ts.agent.actor.params, trainer_lib.normalize_obs(ts.obs_stats, oldest.obs))
-        distance = jax.lax.pmean(
-            replay.policy_distance(now, oldest.policy_action, 1.0, oldest.valid), GRAD_AXES)
-        buf, _ = replay.maybe_shrink(ts.replay, distance, threshold=rcfg.distance_threshold,
-                                     min_transitions=rcfg.min_size, fraction=rcfg.shrink_fraction)
-        return ts.replace(replay=buf), distance
+        self.shard_axes = GRAD_AXES  # observation stats and RLx2's policy distance combined over all shards
 
     def init_shards(self, key, actor_sparsity, critic_sparsity, shard_ids=None):
         """One seed's data-parallel state: the agent and the observation stats once (no shard axis),
@@ -370,14 +357,7 @@ def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
         step = jax.vmap(iteration, in_axes=(0, 0, None), axis_name=trainer_lib.SEED_BATCH)
 
     def local(states, first, hp):
-        states = states.replace(finished_return_sum=jnp.zeros_like(states.finished_return_sum),
-                                finished_count=jnp.zeros_like(states.finished_count))
-
-        def body(states, it):
-            return step(states, hp, it)
-
-        states, infos = jax.lax.scan(body, states, first + jnp.arange(n))
-        return states, jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
+        return trainer.chunk(states, first, n, step_all=lambda s, it: step(s, hp, it))
 
     spec = _specs(dp)
     info_spec = P(SEED, DATA) if dp else P(SEED)
@@ -389,14 +369,10 @@ def make_eval_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
     """Jitted ``(trainer.policy_params(states), keys) -> {metric: [seeds]}`` (actor params and observation
     stats), seeds split over the seed axis (data-parallel runs: every device of a seed's data group
     evaluates the same policy with the same key)."""
-    e = trainer.config.env
-    env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, num_envs=1)
-    evaluate = evaluation.make_evaluator(env, trainer_lib.make_policy_fn(trainer), e.eval_episodes,
-                                         e.episode_length, jit=False)
-    return jax.jit(_shard_map(jax.vmap(evaluate), mesh, (P(SEED), P(SEED)), P(SEED)))
+    return jax.jit(_shard_map(trainer_lib.make_evaluate(trainer), mesh, (P(SEED), P(SEED)), P(SEED)))
 
 
-def _metric_view(states, dp: bool):
+def metric_view(states, dp: bool):
     """The small part of the states the metrics read: no env state, one replay row."""
     rep = states.replay
     axis = 2 if dp else 1
@@ -421,99 +397,15 @@ def make_trainer(config: Config, data_shards: int = 0) -> trainer_lib.Trainer:
     return DataParallelTrainer(config, data_shards) if data_shards else trainer_lib.Trainer(config)
 
 
-def default_mesh(data_shards: int = 0) -> Mesh:
-    """Seed-sharded: every device on the seed axis; data-parallel: every device on the data axis."""
-    return make_mesh(len(jax.devices()) if data_shards else 1)
-
-
-class Runner:
-    """A compiled run layout: the trainer, the mesh and the jitted init, chunk and evaluation programs.
-
-    Reuse one runner for several batches of the same config (a sweep): every call to :meth:`train`
-    with the same number of entries reuses the compiled programs.
-    """
-
-    def __init__(self, config: Config, data_shards: int = 0, mesh: Optional[Mesh] = None):
-        self.config, self.data_shards = config, data_shards
-        self.trainer = make_trainer(config, data_shards)
-        self.mesh = mesh if mesh is not None else default_mesh(data_shards)
-        self.init_fn = make_init_fn(self.trainer, self.mesh)
-        self.chunk_fn = make_chunk_fn(self.trainer, self.mesh)
-        self.eval_fn = make_eval_fn(self.trainer, self.mesh)
-        # whole-run view for FLOP accounting (a data-parallel trainer's own config is one shard's)
-        self._whole = copy.copy(self.trainer)
-        self._whole.config = config
-
-    def init(self, keys, actor_sparsity=None, critic_sparsity=None):
-        """Sharded initial states for per-entry ``keys`` (``[n, 2]`` raw keys)."""
-        return init_states(self.trainer, self.mesh, keys, actor_sparsity, critic_sparsity, self.init_fn)
-
-    def train(self, num_seeds: int = 1, *, keys=None, progress_fn: Optional[trainer_lib.ProgressFn] = None,
-              actor_sparsity=None, critic_sparsity=None, hparams: Optional[Dict[str, Any]] = None,
-              states=None, start_chunk: int = 0, history: Optional[list] = None,
-              checkpoint_fn: Optional[Callable[[int, Any, list], None]] = None) -> trainer_lib.TrainResult:
-        """See :func:`train`."""
-        config, trainer, mesh = self.config, self.trainer, self.mesh
-        keys = trainer_lib.seed_keys(config.seed, num_seeds) if keys is None else keys
-        n = int(keys.shape[0])
-        check_layout(mesh, n, self.data_shards)
-        hp = hparams_array(n, **(hparams or {}))
-        if states is None:
-            states = self.init(keys, actor_sparsity, critic_sparsity)
-        hp_global = to_global(hp, mesh, P(SEED)) if hp is not None else None
-        host_keys = np.asarray(keys)
-        per_chunk = trainer_lib.chunk_iterations(config)
-        history = list(history or [])
-        so_far = trainer_lib.flops_so_far(history, n)
-        for c in range(start_chunk, trainer_lib.num_chunks(config)):
-            t0 = time.perf_counter()
-            # the iteration counter is a host value: replicated on every process, unbatched everywhere
-            states, info = self.chunk_fn(states, np.int32(c * per_chunk), hp_global)
-            jax.block_until_ready(states)
-            elapsed = time.perf_counter() - t0
-            eval_keys = to_global(np.stack([np.asarray(jax.random.fold_in(k, c)) for k in host_keys]), mesh,
-                                  P(SEED))
-            evals = self.eval_fn(trainer_lib.policy_params(states), eval_keys)
-            host_states, host_info, host_evals = to_host(
-                (_metric_view(states, bool(self.data_shards)), info, evals))
-            metrics = host_metrics(trainer, host_states, host_info, trainer_lib.period_updates(trainer, c)[0])
-            metrics.update(host_evals)
-            # agent metrics are equal over data shards (their inputs are pmean-ed): take shard 0's
-            agent_info = ({k: np.asarray(v)[:, 0] for k, v in host_info.items()} if self.data_shards
-                          else host_info)
-            so_far = trainer_lib.add_period_metrics(metrics, self._whole, host_states, agent_info, so_far, c,
-                                                    elapsed, None if hp is None else hp.get("drop_fraction"))
-            env_steps = int(np.asarray(host_states.env_steps).reshape(n, -1).sum(1)[0])
-            history.append((env_steps, metrics))
-            if progress_fn is not None and is_primary():
-                progress_fn(env_steps, metrics)
-            if checkpoint_fn is not None:
-                checkpoint_fn(c + 1, states, history)
-        return trainer_lib.TrainResult(states=states, history=history, trainer=trainer)
-
-
-def train(config: Config, num_seeds: int = 1, *, data_shards: int = 0, mesh: Optional[Mesh] = None,
-          keys=None, progress_fn: Optional[trainer_lib.ProgressFn] = None,
-          actor_sparsity: Optional[Sequence[float]] = None, critic_sparsity: Optional[Sequence[float]] = None,
-          hparams: Optional[Dict[str, Any]] = None, states=None, start_chunk: int = 0,
-          history: Optional[list] = None,
-          checkpoint_fn: Optional[Callable[[int, Any, list], None]] = None) -> trainer_lib.TrainResult:
-    """``trainer.train`` over a device mesh; every process of a multi-host run makes this same call.
-
-    ``data_shards=0`` shards the seeds over the devices (default mesh: all devices on the seed axis);
-    ``data_shards=D`` runs each seed data-parallel with ``D`` shards (default mesh: all devices on the
-    data axis). ``keys`` (default ``seed_keys(config.seed, num_seeds)``) gives each vmapped entry its key,
-    ``hparams`` its values of :data:`HPARAMS`, ``actor_sparsity``/``critic_sparsity`` its levels.
-    Metrics: ``trainer.train``'s per-seed dict (data-parallel: returns, env steps and buffer size summed
-    over shards). ``progress_fn`` runs on the primary process only; ``checkpoint_fn(chunks_done, states,
-    history)`` on every process with the global states (call :func:`to_host` there, a collective, and
-    write on the primary only). To resume pass ``states`` (``to_global`` of restored host states, layout
-    :func:`state_spec`), ``start_chunk`` and ``history``.
-    """
-    return Runner(config, data_shards, mesh).train(
-        num_seeds, keys=keys, progress_fn=progress_fn, actor_sparsity=actor_sparsity,
-        critic_sparsity=critic_sparsity, hparams=hparams, states=states, start_chunk=start_chunk,
-        history=history, checkpoint_fn=checkpoint_fn)
+def default_mesh(data_shards: int = 0, num_seeds: Optional[int] = None) -> Mesh:
+    """Seed-sharded: every device on the seed axis (when ``num_seeds`` is given and the seeds do not divide
+    over them, the first device alone: the plain one-device case); data-parallel: every device on the
+    data axis."""
+    if data_shards:
+        return make_mesh(len(jax.devices()))
+    if num_seeds is not None and num_seeds % len(jax.devices()):
+        return make_mesh(1, jax.devices()[:1])
+    return make_mesh(1)
 
 
 def state_spec(data_shards: int = 0):
@@ -522,10 +414,9 @@ def state_spec(data_shards: int = 0):
 
 
 __all__ = [
-    "DATA", "GRAD_AXES", "HPARAMS", "PER_SEED_FIELDS", "SEED", "SHARD", "DataParallelTrainer", "Runner",
-    "ScaleError",
+    "DATA", "GRAD_AXES", "HPARAMS", "PER_SEED_FIELDS", "SEED", "SHARD", "DataParallelTrainer", "ScaleError",
     "abstract_states", "check_layout", "state_spec",
     "default_mesh", "define_flags", "host_metrics", "init_states", "initialize_from_flags",
     "initialize_from_flag_values", "is_primary", "make_chunk_fn", "make_eval_fn", "make_init_fn",
-    "make_mesh", "make_trainer", "shard_config", "to_global", "to_host", "train", "with_hparams",
+    "make_mesh", "make_trainer", "shard_config", "to_global", "to_host", "with_hparams",
 ]

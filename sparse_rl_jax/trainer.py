@@ -10,8 +10,9 @@ Structure (PureJaxRL style, with Brax's `progress_fn` contract):
   counter is an *unbatched* scan carry shared by every seed, so the periodic events (warm-up switch,
   topology updates, n-step switch, buffer checks) are real `lax.cond`/`lax.switch` branches under `vmap`,
   never selects that run both sides every step.
-* `train(config, ...)` is the host loop: one compiled chunk per evaluation period, evaluation, metrics to
-  `progress_fn(env_steps, metrics)`.
+* The host loop is `sparse_rl_jax.runner` (one loop for every layout): one compiled chunk per evaluation
+  period, evaluation, metrics to `progress_fn(env_steps, metrics)` and the period callbacks. This module
+  keeps the pure pieces and the per-period metric arithmetic the loop calls.
 * Observation normalisation (``config.env.normalize_observations``, as Brax's trainers): running mean and
   variance in ``TrainState.obs_stats`` (``None`` when off), updated in `_collect` with the observations
   collected each iteration, applied (current stats) to every observation the agent sees; the replay
@@ -20,8 +21,7 @@ Structure (PureJaxRL style, with Brax's `progress_fn` contract):
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -99,8 +99,9 @@ class Trainer:
         self.nmax = config.replay.nstep
         self.updates_per_iteration = config.updates_per_iteration
         self.warmup_iterations = config.warmup_iterations
-        # named axes the observation stats are combined over (a data-parallel trainer: its shard axes)
-        self.stats_axis: Optional[Any] = None
+        # the named vmap/mesh axes of one seed's data shards (a data-parallel trainer's; None: no shards):
+        # observation stats and RLx2's policy distance are combined over them, so every shard agrees
+        self.shard_axes: Optional[Any] = None
 
     # ------------------------------------------------------------------ init
     def init(self, key, actor_sparsity, critic_sparsity) -> TrainState:
@@ -137,7 +138,7 @@ class Trainer:
         warm = iteration < self.warmup_iterations
         action, clean = self._act(ts, warm, key)
         obs_stats = (None if ts.obs_stats is None else
-                     normalization.update(ts.obs_stats, ts.env_state.obs, self.stats_axis))
+                     normalization.update(ts.obs_stats, ts.env_state.obs, self.shard_axes))
         env_state, tr = envs.env_step(self.env, ts.env_state, action)
         env_state = strong_types(env_state)
         transition = replay.Transition(
@@ -176,11 +177,14 @@ class Trainer:
         return ts.replace(agent=agent_state), jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
 
     def _check_buffer(self, ts: TrainState) -> Tuple[TrainState, jax.Array]:
-        """RLx2: drop the oldest 10% when the current policy has moved away from the oldest data."""
+        """RLx2: drop the oldest 10% when the current policy has moved away from the oldest data (with data
+        shards: the distance averaged over them, so all shards shrink together)."""
         rcfg = self.config.replay
         oldest = replay.oldest(ts.replay, self.config.oldest_transitions)
         now = self.agent.policy(ts.agent.actor.params, normalize_obs(ts.obs_stats, oldest.obs))
         distance = replay.policy_distance(now, oldest.policy_action, 1.0, oldest.valid)
+        if self.shard_axes is not None:
+            distance = jax.lax.pmean(distance, self.shard_axes)
         buf, _ = replay.maybe_shrink(ts.replay, distance, threshold=rcfg.distance_threshold,
                                      min_transitions=rcfg.min_size, fraction=rcfg.shrink_fraction)
         return ts.replace(replay=buf), distance
@@ -204,20 +208,17 @@ class Trainer:
         return ts, info
 
     # ------------------------------------------------------------------ chunk
-    def chunk(self, states: TrainState, first_iteration, num_iterations: int):
-        """Advance vmapped `states` (leading seed axis) by `num_iterations`; returns (states, metrics)."""
+    def chunk(self, states: TrainState, first_iteration, num_iterations: int, step_all=None):
+        """Advance vmapped `states` (leading seed axis) by `num_iterations`; returns (states, info summed
+        over the iterations). ``step_all(states, iteration)``: one iteration of every seed (default: this
+        trainer's `iteration` vmapped over seeds; the scale-out layouts pass theirs)."""
         states = states.replace(finished_return_sum=jnp.zeros_like(states.finished_return_sum),
                                 finished_count=jnp.zeros_like(states.finished_count))
-        step_all = jax.vmap(self.iteration, in_axes=(0, None), axis_name=SEED_BATCH)  # counter shared
+        if step_all is None:
+            step_all = jax.vmap(self.iteration, in_axes=(0, None), axis_name=SEED_BATCH)  # counter shared
         iterations = first_iteration + jnp.arange(num_iterations)
         states, infos = jax.lax.scan(step_all, states, iterations)
         return states, jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
-
-
-class TrainResult(NamedTuple):
-    states: TrainState  # leading axis = seeds
-    history: list  # [(env_steps, metrics dict with per-seed numpy arrays)]
-    trainer: Trainer
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -269,13 +270,19 @@ def make_policy_fn(trainer: Trainer) -> Callable[[Any, jax.Array], jax.Array]:
     return apply
 
 
-def make_eval_fn(trainer: Trainer):
-    """Jitted ``(policy_params(states), keys) -> {metric: [seeds]}``."""
+def make_evaluate(trainer: Trainer):
+    """``(policy_params(states), keys) -> {metric: [seeds]}``, vmapped over seeds, not jitted (every
+    layout compiles it its own way)."""
     e = trainer.config.env
     env = envs.make_env(e.name, e.backend, e.episode_length, e.action_repeat, num_envs=1)
     evaluate = evaluation.make_evaluator(env, make_policy_fn(trainer), e.eval_episodes, e.episode_length,
                                          jit=False)
-    return jax.jit(jax.vmap(evaluate))
+    return jax.vmap(evaluate)
+
+
+def make_eval_fn(trainer: Trainer):
+    """Jitted `make_evaluate` on one device."""
+    return jax.jit(make_evaluate(trainer))
 
 
 def chunk_metrics(trainer: Trainer, states: TrainState, info: Dict, updates: int) -> Dict[str, Any]:
@@ -408,7 +415,7 @@ def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainS
                        so_far: Tuple[np.ndarray, np.ndarray], chunk: int, elapsed: float,
                        drop_fraction=None) -> Tuple[np.ndarray, np.ndarray]:
     """Complete one period's `chunk_metrics` + evaluation with the run-level numbers (FLOPs, schedules,
-    counters, speed); returns the updated FLOPs so far. Shared by every host loop (`train`, `distributed`).
+    counters, speed); returns the updated FLOPs so far (`runner`'s loop).
 
     ``flops/train_fraction`` is this period's; ``flops/train_so_far / flops/train_dense_so_far`` the
     run's so far, which the summary reports (the same numbers, so the two always agree).
@@ -428,42 +435,3 @@ def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainS
     metrics["training/sps"] = chunk_iterations(trainer.config) * trainer.config.env_steps_per_iteration / elapsed
     metrics["training/walltime"] = elapsed
     return sparse, dense
-
-
-def train(config: Config, num_seeds: int = 1, progress_fn: Optional[ProgressFn] = None,
-          actor_sparsity: Optional[Sequence[float]] = None,
-          critic_sparsity: Optional[Sequence[float]] = None,
-          states: Optional[TrainState] = None, start_chunk: int = 0, history: Optional[list] = None,
-          checkpoint_fn: Optional[Callable[[int, TrainState, list], None]] = None) -> TrainResult:
-    """Train `num_seeds` seeds of `config` in one program; returns final states and the history.
-
-    `progress_fn(env_steps, metrics)` receives, after every evaluation period, a dict of per-seed numpy
-    arrays: `training/...`, `eval/episode_reward`, `sparsity/<net>`, `topology/<net>/...`, `buffer/...`,
-    `nstep`. `actor_sparsity`/`critic_sparsity` give one level per seed (a vmapped sparsity sweep).
-    `states`/`start_chunk`/`history`/`checkpoint_fn` let a launcher resume (passing the restored state, the
-    number of chunks done and the history so far) and checkpoint after every chunk.
-    """
-    trainer = Trainer(config)
-    keys = seed_keys(config.seed, num_seeds)
-    if states is None:
-        states = init_states(trainer, keys, actor_sparsity, critic_sparsity)
-    chunk_fn, eval_fn = make_chunk_fn(trainer), make_eval_fn(trainer)
-    per_chunk = chunk_iterations(config)
-    history = list(history or [])
-    so_far = flops_so_far(history, num_seeds)
-    for c in range(start_chunk, num_chunks(config)):
-        t0 = time.perf_counter()
-        states, info = chunk_fn(states, jnp.int32(c * per_chunk))
-        jax.block_until_ready(states)
-        elapsed = time.perf_counter() - t0
-        metrics = chunk_metrics(trainer, states, info, period_updates(trainer, c)[0])
-        eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, c))(keys)
-        metrics.update({k: np.asarray(v) for k, v in eval_fn(policy_params(states), eval_keys).items()})
-        so_far = add_period_metrics(metrics, trainer, states, info, so_far, c, elapsed)
-        env_steps = int(np.asarray(states.env_steps)[0])
-        history.append((env_steps, metrics))
-        if progress_fn is not None:
-            progress_fn(env_steps, metrics)
-        if checkpoint_fn is not None:
-            checkpoint_fn(c + 1, states, history)
-    return TrainResult(states=states, history=history, trainer=trainer)

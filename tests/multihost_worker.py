@@ -6,7 +6,7 @@
 ``reference`` trains one chunk of the same tiny config four ways and saves the final states to OUT:
 single-device vmapped seeds (plain `trainer` API), the same seeds sharded over 4 devices, a data-parallel
 run (2 seeds x 2 shards) on one device, and the same on a 2x2 (seed x data) mesh; it also records the
-errors for bad layouts. ``worker`` runs the data-parallel layout with `distributed.train` (full host loop:
+errors for bad layouts. ``worker`` runs the data-parallel layout with `runner.train` (full host loop:
 evaluation, metrics, progress and checkpoints) on a 2x2 mesh whose data axis spans the two processes, so
 the gradient all-reduce crosses processes through JAX's CPU collectives (gloo).
 """
@@ -107,7 +107,7 @@ def reference(out):
 
 
 def worker(out):
-    from sparse_rl_jax import checkpoint
+    from sparse_rl_jax import checkpoint, runner
 
     pid = jax.process_index()
     local = jax.local_devices()
@@ -122,7 +122,8 @@ def worker(out):
             f.write(json.dumps({"env_steps": steps, "return": np.asarray(metrics["eval/episode_reward"]).tolist(),
                                 "critic_loss": np.asarray(metrics["training/critic_loss"]).tolist()}) + "\n")
 
-    def save(chunks, states, history):
+    def save(period):
+        chunks, states, history = period.period, period.states, period.history
         host = dist.to_host(states)  # collective: every process takes part
         if dist.is_primary():
             np.savez(os.path.join(out, "dp_multihost.npz"), **flat(host))
@@ -130,8 +131,8 @@ def worker(out):
         # (numpy) values are written by the primary process only
         checkpoint.save(os.path.join(out, "run"), chunks, host, history, CONFIG, DP_SEEDS)
 
-    result = dist.train(CONFIG, DP_SEEDS, data_shards=DP_SHARDS, mesh=mesh, progress_fn=progress,
-                        checkpoint_fn=save)
+    result = runner.train(CONFIG, DP_SEEDS, data_shards=DP_SHARDS, mesh=mesh, progress_fn=progress,
+                          callbacks=[save])
     info = {"process": pid, "processes": jax.process_count(), "global_devices": len(jax.devices()),
             "replicas_identical": replicas_identical(result.states.agent),
             "data_group_processes": sorted({d.process_index for d in mesh.devices[0]}),

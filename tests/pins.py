@@ -10,7 +10,7 @@ Pins are recorded on the commit before a change, on the machine that checks them
     ... change the code ...
     python -m tests.pins --check --pins /tmp/pins.json
 
-Each pin is one `trainer.train` run of a method's preset for TD3 or SAC: 2 vmapped seeds, 3,000 env steps
+Each pin is one `runner.train` run of a method's preset for TD3 or SAC: 2 vmapped seeds, 3,000 env steps
 of inverted_pendulum (positional backend, 2 envs), small networks, and topology periods short enough that
 every method with a topology has several events on both networks (and RLx2 turns on its n-step target and
 checks its buffer). The checksum is a SHA-256 over the bytes of every leaf of the final train state (in
@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sparse_rl_jax as srj  # noqa: E402
-from sparse_rl_jax import methods, run_logging, trainer  # noqa: E402
+from sparse_rl_jax import methods, run_logging, runner  # noqa: E402
 
 PINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "preset_pins.json")
 SETTINGS = {
@@ -81,7 +81,7 @@ def digest(states, history) -> str:
 
 
 def run(method: str, algo: str) -> Dict[str, Any]:
-    result = trainer.train(config_of(method, algo), num_seeds=SEEDS)
+    result = runner.train(config_of(method, algo), num_seeds=SEEDS)
     last = result.history[-1][1]
     return {"sha256": digest(result.states, result.history),
             "final_return": [float(x) for x in np.asarray(last["eval/episode_reward"])],

@@ -321,13 +321,14 @@ def test_divergence_stops_with_message_and_keeps_last_checkpoint(td3_run, cli_en
 @pytest.fixture
 def no_training(monkeypatch):
     """Bad input must be rejected before anything is compiled: training/init must never be reached."""
-    from sparse_rl_jax import trainer
+    from sparse_rl_jax import distributed, runner
 
     def forbidden(*args, **kwargs):
         raise AssertionError("training was started for bad input")
 
-    monkeypatch.setattr(trainer, "train", forbidden)
-    monkeypatch.setattr(trainer, "make_chunk_fn", forbidden)
+    monkeypatch.setattr(runner, "train", forbidden)
+    monkeypatch.setattr(runner.Runner, "__init__", forbidden)
+    monkeypatch.setattr(distributed, "make_chunk_fn", forbidden)
 
 
 def _main(argv, capsys):

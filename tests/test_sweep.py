@@ -49,14 +49,14 @@ def test_sweep_compiles_each_group_once_and_writes_cells(swept):
 
 @pytest.mark.slow
 def test_vmapped_sweep_cell_equals_its_separate_run(swept):
-    from sparse_rl_jax import trainer
+    from sparse_rl_jax import runner
 
     root, cells, _ = swept
     # the cell differing from the group's static config in every swept number
     cell = sweep.Cell("inverted_pendulum", "rigl", 0.8, 0.7, 0.5, 1e-3)
     assert cell in cells
     config = sweep.cell_config(cell, "td3", OVERRIDES, seed=0)
-    separate = trainer.train(config, num_seeds=1).history
+    separate = runner.train(config, num_seeds=1).history
     rows = _rows(cell.workdir(root))
     assert len(rows) == len(separate)
     for row, (steps, metrics) in zip(rows, separate):
