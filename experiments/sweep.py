@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sparse_rl_jax import agents
+from sparse_rl_jax import metrics as metrics_lib
 
 DENSE = "dense"
 RESULT_FIELDS = ("env", "method", "actor_sparsity", "critic_sparsity", "drop_fraction", "lr", "seeds",
@@ -241,7 +242,7 @@ def _write_cell(workdir, cfg, history, trainer, states, num_seeds, seeds, cfg_li
     for steps, metrics in history:
         log.append(steps, metrics)
     log.close()
-    summary = run_logging.summarize(cfg, log.history, trainer, states, num_seeds)
+    summary = metrics_lib.summarize(cfg, log.history, trainer, states, num_seeds)
     for row, seed in zip(summary["seeds"], seeds):
         row["seed"] = seed
     run_logging.write_json(os.path.join(workdir, "summary.json"), summary)  # written last: marks done

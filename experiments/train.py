@@ -406,11 +406,12 @@ class Hook:
 
     def __call__(self, period) -> None:
         from sparse_rl_jax import checkpoint, run_logging
+        from sparse_rl_jax import metrics as metrics_lib
 
         plan, chunk, states = self.plan, period.period, period.states
         env_steps, metrics = period.env_steps, period.metrics
         view = host_agent(plan, states)  # every process takes part in the gather
-        metrics = {**metrics, **run_logging.layer_densities(self.trainer, view, plan.num_seeds)}
+        metrics = {**metrics, **metrics_lib.layer_densities(self.trainer, view, plan.num_seeds)}
         entry = self.log.append(env_steps, metrics)
         now = time.perf_counter()
         # The first period of a process includes compilation: no rate or estimate from it.
@@ -472,6 +473,7 @@ def _describe_layout(plan: Plan) -> str:
 def execute(plan: Plan, stop: Optional[StopRequest] = None) -> Dict[str, Any]:
     """Train (or finish) the planned run and write every output; returns the summary."""
     from sparse_rl_jax import config as cfg_lib
+    from sparse_rl_jax import metrics as metrics_lib
     from sparse_rl_jax import plotting, run_logging
     from sparse_rl_jax import runner as runner_lib
     from sparse_rl_jax import trainer as trainer_lib
@@ -505,13 +507,13 @@ def execute(plan: Plan, stop: Optional[StopRequest] = None) -> Dict[str, Any]:
         log.close()
     if not primary:
         return {}
-    summary = run_logging.summarize(config, log.history, trainer, states, plan.num_seeds)
+    summary = metrics_lib.summarize(config, log.history, trainer, states, plan.num_seeds)
     run_logging.write_json(os.path.join(workdir, "summary.json"), summary)
     print("\n" + run_logging.format_summary(summary), flush=True)
     if plan.plots:
         label = f"{config.method} {config.algo.upper()}"
         rlx2 = config.replay.dynamic or config.replay.nstep > 1
-        paths = plotting.run_plots(workdir, log.history, run_logging.final_masks(trainer, states), label, rlx2)
+        paths = plotting.run_plots(workdir, log.history, metrics_lib.final_masks(trainer, states), label, rlx2)
         print(f"\nplots: {', '.join(_show(p) for p in paths)}", flush=True)
     print(f"summary: {_show(os.path.join(workdir, 'summary.json'))}", flush=True)
     return summary

@@ -380,18 +380,6 @@ def metric_view(states, dp: bool):
     return states.replace(env_state=None, replay=rep.replace(data=data))
 
 
-def host_metrics(trainer: trainer_lib.Trainer, states, info, updates: int) -> Dict[str, Any]:
-    """``Trainer.chunk_metrics`` for host copies of (possibly data-parallel) states and infos."""
-    if not isinstance(trainer, DataParallelTrainer):
-        return trainer_lib.chunk_metrics(trainer, states, info, updates)
-    merged = states.replace(
-        finished_return_sum=states.finished_return_sum.sum(1), finished_count=states.finished_count.sum(1),
-        env_steps=states.env_steps.sum(1), replay=jax.tree.map(lambda x: x[:, 0], states.replay))
-    m = trainer_lib.chunk_metrics(trainer, merged, {k: np.asarray(v)[:, 0] for k, v in info.items()}, updates)
-    m["buffer/size"] = (np.asarray(states.replay.size) * trainer.config.env.num_envs).sum(1)
-    return m
-
-
 # ---------------------------------------------------------------------------- host loop
 def make_trainer(config: Config, data_shards: int = 0) -> trainer_lib.Trainer:
     return DataParallelTrainer(config, data_shards) if data_shards else trainer_lib.Trainer(config)
@@ -416,7 +404,7 @@ def state_spec(data_shards: int = 0):
 __all__ = [
     "DATA", "GRAD_AXES", "HPARAMS", "PER_SEED_FIELDS", "SEED", "SHARD", "DataParallelTrainer", "ScaleError",
     "abstract_states", "check_layout", "state_spec",
-    "default_mesh", "define_flags", "host_metrics", "init_states", "initialize_from_flags",
+    "default_mesh", "define_flags", "init_states", "initialize_from_flags",
     "initialize_from_flag_values", "is_primary", "make_chunk_fn", "make_eval_fn", "make_init_fn",
     "make_mesh", "make_trainer", "shard_config", "to_global", "to_host", "with_hparams",
 ]

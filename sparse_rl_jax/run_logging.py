@@ -1,4 +1,4 @@
-"""What a run writes to its work directory, and the numbers of its final summary.
+"""What a run writes to its work directory (the numbers themselves come from `sparse_rl_jax.metrics`).
 
 Layout of ``<workdir>``::
 
@@ -6,7 +6,7 @@ Layout of ``<workdir>``::
     metrics/seed_<i>.csv            one row per evaluation period: env_steps, then every metric
     metrics/seed_<i>.jsonl          the same rows as JSON objects (NaN -> null)
     tensorboard/seed_<i>/           TensorBoard event files (tensorboardX), step = env steps
-    summary.json                    `summarize(...)`: per-seed and mean final/best return, AUC, sparsity,
+    summary.json                    `metrics.summarize(...)`: per-seed and mean final/best return, AUC, sparsity,
                                     total size and FLOPs relative to dense
     checkpoints/<chunk>/            orbax checkpoints (`sparse_rl_jax.checkpoint`)
     plots/*.png                     `sparse_rl_jax.plotting`
@@ -168,46 +168,6 @@ class RunLog:
 
 
 # ---------------------------------------------------------------------------- per-layer densities
-def network_layers(trainer, states) -> Dict[str, Any]:
-    """``{net_name: (params, masks)}`` with the leading seed axis (from the vmapped states)."""
-    return {name: (net.params, net.masks) for name, net in trainer.agent.networks(states.agent).items()}
-
-
-def _seed_slice(tree: Any, seed: int) -> Any:
-    import jax
-
-    return jax.tree.map(lambda x: np.asarray(x[seed]), tree)
-
-
-def layer_densities(trainer, states, num_seeds: int) -> Dict[str, List[float]]:
-    """``{'density/<net>/<layer>': [per-seed density]}`` counted from the masks (dense layers: 1.0)."""
-    from sparse_rl_jax.sparsity import flops
-
-    out: Dict[str, List[float]] = {}
-    for name, (params, masks) in network_layers(trainer, states).items():
-        for seed in range(num_seeds):
-            for stat in flops.layer_stats(_seed_slice(params, seed), masks=_seed_slice(masks, seed)):
-                key = f"density/{name}/{stat.path.removesuffix('/kernel')}"
-                out.setdefault(key, []).append(stat.density)
-    return out
-
-
-def final_masks(trainer, states, seed: int = 0) -> Dict[str, np.ndarray]:
-    """``{'<net>/<layer>': bool[in, out]}`` of one seed; dense layers are all True."""
-    import jax
-
-    out = {}
-    for name, (params, masks) in network_layers(trainer, states).items():
-        p, m = _seed_slice(params, seed), _seed_slice(masks, seed)
-        flat_p = jax.tree_util.tree_flatten_with_path(p)[0]
-        flat_m = jax.tree.structure(p).flatten_up_to(m)
-        for (path, leaf), mask in zip(flat_p, flat_m):
-            if leaf.ndim < 2:
-                continue
-            layer = "/".join(str(getattr(k, "key", k)) for k in path if getattr(k, "key", None) != "params")
-            out[f"{name}/{layer.removesuffix('/kernel')}"] = (
-                np.ones(leaf.shape, bool) if mask is None else np.asarray(mask, bool))
-    return out
 
 
 # ---------------------------------------------------------------------------- summary
@@ -229,63 +189,6 @@ def area_under_curve(steps: np.ndarray, values: np.ndarray) -> Optional[float]:
     if len(values) == 1 or steps[-1] == steps[0]:
         return float(values[-1])
     return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
-
-
-def size_and_flops(config, trainer, states, seed: int, history: Optional[List[list]] = None) -> Dict[str, float]:
-    """Sparsity, RLx2 total size (final masks) and FLOPs (fractions of dense) of one seed.
-
-    ``train_flops`` is the whole run's: every period's multiply-adds, counted at the network sizes of
-    that period (GMP's dense phase included), summed, over the dense agent's for the same updates. It is
-    read from the last period's ``flops/train_so_far`` and ``flops/train_dense_so_far``, so the summary
-    and the per-period metrics are the same numbers.
-    """
-    from sparse_rl_jax.sparsity import flops
-
-    nets = network_layers(trainer, states)
-    counts = {name: flops.network_count(_seed_slice(p, seed), masks=_seed_slice(m, seed))
-              for name, (p, m) in nets.items()}
-    actor, critic = counts["actor"], counts["critic"]
-    train = None
-    if history and "flops/train_dense_so_far" in history[-1][1]:
-        last = history[-1][1]
-        dense = float(np.asarray(last["flops/train_dense_so_far"])[seed])
-        train = float(np.asarray(last["flops/train_so_far"])[seed]) / dense if dense > 0 else None
-    return {
-        "sparsity_actor": 1.0 - actor.fraction,
-        "sparsity_critic": 1.0 - critic.fraction,
-        "total_size": flops.total_size(trainer.agent.flop_model, actor, critic).fraction,
-        "train_flops": train,
-        "inference_flops": flops.inference_flops(actor).fraction,
-    }
-
-
-def summarize(config, history: List[list], trainer, states, num_seeds: int) -> Dict[str, Any]:
-    """The ``summary.json`` object: one entry per seed, then mean and std over seeds."""
-    from sparse_rl_jax import config as cfg_lib
-
-    seeds = []
-    for i in range(num_seeds):
-        steps, rets = returns_of(history, i)
-        row = {"seed": config.seed + i,
-               "final_return": float(rets[-1]) if len(rets) else None,
-               "best_return": float(rets.max()) if len(rets) else None,
-               "auc": area_under_curve(steps, rets)}
-        row.update(size_and_flops(config, trainer, states, i, history))
-        seeds.append(row)
-    return {
-        "method": config.method, "algo": config.algo, "env": config.env.name, "num_seeds": num_seeds,
-        "env_steps": history[-1][0] if history else 0, "chunks": len(history),
-        "seeds": seeds, "mean": _aggregate(seeds, np.mean), "std": _aggregate(seeds, np.std),
-        "config": cfg_lib.to_dict(config),
-    }
-
-
-def _aggregate(rows: List[Dict[str, Any]], fn) -> Dict[str, Optional[float]]:
-    out = {}
-    for name in SUMMARY_FIELDS:
-        vals = [r[name] for r in rows if r.get(name) is not None]
-        out[name] = float(fn(vals)) if vals else None
-    return out
 
 
 def _fmt(value: Optional[float], kind: str) -> str:
@@ -343,6 +246,6 @@ def format_progress(entry: List[Any], total_steps: int, chunk: int, chunks: int,
 
 
 __all__: Sequence[str] = (
-    "RunLog", "area_under_curve", "final_masks", "format_progress", "format_summary", "layer_densities",
-    "read_history", "read_json", "returns_of", "summarize", "write_json", "write_text_atomic",
+    "RunLog", "area_under_curve", "format_progress", "format_summary", "history_to_json", "read_history",
+    "read_json", "returns_of", "write_json", "write_text_atomic",
 )

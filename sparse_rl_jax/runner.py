@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from sparse_rl_jax import distributed as dist
+from sparse_rl_jax import metrics as metrics_lib
 from sparse_rl_jax import trainer as trainer_lib
 from sparse_rl_jax.config import Config
 
@@ -93,7 +94,7 @@ class Runner:
         per_chunk = trainer_lib.chunk_iterations(config)
         total = trainer_lib.num_chunks(config)
         history = list(history or [])
-        so_far = trainer_lib.flops_so_far(history, n)
+        so_far = metrics_lib.flops_so_far(history, n)
         for c in range(start_chunk, total):
             t0 = time.perf_counter()
             # the iteration counter is a host value: replicated on every process, unbatched everywhere
@@ -105,13 +106,13 @@ class Runner:
             evals = self.eval_fn(trainer_lib.policy_params(states), eval_keys)
             host_states, host_info, host_evals = dist.to_host(
                 (dist.metric_view(states, bool(self.data_shards)), info, evals))
-            metrics = dist.host_metrics(trainer, host_states, host_info,
+            metrics = metrics_lib.host_metrics(trainer, host_states, host_info,
                                         trainer_lib.period_updates(trainer, c)[0])
             metrics.update(host_evals)
             # agent metrics are equal over data shards (their inputs are pmean-ed): take shard 0's
             agent_info = ({k: np.asarray(v)[:, 0] for k, v in host_info.items()} if self.data_shards
                           else host_info)
-            so_far = trainer_lib.add_period_metrics(metrics, self._whole, host_states, agent_info, so_far, c,
+            so_far = metrics_lib.add_period_metrics(metrics, self._whole, host_states, agent_info, so_far, c,
                                                     elapsed, None if hp is None else hp.get("drop_fraction"))
             env_steps = int(np.asarray(host_states.env_steps).reshape(n, -1).sum(1)[0])
             history.append((env_steps, metrics))

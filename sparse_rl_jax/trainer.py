@@ -20,16 +20,13 @@ Structure (PureJaxRL style, with Brax's `progress_fn` contract):
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
-from sparse_rl_jax import agents, dst, envs, evaluation, methods, normalization, replay
-from sparse_rl_jax.sparsity import flops
+from sparse_rl_jax import agents, envs, evaluation, methods, normalization, replay
 from sparse_rl_jax.config import Config
 
 ProgressFn = Callable[[int, Dict[str, Any]], None]
@@ -285,115 +282,6 @@ def make_eval_fn(trainer: Trainer):
     return jax.jit(make_evaluate(trainer))
 
 
-def chunk_metrics(trainer: Trainer, states: TrainState, info: Dict, updates: int) -> Dict[str, Any]:
-    """Host-side metric dict (per-seed numpy arrays) with Brax-style names.
-
-    `info` holds per-seed sums over the chunk; losses are averaged over the chunk's `updates`.
-    """
-    m: Dict[str, Any] = {}
-    for name in trainer.agent.metric_names:
-        if name in info:
-            m[f"training/{name}"] = np.asarray(info[name]) / max(updates, 1)
-    count = np.asarray(states.finished_count)
-    m["training/episode_reward"] = np.where(
-        count > 0, np.asarray(states.finished_return_sum) / np.maximum(count, 1), np.nan)
-    for net_name, net in trainer.agent.networks(states.agent).items():
-        m[f"sparsity/{net_name}"] = np.asarray(jax.vmap(dst.kernel_sparsity)(net))
-        events = np.asarray(info[f"{net_name}_topology_events"])
-        # mean fraction of active connections replaced per topology event in this chunk
-        m[f"topology/{net_name}/mask_change"] = np.asarray(info[f"{net_name}_mask_change"]) / np.maximum(events, 1)
-        m[f"topology/{net_name}/events"] = events
-        m[f"topology/{net_name}/net_updates"] = np.asarray(net.updates)
-    m["buffer/size"] = np.asarray(replay.num_transitions(states.replay))
-    if "buffer_policy_distance" in info:
-        checks = np.asarray(info["buffer_checks"])
-        # mean over the checks made in this chunk (the no-check branch contributes 0); NaN if none
-        m["buffer/policy_distance"] = np.where(
-            checks > 0, np.asarray(info["buffer_policy_distance"]) / np.maximum(checks, 1), np.nan)
-    return m
-
-
-def _mean_counts(params, masks, active_sum, updates) -> Dict[str, flops.Count]:
-    """One seed's network sizes (whole network and the twin critic's Q1) averaged over a period's
-    updates, from the per-sparse-leaf active counts summed over those updates (``dst.active_counts``);
-    with no update in the period, the current masks."""
-    flat_params = jax.tree_util.tree_leaves_with_path(params)
-    flat_masks = jax.tree.leaves(masks, is_leaf=lambda x: x is None)
-    totals = {"": [0.0, 0.0], "q1/": [0.0, 0.0]}
-    j = 0
-    for (path, leaf), mask in zip(flat_params, flat_masks):
-        if mask is not None:
-            mean = active_sum[j] / updates if updates > 0 else float(np.count_nonzero(mask))
-            j += 1
-        if np.ndim(leaf) < 2:
-            continue
-        size = float(np.size(leaf))
-        active = size if mask is None else mean
-        name = flops.path_string(path)
-        for prefix, acc in totals.items():
-            if name.startswith(prefix):
-                acc[0] += active
-                acc[1] += size
-    return {"all": flops.Count(*totals[""]), "q1": flops.Count(*totals["q1/"])}
-
-
-def period_flops(trainer: Trainer, states: TrainState, info: Dict) -> Dict[str, np.ndarray]:
-    """Per seed: training MACs of this period's updates, sparse and dense (`flops.period_flops`, sizes
-    averaged exactly over the period's updates of each network), and the actor's inference fraction."""
-    cfg, agent = trainer.config, trainer.agent
-    nets = agent.networks(states.agent)
-    rc = cfg.replay
-    methods_of = {"actor": agent.actor_method, "critic": agent.critic_method}
-    num_seeds = np.asarray(nets["critic"].updates).shape[0]
-    sparse, dense, infer = [], [], []
-    for i in range(num_seeds):
-        counts, net_updates, dense_grads = {}, {}, {}
-        for name, net in nets.items():
-            params, masks = (jax.tree.map(lambda x: np.asarray(x[i]), t) for t in (net.params, net.masks))
-            n = float(np.asarray(info[f"{name}_updates"])[i])
-            counts[name] = _mean_counts(params, masks, np.asarray(info[f"{name}_active"])[i], n)
-            method = methods_of[name]
-            if method.dense_grad_every_step:
-                dense_grads[name] = n
-            elif method.dense_grad_on_events:
-                dense_grads[name] = float(np.asarray(info[f"{name}_topology_events"])[i])
-            net_updates[name] = n
-        actor, critic = counts["actor"]["all"], counts["critic"]["all"]
-        model = {"actor": actor, "actor_target": actor, "critic": critic, "critic_target": critic,
-                 "critic_q1": counts["critic"]["q1"]}
-        t = flops.period_flops(
-            agent.flop_model, model, critic_updates=net_updates["critic"], actor_updates=net_updates["actor"],
-            nstep_updates=float(np.asarray(info["nstep_updates"])[i]), nstep=rc.nstep,
-            dense_grad_updates=dense_grads,
-            batch_size=cfg.agent.batch_size)
-        sparse.append(t.sparse)
-        dense.append(t.dense)
-        infer.append(flops.network_count(*(jax.tree.map(lambda x: np.asarray(x[i]), t)
-                                           for t in (nets["actor"].params, nets["actor"].masks))).fraction)
-    return {"train_sparse": np.array(sparse, np.float64), "train_dense": np.array(dense, np.float64),
-            "inference_fraction": np.array(infer)}
-
-
-def drop_fractions(trainer: Trainer, states: TrainState, drop_fraction=None) -> Dict[str, Any]:
-    """Scheduled drop fraction of each network at its current update count; per seed when
-    ``drop_fraction`` (a sweep's per-seed base fractions) is given, else one number."""
-    out: Dict[str, Any] = {}
-    agent = trainer.agent
-    nets = agent.networks(states.agent)
-    for net_name, method in (("actor", agent.actor_method), ("critic", agent.critic_method)):
-        schedule = method.schedule
-        if schedule is None or schedule.prune_only:
-            continue
-        updates = int(np.asarray(nets[net_name].updates).reshape(-1)[0])
-        key = f"topology/{net_name}/drop_fraction"
-        if drop_fraction is None:
-            out[key] = float(schedule.fraction(updates))
-        else:
-            out[key] = np.asarray([float(dataclasses.replace(schedule, drop_fraction=float(d)).fraction(updates))
-                                   for d in np.asarray(drop_fraction)], np.float32)
-    return out
-
-
 def period_updates(trainer: Trainer, chunk: int) -> Tuple[int, int]:
     """``(critic updates made in evaluation period chunk, critic update count at its end)``."""
     per_chunk, warmup = chunk_iterations(trainer.config), trainer.warmup_iterations
@@ -402,36 +290,3 @@ def period_updates(trainer: Trainer, chunk: int) -> Tuple[int, int]:
     return updates, max(last - warmup, 0) * trainer.updates_per_iteration
 
 
-def flops_so_far(history: Optional[list], num_seeds: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Training MACs counted so far (per seed; sparse, dense), carried over from a resumed run's history."""
-    if history and "flops/train_so_far" in history[-1][1]:
-        last = history[-1][1]
-        return (np.asarray(last["flops/train_so_far"], np.float64),
-                np.asarray(last["flops/train_dense_so_far"], np.float64))
-    return np.zeros(num_seeds, np.float64), np.zeros(num_seeds, np.float64)
-
-
-def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainState, info: Dict,
-                       so_far: Tuple[np.ndarray, np.ndarray], chunk: int, elapsed: float,
-                       drop_fraction=None) -> Tuple[np.ndarray, np.ndarray]:
-    """Complete one period's `chunk_metrics` + evaluation with the run-level numbers (FLOPs, schedules,
-    counters, speed); returns the updated FLOPs so far (`runner`'s loop).
-
-    ``flops/train_fraction`` is this period's; ``flops/train_so_far / flops/train_dense_so_far`` the
-    run's so far, which the summary reports (the same numbers, so the two always agree).
-    """
-    fl = period_flops(trainer, states, info)
-    sparse, dense = so_far[0] + fl["train_sparse"], so_far[1] + fl["train_dense"]
-    _, update_step = period_updates(trainer, chunk)
-    metrics["flops/train_so_far"] = sparse.copy()
-    metrics["flops/train_dense_so_far"] = dense.copy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        metrics["flops/train_fraction"] = np.where(fl["train_dense"] > 0, fl["train_sparse"] / fl["train_dense"], np.nan)
-    metrics["flops/inference_fraction"] = fl["inference_fraction"]
-    metrics.update(drop_fractions(trainer, states, drop_fraction))
-    rc = trainer.config.replay
-    metrics["nstep"] = rc.nstep if update_step > rc.nstep_delay else 1
-    metrics["training/updates"] = update_step
-    metrics["training/sps"] = chunk_iterations(trainer.config) * trainer.config.env_steps_per_iteration / elapsed
-    metrics["training/walltime"] = elapsed
-    return sparse, dense
