@@ -149,7 +149,7 @@ def format_report(report: dict, algo: str) -> str:
         "",
         f"params (actor + critic non-zero weights): {int(report['params']):,}",
         f"total size ({targets}): {report['total_size'].fraction:.4f} of dense",
-        f"train FLOPs per iteration: {t.fraction:.4f} of dense ({t.sparse:,.0f} / {t.dense:,.0f} MACs per "
+        f"train FLOPs per critic update: {t.fraction:.4f} of dense ({t.sparse:,.0f} / {t.dense:,.0f} MACs per "
         "sample)",
         f"inference FLOPs (actor forward): {i.fraction:.4f} of dense ({i.sparse:,.0f} / {i.dense:,.0f} MACs)",
     ]

@@ -9,7 +9,7 @@ Structure (PureJaxRL style, with Brax's `progress_fn` contract):
   warm-up) followed by `updates_per_iteration` gradient updates (skipped during warm-up). The iteration
   counter is an *unbatched* scan carry shared by every seed, so the periodic events (warm-up switch,
   topology updates, n-step switch, buffer checks) are real `lax.cond`/`lax.switch` branches under `vmap`,
-  never selects that run both sides every step.
+  never selects that run both sides every iteration.
 * The host loop is `sparse_rl_jax.runner` (one loop for every layout): one compiled chunk per evaluation
   period, evaluation, metrics to `progress_fn(env_steps, metrics)` and the period callbacks. This module
   keeps the pure pieces and the per-period metric arithmetic the loop calls.
@@ -152,20 +152,20 @@ class Trainer:
 
     def _learn(self, ts: TrainState, iteration, key):
         """`updates_per_iteration` gradient updates; returns (state, summed metrics)."""
-        first_step = (iteration - self.warmup_iterations) * self.updates_per_iteration
+        first_update = (iteration - self.warmup_iterations) * self.updates_per_iteration
         batch, nmax = self.config.agent.batch_size, self.nmax
         rcfg = self.config.replay
 
         def one(carry, j):
             agent_state, key = carry
             key, sample_key, update_key = jax.random.split(key, 3)
-            step = first_step + j
-            n_active = jnp.where(step >= rcfg.nstep_delay, rcfg.nstep, 1)
+            update_index = first_update + j  # the run's critic-update count (shared by the seeds)
+            n_active = jnp.where(update_index >= rcfg.nstep_delay, rcfg.nstep, 1)
             window = replay.sample_windows(ts.replay, sample_key, batch, nmax)
             if ts.obs_stats is not None:  # raw observations in the buffer, normalised at use
                 window = window._replace(obs=normalize_obs(ts.obs_stats, window.obs),
                                          next_obs=normalize_obs(ts.obs_stats, window.next_obs))
-            agent_state, info = self.agent.update(agent_state, window, step, n_active, update_key)
+            agent_state, info = self.agent.update(agent_state, window, update_index, n_active, update_key)
             info["nstep_updates"] = (n_active > 1).astype(jnp.int32)  # updates with n-step targets on
             return (agent_state, key), info
 

@@ -86,7 +86,7 @@ class AgentBase:
 
     An agent is ``init(key, actor_sparsity, critic_sparsity) -> state``, ``explore(state, obs, key) ->
     (action, noise-free action)``, ``policy(actor_params, obs) -> action`` and ``update(state, window,
-    step, n_active, key) -> (state, info)``, over a state with ``actor`` and ``critic`` `dst.SparseNet`s.
+    update_index, n_active, key) -> (state, info)``, over a state with ``actor`` and ``critic`` `dst.SparseNet`s.
     The class-level facts below are what the host side (trainer, FLOP accounting, report, export,
     presets) reads instead of asking which algorithm it is; `sparse_rl_jax.agents.AGENTS` maps names to
     classes.

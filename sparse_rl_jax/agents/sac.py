@@ -1,6 +1,6 @@
 """SAC (Haarnoja et al. 2018) with sparse networks and automatic temperature.
 
-Actor, critic and temperature learn every iteration; only the critic keeps a target copy. The n-step
+Actor, critic and temperature learn at every update; only the critic keeps a target copy. The n-step
 soft target adds, at every intermediate state of the window, the entropy bonus -alpha log pi(a~|s)
 with a fresh action from the online actor (ALGORITHMS.md, RLx2):
 
@@ -118,7 +118,7 @@ class SAC(common.AgentBase):
         loss = jnp.mean(jnp.exp(log_alpha) * logp - q)
         return loss, {"actor_loss": loss, "entropy": -jnp.mean(logp), "logp": logp}
 
-    def update(self, state: SACState, window: replay.Window, step, n_active, key
+    def update(self, state: SACState, window: replay.Window, update_index, n_active, key
                ) -> Tuple[SACState, Dict[str, jax.Array]]:
         critic_key, actor_key = jax.random.split(key)
         grads, info = jax.grad(self.critic_loss, has_aux=True)(

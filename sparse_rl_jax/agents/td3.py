@@ -91,10 +91,10 @@ class TD3(common.AgentBase):
         loss = -jnp.mean(q1)
         return loss, {"actor_loss": loss}
 
-    def update(self, state: TD3State, window: replay.Window, step, n_active, key
+    def update(self, state: TD3State, window: replay.Window, update_index, n_active, key
                ) -> Tuple[TD3State, Dict[str, jax.Array]]:
-        """One gradient update; `step` is the 0-based critic-update count, unbatched (shared by the
-        seeds), so the policy-delay test below is a real branch."""
+        """One gradient update; `update_index` is the run's 0-based critic-update count, unbatched
+        (shared by the seeds), so the policy-delay test below is a real branch."""
         grads, info = jax.grad(self.critic_loss, has_aux=True)(
             state.critic.params, state, window, n_active, key)
         grads, info = self.reduce((grads, info))
@@ -120,6 +120,6 @@ class TD3(common.AgentBase):
         if delay == 1:  # every update (DDPG, or TD3 without delay): no branch to trace
             state, actor_info = delayed(state)
         else:
-            state, actor_info = jax.lax.cond((step + 1) % delay == 0, delayed, skip, state)
+            state, actor_info = jax.lax.cond((update_index + 1) % delay == 0, delayed, skip, state)
         info.update(actor_info)
         return state, info
