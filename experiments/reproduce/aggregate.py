@@ -63,9 +63,6 @@ def _wall_time(history: List[list]) -> Optional[float]:
     return float(sum(times)) if times else None
 
 
-RECORD_FILES = ("summary.json", "config.json")
-
-
 def record_dir(results: str, tier: grid.Tier, cell: grid.Cell) -> str:
     """The committed record of a finished cell: ``<results>/<tier>/runs/<task>/<algo>/<cell>/``.
 
@@ -80,12 +77,12 @@ def keep_record(workdir: str, results: str, tier: grid.Tier, cell: grid.Cell) ->
     """Copy a finished cell's record out of its run directory (atomically per file); returns the record."""
     out = record_dir(results, tier, cell)
     os.makedirs(os.path.join(out, "metrics"), exist_ok=True)
-    names = [n for n in RECORD_FILES if os.path.exists(os.path.join(workdir, n))]
-    names += [os.path.join("metrics", n) for n in sorted(os.listdir(os.path.join(workdir, "metrics")))
-              if n.endswith(".jsonl")]
+    metrics = [os.path.join("metrics", n) for n in sorted(os.listdir(os.path.join(workdir, "metrics")))
+               if n.endswith(".jsonl")]
     # summary.json last: its presence is what marks the record complete
-    names.sort(key=lambda n: n == "summary.json")
-    for name in names:
+    for name in ["config.json", *metrics, "summary.json"]:
+        if not os.path.exists(os.path.join(workdir, name)):
+            continue
         with open(os.path.join(workdir, name)) as f:
             run_logging.write_text_atomic(os.path.join(out, name), f.read())
     return out

@@ -32,8 +32,6 @@ FLOP_MODEL = PassModel(passes=(
     Pass("actor update: actor backward", "actor", 2.0, "actor_update"),
 ), stored=("actor", "critic", "critic_target", "actor_target"), actor_interval=1)
 
-DDPGState = TD3State
-
 
 @dataclasses.dataclass(frozen=True)
 class DDPG(TD3):
