@@ -9,12 +9,12 @@ dir to start over. Config: ``experiments/configs/demo.py``.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Sequence
 
 from absl import flags
 
 from experiments import train
+from sparse_rl_jax import cli
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.py")
 
@@ -23,11 +23,8 @@ def main(argv: Sequence[str]) -> int:
     fv = flags.FlagValues()
     flags.DEFINE_string("workdir", "runs/demo", "Work directory.", flag_values=fv)
     flags.DEFINE_integer("seeds", 2, "Seeds, vmapped in one program.", flag_values=fv)
-    try:
-        fv(list(argv))
-    except flags.Error as err:
-        print(f"demo: error: {err}", file=sys.stderr)
-        return train.USAGE_ERROR
+    if not cli.parse(fv, argv, "demo"):
+        return cli.USAGE_ERROR
     workdir = fv["workdir"].value
     args = [argv[0], f"--config={CONFIG}", f"--workdir={workdir}", f"--seeds={fv['seeds'].value}"]
     if os.path.isfile(os.path.join(workdir, "config.json")):
@@ -43,4 +40,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    cli.run(main)

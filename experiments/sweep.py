@@ -3,20 +3,19 @@
     python -m experiments.sweep --workdir runs/sweep --algo td3 --methods static,rigl,rlx2 \\
         --sparsities 0.5,0.8,0.9,0.95 --envs inverted_pendulum,halfcheetah --seeds 3 \\
         [--drop_fractions 0.1,0.3,0.5] [--lrs 3e-4,1e-3] [--set total_env_steps=100000 --set env.num_envs=16] \\
-        [--max_batch 64] [--no_dense]
+        [--max_batch 64] [--nodense] [--coordinator_address HOST:PORT --num_processes N --process_id I]
 
 A *cell* is one (env, method, actor/critic sparsity, drop fraction, learning rate); it runs ``--seeds``
 seeds and gets its own work directory ``<workdir>/<env>/<method>/<cell>/`` laid out like a launcher run
 (``config.json`` with the cell's own values, ``metrics/seed_<i>.csv|jsonl``, ``summary.json``).
 
 Cells of one (env, method) differ only in numbers, and every number here -- the seed, the actor and critic
-sparsity, the drop fraction, the learning rate -- is a traced value of the compiled program (sparsities
-through the exact-count mask init, drop fraction and learning rates through
-`sparse_rl_jax.distributed.with_hparams`). So each (env, method) group is ONE compiled program vmapped over
-all its cells x seeds: a whole sparsity sweep compiles once. ``--max_batch`` splits a big group into equal
-batches (the last padded) that reuse that program. With several devices the batch is sharded over them
-(`runner.Runner`, seed axis; padded to a multiple of the device count); on several hosts pass the
-``--coordinator_address/--num_processes/--process_id`` flags and only process 0 writes.
+sparsity, the drop fraction, the learning rate -- is a traced value of the compiled program, so each
+(env, method) group is ONE compiled program vmapped over all its cells x seeds: a whole sparsity sweep
+compiles once (`sparse_rl_jax.sweep`). ``--max_batch`` splits a big group into equal batches (the last
+padded) that reuse that program. With several devices the batch is sharded over them (seed axis; padded to
+a multiple of the device count); on several hosts pass the ``--coordinator_address/--num_processes/
+--process_id`` flags and only process 0 writes.
 
 Resumable: a cell is done when its ``summary.json`` exists; a rerun skips done cells and runs the rest
 (an interrupted group restarts from its beginning: groups are not checkpointed mid-run). Static choices
@@ -24,65 +23,56 @@ Resumable: a cell is done when its ``summary.json`` exists; a rerun skips done c
 
 At the end (and with ``--aggregate_only``) every cell's summary is collected into ``results.csv`` and
 ``results.md``: final return and AUC, mean and std over seeds, and both as a percentage of the dense run
-of the same env (and learning rate, when swept); ``--no_dense`` leaves the dense baseline out.
+of the same env (and learning rate, when swept); ``--nodense`` leaves the dense baseline out.
+
+Exit status (as `experiments.train`): 0 done; 2 bad input (one line on stderr naming the flag and what is
+allowed, before anything is compiled or written); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM: the
+sweep stops at the end of the period in progress). Rerun the same command to continue.
 """
 from __future__ import annotations
 
 import ast
-import csv
 import dataclasses
-import io
-import itertools
-import json
-import math
-import os
-import sys
-import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import shlex
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
+from absl import flags
 
-from sparse_rl_jax import agents
-from sparse_rl_jax import metrics as metrics_lib
-
-DENSE = "dense"
-RESULT_FIELDS = ("env", "method", "actor_sparsity", "critic_sparsity", "drop_fraction", "lr", "seeds",
-                 "final_return", "final_return_std", "final_pct_dense", "auc", "auc_pct_dense",
-                 "sparsity_actor", "sparsity_critic", "total_size", "train_flops", "workdir")
+from sparse_rl_jax import agents, cli, config_flag, envs, launch, sweep
+from sparse_rl_jax import config as cfg_lib
+from sparse_rl_jax import distributed as dist
+from sparse_rl_jax import methods as methods_lib
+from sparse_rl_jax.cli import UsageError, one_line
+from sparse_rl_jax.validation import ConfigError, validate
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class Cell:
-    env: str
-    method: str
-    actor_sparsity: float
-    critic_sparsity: float
-    drop_fraction: Optional[float] = None  # None: the preset's value (or no topology updates)
-    lr: Optional[float] = None  # None: the preset's learning rates; else actor and critic lr
-
-    @property
-    def name(self) -> str:
-        parts = [f"a{self.actor_sparsity:g}_c{self.critic_sparsity:g}"]
-        if self.drop_fraction is not None:
-            parts.append(f"df{self.drop_fraction:g}")
-        if self.lr is not None:
-            parts.append(f"lr{self.lr:g}")
-        return "_".join(parts)
-
-    def workdir(self, root: str) -> str:
-        return os.path.join(root, self.env, self.method.replace("+", "_"), self.name)
-
-
-# ---------------------------------------------------------------------------- grid
-def parse_sparsities(text: str) -> List[Tuple[float, float]]:
-    """``"0.5,0.9:0.85"`` -> ``[(0.5, 0.5), (0.9, 0.85)]`` (``actor:critic``, one value = both)."""
-    out = []
-    for item in _items(text):
-        a, _, c = item.partition(":")
-        out.append((float(a), float(c or a)))
-    return out
+def define_flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("workdir", None, "Sweep root directory (created if missing).", flag_values=fv)
+    flags.DEFINE_enum("algo", "td3", list(agents.names()), "The agent (sparse_rl_jax.agents.AGENTS).",
+                      flag_values=fv)
+    flags.DEFINE_string("methods", "static,rigl,rlx2", "Comma-separated method presets.", flag_values=fv)
+    flags.DEFINE_string("envs", "inverted_pendulum", "Comma-separated Brax env names.", flag_values=fv)
+    flags.DEFINE_string("sparsities", "0.5,0.8,0.9", "Comma-separated levels; 'a:c' for actor:critic.",
+                        flag_values=fv)
+    flags.DEFINE_integer("seeds", 3, "Seeds per cell (0..N-1, plus --seed_offset).", flag_values=fv)
+    flags.DEFINE_integer("seed_offset", 0, "First seed.", flag_values=fv)
+    flags.DEFINE_string("drop_fractions", None, "Comma-separated drop fractions (default: the preset's).",
+                        flag_values=fv)
+    flags.DEFINE_string("lrs", None, "Comma-separated learning rates for actor and critic (default: preset).",
+                        flag_values=fv)
+    flags.DEFINE_multi_string("set", [], "Config override for every cell, e.g. --set total_env_steps=100000.",
+                              flag_values=fv)
+    flags.DEFINE_integer("max_batch", 0, "Max vmapped runs per compiled batch (0: a whole group at once).",
+                         flag_values=fv)
+    flags.DEFINE_boolean("dense", True, "Add the dense baseline of every env (needed for % of dense).",
+                         flag_values=fv)
+    flags.DEFINE_boolean("aggregate_only", False, "Only rebuild results.csv / results.md.", flag_values=fv)
+    dist.define_flags(fv)  # --coordinator_address, --num_processes, --process_id, ... (and --data_shards)
+    return fv
 
 
+# ---------------------------------------------------------------------------- flag values
 def _items(text: Optional[str]) -> List[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
@@ -92,251 +82,25 @@ def _floats(text: Optional[str]) -> List[Optional[float]]:
     return values or [None]
 
 
-def has_topology(method: str, algo: str) -> bool:
-    """Does the method drop and grow (so a drop fraction applies)? Read from its class in the registry."""
-    from sparse_rl_jax import methods
-
-    return methods.parse(method)[0].cls.uses_drop_fraction
-
-
-def build_grid(algo: str, methods: Sequence[str], envs: Sequence[str], sparsities: Sequence[Tuple[float, float]],
-               drop_fractions: Sequence[Optional[float]] = (None,), lrs: Sequence[Optional[float]] = (None,),
-               dense: bool = True) -> List[Cell]:
-    """All cells; the dense method gets one sparsity (0) and no drop fraction, methods without
-    drop/grow updates no drop fraction."""
-    names = list(dict.fromkeys(([DENSE] if dense else []) + list(methods)))
-    cells = []
-    for env, method, lr in itertools.product(envs, names, lrs):
-        if method == DENSE:
-            cells.append(Cell(env, method, 0.0, 0.0, None, lr))
-            continue
-        dfs = drop_fractions if has_topology(method, algo) else (None,)
-        for (a, c), df in itertools.product(sparsities, dfs):
-            cells.append(Cell(env, method, a, c, df, lr))
-    return sorted(set(cells), key=cells.index)
-
-
-def cell_config(cell: Cell, algo: str, overrides: Dict[str, Any], seed: int = 0):
-    """The config a separate run of this cell would use (its numbers as static config values)."""
-    from sparse_rl_jax import presets
-
-    values = {**overrides, "env.name": cell.env, "seed": seed}
-    if cell.method != DENSE:
-        values.update({"sparsity.actor": cell.actor_sparsity, "sparsity.critic": cell.critic_sparsity})
-        if presets.preset(cell.method, algo).get("sparsity.er_lambdas") is not None:
-            # a sweep gives sparsity levels: DS's ER lambdas give way to ER solved for each level (= ERK)
-            values.update({"sparsity.er_lambdas": None, "sparsity.distribution": "erk"})
-    if cell.drop_fraction is not None:
-        values["topology.drop_fraction"] = cell.drop_fraction
-    if cell.lr is not None:
-        values.update({"agent.actor_lr": cell.lr, "agent.critic_lr": cell.lr})
-    return presets.make_config(cell.method, algo, **values)
-
-
-def group_cells(cells: Sequence[Cell]) -> Dict[Tuple[str, str], List[Cell]]:
-    """Cells that can share one compiled program: same env and method."""
-    groups: Dict[Tuple[str, str], List[Cell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.env, cell.method), []).append(cell)
-    return groups
-
-
-def group_config(cells: Sequence[Cell], algo: str, overrides: Dict[str, Any]):
-    """The group's static config: the first cell's, with a sparsity > 0 if any cell has one (so the
-    networks get masks; each entry's own level is traced)."""
-    rep = max(cells, key=lambda c: (c.actor_sparsity > 0 or c.critic_sparsity > 0, -cells.index(c)))
-    return cell_config(rep, algo, overrides)
-
-
-def is_done(cell: Cell, root: str) -> bool:
-    return os.path.isfile(os.path.join(cell.workdir(root), "summary.json"))
-
-
-# ---------------------------------------------------------------------------- running
-def _entries(cells: Sequence[Cell], seeds: Sequence[int]) -> List[Tuple[Cell, int]]:
-    return [(cell, seed) for cell in cells for seed in seeds]
-
-
-def _batches(entries: List, max_batch: int, multiple: int) -> List[List]:
-    """Equal-size batches (a multiple of ``multiple``); the last is padded with repeats of its last entry."""
-    n = len(entries)
-    size = n if max_batch <= 0 else min(max_batch, n)
-    size = -(-size // multiple) * multiple
+def parse_sparsities(text: str) -> List[Tuple[float, float]]:
+    """``"0.5,0.9:0.85"`` -> ``[(0.5, 0.5), (0.9, 0.85)]`` (``actor:critic``, one value = both)."""
     out = []
-    for start in range(0, n, size):
-        chunk = entries[start:start + size]
-        out.append(chunk + [chunk[-1]] * (size - len(chunk)))
+    for item in _items(text):
+        a, _, c = item.partition(":")
+        out.append((float(a), float(c or a)))
     return out
 
 
-def _slice_history(history: List, index: Sequence[int], total: int) -> List:
-    """Per-entry metric arrays -> the cell's entries; scalars stay."""
-    out = []
-    for steps, metrics in history:
-        m = {}
-        for k, v in metrics.items():
-            arr = np.asarray(v)
-            m[k] = arr[list(index)] if arr.ndim >= 1 and arr.shape[0] == total else v
-        out.append((steps, m))
-    return out
-
-
-def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int], overrides: Dict[str, Any],
-              max_batch: int = 0, mesh=None, log=print) -> int:
-    """Run the not-yet-done cells of one group in vmapped batches; returns the number of cells run."""
-    import jax
-
-    from sparse_rl_jax import config as cfg_lib
-    from sparse_rl_jax import distributed as dist
-    from sparse_rl_jax import run_logging
-    from sparse_rl_jax import runner as runner_lib
-
-    todo = [c for c in cells if not is_done(c, root)]
-    if not todo:
-        return 0
-    config = group_config(todo, algo, overrides)
-    runner = runner_lib.Runner(config, 0, mesh)
-    entries = _entries(todo, seeds)
-    hp_names = [name for name, on in (("drop_fraction", any(c.drop_fraction is not None for c in todo)),
-                                      ("lr", any(c.lr is not None for c in todo))) if on]
-    for batch in _batches(entries, max_batch, runner.mesh.shape[dist.SEED]):
-        real = [e for i, e in enumerate(batch) if e not in batch[:i]]  # padding repeats are dropped below
-        keys = np.stack([np.asarray(jax.random.PRNGKey(seed)) for _, seed in batch])
-        hp = {}
-        if "drop_fraction" in hp_names:
-            hp["drop_fraction"] = [c.drop_fraction if c.drop_fraction is not None else config.topology.drop_fraction
-                                   for c, _ in batch]
-        if "lr" in hp_names:
-            hp["actor_lr"] = [c.lr if c.lr is not None else config.agent.actor_lr for c, _ in batch]
-            hp["critic_lr"] = [c.lr if c.lr is not None else config.agent.critic_lr for c, _ in batch]
-        t0 = time.time()
-        log(f"[sweep] {todo[0].env} / {todo[0].method}: {len(real)} runs in one program "
-            f"({len({c for c, _ in real})} cells x seeds) on {runner.mesh.devices.size} device(s)")
-        result = runner.train(keys=keys, actor_sparsity=[c.actor_sparsity for c, _ in batch],
-                              critic_sparsity=[c.critic_sparsity for c, _ in batch], hparams=hp or None)
-        agent = dist.to_host(result.states.agent)
-        log(f"[sweep]   done in {time.time() - t0:.0f} s")
-        if not dist.is_primary():
-            continue
-        for cell in dict.fromkeys(c for c, _ in real):
-            index = [i for i, (c, s) in enumerate(batch) if c == cell and (c, s) not in batch[:i]]
-            cell_seeds = [batch[i][1] for i in index]
-            cfg = cell_config(cell, algo, overrides, seed=cell_seeds[0])
-            history = _slice_history(result.history, index, len(batch))
-            states = _Agent(jax.tree.map(lambda x: x[np.asarray(index)], agent))
-            _write_cell(cell.workdir(root), cfg, history, runner.trainer, states, len(index), cell_seeds,
-                        cfg_lib, run_logging)
-    return len(todo)
-
-
-@dataclasses.dataclass
-class _Agent:
-    """The part of the states the summary reads."""
-    agent: Any
-
-
-def _write_cell(workdir, cfg, history, trainer, states, num_seeds, seeds, cfg_lib, run_logging):
-    os.makedirs(workdir, exist_ok=True)
-    run_logging.write_json(os.path.join(workdir, "config.json"), cfg_lib.to_dict(cfg))
-    log = run_logging.RunLog(workdir, num_seeds, tensorboard=False)
-    for steps, metrics in history:
-        log.append(steps, metrics)
-    log.close()
-    summary = metrics_lib.summarize(cfg, log.history, trainer, states, num_seeds)
-    for row, seed in zip(summary["seeds"], seeds):
-        row["seed"] = seed
-    run_logging.write_json(os.path.join(workdir, "summary.json"), summary)  # written last: marks done
-
-
-# ---------------------------------------------------------------------------- aggregation
-def collect(root: str, cells: Sequence[Cell]) -> List[Dict[str, Any]]:
-    """One result row per done cell, with returns as % of the env's dense cell (same lr if swept)."""
-    summaries = {}
-    for cell in cells:
-        path = os.path.join(cell.workdir(root), "summary.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                summaries[cell] = json.load(f)
-    rows = []
-    for cell, s in summaries.items():
-        dense = summaries.get(Cell(cell.env, DENSE, 0.0, 0.0, None, cell.lr)) or \
-            summaries.get(Cell(cell.env, DENSE, 0.0, 0.0, None, None))
-        mean, std = s["mean"], s["std"]
-        rows.append({
-            "env": cell.env, "method": cell.method, "actor_sparsity": cell.actor_sparsity,
-            "critic_sparsity": cell.critic_sparsity, "drop_fraction": cell.drop_fraction, "lr": cell.lr,
-            "seeds": s["num_seeds"], "final_return": mean["final_return"], "final_return_std": std["final_return"],
-            "final_pct_dense": _pct(mean["final_return"], dense and dense["mean"]["final_return"]),
-            "auc": mean["auc"], "auc_pct_dense": _pct(mean["auc"], dense and dense["mean"]["auc"]),
-            "sparsity_actor": mean["sparsity_actor"], "sparsity_critic": mean["sparsity_critic"],
-            "total_size": mean["total_size"], "train_flops": mean["train_flops"],
-            "workdir": os.path.relpath(cell.workdir(root), root)})
-    return rows
-
-
-def _pct(value: Optional[float], dense: Optional[float]) -> Optional[float]:
-    if value is None or not dense:
-        return None
-    return 100.0 * value / dense
-
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def results_csv(rows: List[Dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in RESULT_FIELDS})
-    return out.getvalue()
-
-
-def results_markdown(rows: List[Dict[str, Any]], title: str = "Sweep results") -> str:
-    """One table per env; returns as % of that env's dense run."""
-    lines = [f"# {title}", ""]
-    for env in dict.fromkeys(r["env"] for r in rows):
-        lines += [f"## {env}", "",
-                  "| method | sparsity actor/critic | drop fraction | lr | seeds | final return | % dense | "
-                  "AUC % dense | total size | train FLOPs |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in (r for r in rows if r["env"] == env):
-            ret = f"{_fmt(r['final_return'])} ± {_fmt(r['final_return_std'])}"
-            df = "preset" if r["drop_fraction"] is None else f"{r['drop_fraction']:g}"
-            lr = "preset" if r["lr"] is None else f"{r['lr']:g}"
-            lines.append(
-                f"| {r['method']} | {r['actor_sparsity']:g}/{r['critic_sparsity']:g} | {df} | {lr} | "
-                f"{r['seeds']} | {ret} | "
-                f"{_fmt(r['final_pct_dense'])} | {_fmt(r['auc_pct_dense'])} | {_fmt(r['total_size'], 3)} | "
-                f"{_fmt(r['train_flops'], 3)} |")
-        lines.append("")
-    lines.append("Final return: last evaluation, mean ± std over seeds. % dense: of the dense run of the same "
-                 "env (same lr when swept). Total size and train FLOPs: fractions of the dense agent.")
-    return "\n".join(lines) + "\n"
-
-
-def write_results(root: str, cells: Sequence[Cell]) -> List[Dict[str, Any]]:
-    from sparse_rl_jax import run_logging
-
-    rows = collect(root, cells)
-    run_logging.write_text_atomic(os.path.join(root, "results.csv"), results_csv(rows))
-    run_logging.write_text_atomic(os.path.join(root, "results.md"), results_markdown(rows))
-    return rows
-
-
-# ---------------------------------------------------------------------------- command line
 def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
     """``["total_env_steps=20000", "agent.hidden=(64,64)"]`` -> dotted overrides (Python literals)."""
     out = {}
     for item in items or ():
         key, sep, text = item.partition("=")
         if not sep:
-            raise ValueError(f"invalid --set {item!r}: expected key=value")
+            raise UsageError(f"invalid --set {item!r}: expected key=value, e.g. --set total_env_steps=100000")
+        why = config_flag.unknown_field(key.strip())
+        if why:
+            raise UsageError(f"invalid --set {item!r}: {why}")
         try:
             out[key.strip()] = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
@@ -344,66 +108,88 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
     return out
 
 
-def define_flags():
-    from absl import flags
-
-    from sparse_rl_jax import distributed as dist
-
-    flags.DEFINE_string("workdir", None, "Sweep root directory.")
-    flags.DEFINE_enum("algo", "td3", list(agents.names()), "The agent (sparse_rl_jax.agents.AGENTS).")
-    flags.DEFINE_string("methods", "static,rigl,rlx2", "Comma-separated method presets.")
-    flags.DEFINE_string("envs", "inverted_pendulum", "Comma-separated Brax env names.")
-    flags.DEFINE_string("sparsities", "0.5,0.8,0.9", "Comma-separated levels; 'a:c' for actor:critic.")
-    flags.DEFINE_integer("seeds", 3, "Seeds per cell (0..N-1, plus --seed_offset).")
-    flags.DEFINE_integer("seed_offset", 0, "First seed.")
-    flags.DEFINE_string("drop_fractions", None, "Comma-separated drop fractions (default: the preset's).")
-    flags.DEFINE_string("lrs", None, "Comma-separated learning rates for actor and critic (default: preset).")
-    flags.DEFINE_multi_string("set", [], "Config override for every cell, e.g. --set total_env_steps=100000.")
-    flags.DEFINE_integer("max_batch", 0, "Max vmapped runs per compiled batch (0: a whole group at once).")
-    flags.DEFINE_boolean("dense", True, "Add the dense baseline of every env (needed for % of dense).")
-    flags.DEFINE_boolean("aggregate_only", False, "Only rebuild results.csv / results.md.")
-    dist.define_flags()
+def _swept(fv: flags.FlagValues, name: str, parse: Callable, field: Tuple[type, str]) -> list:
+    """``--name``'s values, each checked against the range declared for the config field they set."""
+    text = fv[name].value
+    try:
+        values = parse(text)
+    except ValueError:
+        raise UsageError(f"invalid --{name}={text!r}: expected comma-separated numbers"
+                         + (" ('actor:critic' for two levels)" if name == "sparsities" else "")) from None
+    allowed = cfg_lib.allowed_values(field[0])[field[1]]
+    for value in (v for entry in values for v in (entry if isinstance(entry, tuple) else (entry,))):
+        if value is not None and not allowed.admits(value):
+            raise UsageError(f"invalid --{name}={text!r}: {value:g} is not {allowed.describe()}")
+    return values
 
 
-def main(argv) -> int:
-    from absl import flags
-
-    from sparse_rl_jax import distributed as dist
-
-    fv = flags.FLAGS
-    if not fv.workdir:
-        print("--workdir is required", file=sys.stderr)
-        return 2
-    dist.initialize_from_flag_values(fv)  # before any JAX computation
-    overrides = parse_overrides(fv.set)
-    cells = build_grid(fv.algo, _items(fv.methods), _items(fv.envs), parse_sparsities(fv.sparsities),
-                       _floats(fv.drop_fractions), _floats(fv.lrs), dense=fv.dense)
-    seeds = list(range(fv.seed_offset, fv.seed_offset + fv.seeds))
-    return run(fv.workdir, fv.algo, cells, seeds, overrides, max_batch=fv.max_batch,
-               aggregate_only=fv.aggregate_only)
+# ---------------------------------------------------------------------------- plan
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    root: str
+    algo: str
+    cells: List[sweep.Cell]
+    seeds: List[int]
+    overrides: Dict[str, Any]
+    max_batch: int
+    aggregate_only: bool
+    command: str  # to continue after an interruption
 
 
-def run(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int], overrides: Dict[str, Any],
-        max_batch: int = 0, aggregate_only: bool = False, mesh=None, log=print) -> int:
-    """Run every not-done cell, group by group, then write the aggregated tables. Returns 0."""
-    from sparse_rl_jax import distributed as dist
+def grid(fv: flags.FlagValues, overrides: Dict[str, Any]) -> List[sweep.Cell]:
+    """The sweep's cells, each one's config validated."""
+    for name in _items(fv["methods"].value):
+        try:
+            methods_lib.parse(name)
+        except ValueError as err:
+            raise UsageError(f"invalid --methods={fv['methods'].value!r}: {one_line(err)}") from None
+    names = _items(fv["envs"].value)
+    unknown = [e for e in names if e not in envs.env_names()]
+    if unknown or not names:
+        what = f"unknown env {unknown[0]!r}" if unknown else "name at least one env"
+        raise UsageError(f"invalid --envs={fv['envs'].value!r}: {what}; allowed: {', '.join(envs.env_names())}")
+    cells = sweep.build_grid(
+        fv["algo"].value, _items(fv["methods"].value), names,
+        _swept(fv, "sparsities", parse_sparsities, (cfg_lib.SparsityConfig, "actor")),
+        _swept(fv, "drop_fractions", _floats, (cfg_lib.TopologyConfig, "drop_fraction")),
+        _swept(fv, "lrs", _floats, (cfg_lib.AgentConfig, "actor_lr")), dense=fv["dense"].value)
+    if not cells:
+        raise UsageError(f"no cells: --methods={fv['methods'].value!r} with --nodense; name at least one method")
+    for cell in cells:
+        try:
+            validate(sweep.cell_config(cell, fv["algo"].value, overrides))
+        except ConfigError as err:
+            raise UsageError(f"cell {cell.env}/{cell.method}/{cell.name}: {one_line(err)}") from None
+    return cells
 
-    os.makedirs(root, exist_ok=True)
-    groups = group_cells(cells)
-    done = sum(is_done(c, root) for c in cells)
-    log(f"[sweep] {len(cells)} cells in {len(groups)} compiled groups, {len(seeds)} seeds each; "
-        f"{done} already done")
-    if not aggregate_only:
-        for cells_of_group in groups.values():
-            run_group(root, algo, cells_of_group, seeds, overrides, max_batch=max_batch, mesh=mesh, log=log)
-    if dist.is_primary():
-        rows = write_results(root, cells)
-        log(f"[sweep] {len(rows)}/{len(cells)} cells done; results in {os.path.join(root, 'results.md')}")
-    return 0
+
+def plan(argv: Sequence[str]) -> Plan:
+    fv = cli.parse_args(define_flags(), argv)
+    cli.require(fv, "workdir", "the root directory of the sweep's cells and tables")
+    cli.at_least(fv, seeds=1, seed_offset=0, max_batch=0, num_processes=1, process_id=0)
+    if fv["data_shards"].value:
+        raise UsageError(f"invalid --data_shards={fv['data_shards'].value}: a sweep shards its runs over the "
+                         "devices (seed axis); data-parallel cells are not supported (drop --data_shards)")
+    launch.start_distributed(fv)  # before any JAX computation
+    overrides = parse_overrides(fv["set"].value)
+    cells = grid(fv, overrides)
+    root = launch.check_workdir(fv["workdir"].value, create=True)
+    first = fv["seed_offset"].value
+    return Plan(root, fv["algo"].value, cells, list(range(first, first + fv["seeds"].value)), overrides,
+                fv["max_batch"].value, fv["aggregate_only"].value,
+                f"python -m experiments.sweep {shlex.join(argv[1:])} (done cells are skipped, an unfinished group restarts)")
+
+
+def execute(p: Plan, stop=None) -> int:
+    return sweep.run(p.root, p.algo, p.cells, p.seeds, p.overrides, max_batch=p.max_batch,
+                     aggregate_only=p.aggregate_only, stop=stop)
+
+
+def main(argv: Sequence[str]) -> int:
+    """CLI entry; ``argv[0]`` is the program name. Returns the exit status."""
+    return launch.main("sweep", argv, doc=__doc__, help_flags=lambda: [define_flags()], plan=plan,
+                       execute=execute, continue_with=lambda p: p.command)
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    define_flags()
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run(main)

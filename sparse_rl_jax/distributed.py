@@ -31,16 +31,15 @@ global arrays through :func:`to_global` (every process holds the same host value
 :func:`to_host` (a collective gather). Only the primary process (:func:`is_primary`) should write logs and
 checkpoints; the host loop (`sparse_rl_jax.runner`) calls ``progress_fn`` on the primary process only.
 
-Per-cell hyperparameters (sweeps): ``hparams`` is an optional dict of per-seed arrays with keys among
-:data:`HPARAMS` (``actor_lr``, ``critic_lr``, ``drop_fraction``). They are traced values substituted into
-the static agent description inside the compiled step (:func:`with_hparams`), so cells differing only in
-these numbers share one compiled program and give exactly what a run with those config values gives.
+Per-cell hyperparameters (sweeps): ``hparams`` is an optional dict of per-seed arrays, keys among the
+agent's ``hparam_keys`` (learning rates, tau, noises, drop fraction). They are leaves of the agent's state
+(``state.agent.hparams``), set at init like the sparsity levels, so cells differing only in these numbers
+share one compiled program and give exactly what a run with those config values gives.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +53,6 @@ from sparse_rl_jax.config import Config
 
 SEED, DATA, SHARD = "seed", "data", "shard"
 GRAD_AXES = (DATA, SHARD)
-HPARAMS = ("actor_lr", "critic_lr", "drop_fraction")
 # TrainState fields held once per seed in data-parallel states (replicated over the data axis, unbatched
 # over shards); every other field has a shard axis
 PER_SEED_FIELDS = ("agent", "obs_stats")
@@ -190,42 +188,6 @@ def _shard_map(fn, mesh, in_specs, out_specs, check=False):
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=check)
 
 
-# ---------------------------------------------------------------------------- per-cell hyperparameters
-def with_hparams(trainer: trainer_lib.Trainer, hp: Optional[Dict[str, jax.Array]]) -> trainer_lib.Trainer:
-    """A shallow copy of ``trainer`` whose agent uses the traced per-seed values in ``hp``.
-
-    Learning rates replace ``cfg.actor_lr``/``cfg.critic_lr`` (the agents build their optax optimizers from
-    them inside the step; Adam's state does not depend on the rate), the drop fraction replaces both
-    networks' ``schedule.drop_fraction``. The arithmetic is the same as with the static config values.
-    """
-    if not hp:
-        return trainer
-    unknown = set(hp) - set(HPARAMS)
-    if unknown:
-        raise ValueError(f"unknown hparams {sorted(unknown)}; allowed: {HPARAMS}")
-    agent = trainer.agent
-    cfg = agent.cfg
-    if "actor_lr" in hp:
-        cfg = dataclasses.replace(cfg, actor_lr=hp["actor_lr"])
-    if "critic_lr" in hp:
-        cfg = dataclasses.replace(cfg, critic_lr=hp["critic_lr"])
-    nets = {"actor_method": agent.actor_method, "critic_method": agent.critic_method}
-    if "drop_fraction" in hp:
-        nets = {name: m if m.schedule is None else dataclasses.replace(
-            m, schedule=dataclasses.replace(m.schedule, drop_fraction=hp["drop_fraction"]))
-            for name, m in nets.items()}
-    view = copy.copy(trainer)
-    view.agent = dataclasses.replace(agent, cfg=cfg, **nets)
-    return view
-
-
-def hparams_array(num_seeds: int, **values) -> Optional[Dict[str, np.ndarray]]:
-    """``{name: float32[num_seeds]}`` from scalars or per-seed sequences (``None`` values are left out)."""
-    out = {k: np.broadcast_to(np.asarray(v, np.float32), (num_seeds,)).copy()
-           for k, v in values.items() if v is not None}
-    return out or None
-
-
 # ---------------------------------------------------------------------------- data-parallel trainer
 def shard_config(config: Config, num_shards: int) -> Config:
     """The config one data shard runs: ``num_envs``, batch, replay sizes divided by ``num_shards``; every
@@ -265,14 +227,14 @@ class DataParallelTrainer(trainer_lib.Trainer):
         self.global_config, self.num_shards = config, num_shards
         self.shard_axes = GRAD_AXES  # observation stats and RLx2's policy distance combined over all shards
 
-    def init_shards(self, key, actor_sparsity, critic_sparsity, shard_ids=None):
+    def init_shards(self, key, actor_sparsity, critic_sparsity, hparams=None, shard_ids=None):
         """One seed's data-parallel state: the agent and the observation stats once (no shard axis),
         every other field with a leading axis over ``shard_ids`` (default all ``D``). Shard 0 keeps the
         seed's key, shard ``d`` folds ``d`` into it, so ``D = 1`` reproduces the ordinary run."""
         shard_ids = jnp.arange(self.num_shards) if shard_ids is None else shard_ids
-        first = self.init(key, actor_sparsity, critic_sparsity)
+        first = self.init(key, actor_sparsity, critic_sparsity, hparams)
         shard_keys = jax.vmap(lambda d: jnp.where(d == 0, key, jax.random.fold_in(key, d)))(shard_ids)
-        shards = jax.vmap(lambda k: self.init(k, actor_sparsity, critic_sparsity).replace(
+        shards = jax.vmap(lambda k: self.init(k, actor_sparsity, critic_sparsity, hparams).replace(
             **{n: None for n in PER_SEED_FIELDS}))(shard_keys)
         return shards.replace(**{n: getattr(first, n) for n in PER_SEED_FIELDS})
 
@@ -295,24 +257,26 @@ def _specs(data_parallel: bool):
 
 
 def make_init_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
-    """Jitted ``(keys, actor_sparsity, critic_sparsity) -> states``; each device builds only its seeds."""
+    """Jitted ``(keys, actor_sparsity, critic_sparsity, hparams) -> states`` (``hparams``: a dict of
+    per-seed arrays, possibly empty); each device builds only its seeds."""
     dp = isinstance(trainer, DataParallelTrainer)
     if dp:
         per_device = trainer.num_shards // mesh.shape[DATA]
 
-        def one(key, actor, critic):  # this device's shards only
+        def one(key, actor, critic, hp):  # this device's shards only
             ids = jax.lax.axis_index(DATA) * per_device + jnp.arange(per_device)
-            return trainer.init_shards(key, actor, critic, ids)
+            return trainer.init_shards(key, actor, critic, hp, ids)
     else:
         one = trainer.init
-    fn = _shard_map(jax.vmap(one), mesh, (P(SEED), P(SEED), P(SEED)), _specs(dp))
+    fn = _shard_map(jax.vmap(one), mesh, (P(SEED), P(SEED), P(SEED), P(SEED)), _specs(dp))
     return jax.jit(fn)
 
 
 def init_states(trainer: trainer_lib.Trainer, mesh: Mesh, keys, actor_sparsity=None,
-                critic_sparsity=None, init_fn=None) -> trainer_lib.TrainState:
+                critic_sparsity=None, init_fn=None, hparams=None) -> trainer_lib.TrainState:
     """Sharded initial states (seed-sharded: ``TrainState`` with leading seed axis; data-parallel: agent
-    ``[seeds]``, every other field ``[seeds, shards]``). ``init_fn``: a cached :func:`make_init_fn`."""
+    ``[seeds]``, every other field ``[seeds, shards]``). ``hparams``: ``{name: scalar or per-seed values}``
+    among ``trainer.agent.hparam_keys`` (ValueError on others). ``init_fn``: a cached :func:`make_init_fn`."""
     n = int(keys.shape[0])
     check_layout(mesh, n, trainer.num_shards if isinstance(trainer, DataParallelTrainer) else 0)
     s = trainer.config.sparsity
@@ -320,7 +284,9 @@ def init_states(trainer: trainer_lib.Trainer, mesh: Mesh, keys, actor_sparsity=N
     def levels(value, default):
         return np.broadcast_to(np.asarray(default if value is None else value, np.float32), (n,))
 
-    args = (np.asarray(keys), levels(actor_sparsity, s.actor), levels(critic_sparsity, s.critic))
+    trainer.agent.init_hparams({k: 0.0 for k in hparams or {}})  # names checked before anything compiles
+    hp = {k: levels(v, None) for k, v in (hparams or {}).items() if v is not None}
+    args = (np.asarray(keys), levels(actor_sparsity, s.actor), levels(critic_sparsity, s.critic), hp)
     init_fn = init_fn if init_fn is not None else make_init_fn(trainer, mesh)
     return init_fn(*to_global(args, mesh, P(SEED)))
 
@@ -337,32 +303,29 @@ def abstract_states(config: Config, num_seeds: int, data_shards: int = 0):
 
 
 def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
-    """Jitted ``(states, first_iteration, hparams=None) -> (states, infos)`` over the mesh (states are
-    donated). ``first_iteration``: a host integer (replicated). ``infos`` leaves: ``[seeds]``
-    (data-parallel: ``[seeds, shards]``)."""
+    """Jitted ``(states, first_iteration) -> (states, infos)`` over the mesh (states are donated).
+    ``first_iteration``: a host integer (replicated). ``infos`` leaves: ``[seeds]`` (data-parallel:
+    ``[seeds, shards]``)."""
     dp = isinstance(trainer, DataParallelTrainer)
     n = trainer_lib.chunk_iterations(trainer.config)
-
-    def iteration(ts, hp, it):
-        return with_hparams(trainer, hp).iteration(ts, it)
+    iteration = trainer.iteration
 
     if dp:
         # the agent (and the observation stats) are unbatched over shards: their updates only see
         # `pmean`/`psum`-ed values, and out_axes=None makes JAX reject (at trace time) anything that
         # would let shard-local data leak into them
         axes = _per_field(trainer_lib.TrainState, None, 0)
-        step = jax.vmap(jax.vmap(iteration, in_axes=(axes, None, None), out_axes=(axes, 0), axis_name=SHARD),
-                        in_axes=(0, 0, None), axis_name=trainer_lib.SEED_BATCH)
+        step = jax.vmap(jax.vmap(iteration, in_axes=(axes, None), out_axes=(axes, 0), axis_name=SHARD),
+                        in_axes=(0, None), axis_name=trainer_lib.SEED_BATCH)
     else:
-        step = jax.vmap(iteration, in_axes=(0, 0, None), axis_name=trainer_lib.SEED_BATCH)
+        step = jax.vmap(iteration, in_axes=(0, None), axis_name=trainer_lib.SEED_BATCH)
 
-    def local(states, first, hp):
-        return trainer.chunk(states, first, n, step_all=lambda s, it: step(s, hp, it))
+    def local(states, first):
+        return trainer.chunk(states, first, n, step_all=step)
 
     spec = _specs(dp)
     info_spec = P(SEED, DATA) if dp else P(SEED)
-    fn = _shard_map(local, mesh, (spec, P(), P(SEED)), (spec, info_spec))
-    return jax.jit(lambda states, first, hp=None: fn(states, first, hp), donate_argnums=0)
+    return jax.jit(_shard_map(local, mesh, (spec, P()), (spec, info_spec)), donate_argnums=0)
 
 
 def make_eval_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
@@ -402,9 +365,9 @@ def state_spec(data_shards: int = 0):
 
 
 __all__ = [
-    "DATA", "GRAD_AXES", "HPARAMS", "PER_SEED_FIELDS", "SEED", "SHARD", "DataParallelTrainer", "ScaleError",
+    "DATA", "GRAD_AXES", "PER_SEED_FIELDS", "SEED", "SHARD", "DataParallelTrainer", "ScaleError",
     "abstract_states", "check_layout", "state_spec",
     "default_mesh", "define_flags", "init_states", "initialize_from_flags",
     "initialize_from_flag_values", "is_primary", "make_chunk_fn", "make_eval_fn", "make_init_fn",
-    "make_mesh", "make_trainer", "shard_config", "to_global", "to_host", "with_hparams",
+    "make_mesh", "make_trainer", "shard_config", "to_global", "to_host",
 ]

@@ -6,8 +6,8 @@ densities, the method's own state (importance EMAs), an RNG key, and its **own u
 the network's first update at or after each boundary whatever the policy delay, updates per env step or
 warm-up (the bug this shape rules out: an actor handed a clock its schedule never matches).
 
-`apply_gradients(net, grads, method, optimizer, batch_axes)` is the single entry point agents call with
-*dense* gradients (taken w.r.t. the stored, already masked weights):
+`apply_gradients(net, grads, method, optimizer, batch_axes, drop_fraction)` is the single entry point agents
+call with *dense* gradients (taken w.r.t. the stored, already masked weights):
 
 1. the method's state is updated (importance EMAs; identity for the others);
 2. the event of this update (`methods.Static.event`) picks one branch of a real `lax.switch`: nothing,
@@ -73,9 +73,10 @@ def agreed(value: jax.Array, batch_axes: Sequence[str]) -> jax.Array:
     return jax.lax.pmax(value, tuple(batch_axes)) if batch_axes else value
 
 
-def next_masks(net: SparseNet, grads, method, update, event, key):
+def next_masks(net: SparseNet, grads, method, update, event, key, drop_fraction=None):
     """(new masks, mask change, active counts) for this update's event; the mask-change summary and the
-    counts are computed inside the event branches only (on the other updates nothing changes)."""
+    counts are computed inside the event branches only (on the other updates nothing changes).
+    ``drop_fraction``: the method's zeta0 as data (the agent's hyperparameters), else the schedule's."""
     if method.schedule is None:
         return net.masks, jnp.float32(0.0), net.active
 
@@ -85,14 +86,14 @@ def next_masks(net: SparseNet, grads, method, update, event, key):
     return jax.lax.switch(event, [
         lambda: (net.masks, jnp.float32(0.0), net.active),
         lambda: with_change(method.drop_grow_masks(
-            net.masks, net.params, grads, net.method_state, update, key)),
+            net.masks, net.params, grads, net.method_state, update, key, drop_fraction)),
         lambda: with_change(method.prune_masks(
-            net.masks, net.params, grads, net.method_state, net.densities, update, key)),
+            net.masks, net.params, grads, net.method_state, net.densities, update, key, drop_fraction)),
     ])
 
 
-def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequence[str] = ()
-                    ) -> Tuple[SparseNet, Dict]:
+def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequence[str] = (),
+                    drop_fraction=None) -> Tuple[SparseNet, Dict]:
     """One gradient update of a sparse network under its method. Returns (net, metrics)."""
     chex.assert_trees_all_equal_shapes(grads, net.params)  # trace-time check: costs nothing per step
     key, topo_key = jax.random.split(net.key)
@@ -100,7 +101,7 @@ def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequen
     net = net.replace(key=key, method_state=method.update_state(
         net.method_state, net.params, grads, net.masks))
     event = agreed(method.event(update), batch_axes)
-    masks, change, active = next_masks(net, grads, method, update, event, topo_key)
+    masks, change, active = next_masks(net, grads, method, update, event, topo_key, drop_fraction)
     skip = (event == schedules.DROP_GROW) if method.skip_optimizer_step else False
     updates, opt_state = optimizer.update(grads, net.opt_state, net.params, masks=masks, skip=skip)
     params = mask_lib.apply_masks(optax.apply_updates(net.params, updates), masks)
@@ -132,12 +133,13 @@ def _sparse_leaves(masks):
     return [m for m in jax.tree.leaves(masks) if m is not None]
 
 
-def update_target(net: SparseNet, tau: float, method) -> SparseNet:
-    """Polyak average, then the method's target-mask policy (share online masks, or prune to count)."""
+def update_target(net: SparseNet, tau: float, method, batch_axes: Sequence[str] = ()) -> SparseNet:
+    """Polyak average, then the method's target-mask policy (share online masks, or prune to count;
+    ``batch_axes``: the vmap axes the prune's skip test is agreed over, `targets.prune_target`)."""
     target = optax.incremental_update(net.params, net.target, tau)
     if _sparse_leaves(net.masks):
         if method.target_masks == "prune":
-            target = target_lib.prune_target(target, net.masks)
+            target = target_lib.prune_target(target, net.masks, batch_axes)
         else:
             target = target_lib.remask_target(target, net.masks)
     return net.replace(target=target)

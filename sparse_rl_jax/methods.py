@@ -104,25 +104,28 @@ class Static:
             return jnp.int32(schedules.NO_EVENT)
         return self.schedule.event(update)
 
-    def drop_grow_masks(self, masks, params, grads, state, update, key):
-        """Exact-count drop and grow with this method's scores at the scheduled drop fraction."""
+    def drop_grow_masks(self, masks, params, grads, state, update, key, drop_fraction=None):
+        """Exact-count drop and grow with this method's scores at the scheduled drop fraction
+        (``drop_fraction``: the schedule's zeta0 as data, `TopologySchedule.fraction`)."""
         drop_key, grow_key = jax.random.split(key)
         drop = score_lib.score_tree(self.drop_score, params, masks, grads, state, drop_key)
         grow = score_lib.score_tree(self.grow_score, params, masks, grads, state, grow_key)
-        return topology.update_masks(masks, drop, grow, self.schedule.fraction(update), self.regrow_dropped)
+        return topology.update_masks(masks, drop, grow, self.schedule.fraction(update, drop_fraction),
+                                     self.regrow_dropped)
 
-    def prune_masks(self, masks, params, grads, state, densities, update, key):
+    def prune_masks(self, masks, params, grads, state, densities, update, key, drop_fraction=None):
         """Prune-only event: keep the top `prune_count` active entries by this method's drop score."""
         drop = score_lib.score_tree(self.drop_score, params, masks, grads, state, key)
 
         def leaf(mask, score, density):
-            return topology.keep_top(mask, score, self.prune_count(mask, density, update))
+            return topology.keep_top(mask, score, self.prune_count(mask, density, update, drop_fraction))
 
         return map_sparse(leaf, masks, drop, densities)
 
-    def prune_count(self, mask, density, update) -> jax.Array:
+    def prune_count(self, mask, density, update, drop_fraction=None) -> jax.Array:
         """Connections kept by a prune-only event: SET/DS drop the scheduled fraction, no regrowth."""
-        return jnp.sum(mask, dtype=jnp.int32) - topology.drop_count(mask, self.schedule.fraction(update))
+        return jnp.sum(mask, dtype=jnp.int32) - topology.drop_count(
+            mask, self.schedule.fraction(update, drop_fraction))
 
     # -- accounting ---------------------------------------------------------------------------------
     @property
@@ -193,7 +196,8 @@ class GMP(Static):
     has_topology: ClassVar[bool] = True
     starts_dense: ClassVar[bool] = True
 
-    def prune_count(self, mask, density, update):
+    def prune_count(self, mask, density, update, drop_fraction=None):
+        del drop_fraction  # GMP's events prune on its ramp, not by a drop fraction
         ramp = schedules.gmp_sparsity(self.schedule.clock(update), 1.0, self.gmp_begin, self.gmp_end)
         keep = 1.0 - (1.0 - density) * ramp
         return jnp.round(keep * mask.size).astype(jnp.int32)

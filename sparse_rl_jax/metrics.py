@@ -16,7 +16,6 @@ them, so neither needs the runner.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
@@ -121,23 +120,23 @@ def period_flops(trainer: Trainer, states: TrainState, info: Dict) -> Dict[str, 
             "inference_fraction": np.array(infer)}
 
 
-def drop_fractions(trainer: Trainer, states: TrainState, drop_fraction=None) -> Dict[str, Any]:
-    """Scheduled drop fraction of each network at its current update count; per seed when
-    ``drop_fraction`` (a sweep's per-seed base fractions) is given, else one number."""
+def drop_fractions(trainer: Trainer, states: TrainState) -> Dict[str, Any]:
+    """Scheduled drop fraction of each network at its current update count, from each seed's
+    ``hparams["drop_fraction"]``: one number when the seeds agree, else per seed (a sweep)."""
     out: Dict[str, Any] = {}
     agent = trainer.agent
     nets = agent.networks(states.agent)
+    base = np.asarray(states.agent.hparams.get("drop_fraction", np.nan)).reshape(-1)
     for net_name, method in (("actor", agent.actor_method), ("critic", agent.critic_method)):
         schedule = method.schedule
         if schedule is None or schedule.prune_only:
             continue
         updates = int(np.asarray(nets[net_name].updates).reshape(-1)[0])
         key = f"topology/{net_name}/drop_fraction"
-        if drop_fraction is None:
-            out[key] = float(schedule.fraction(updates))
+        if np.all(base == base[0]):
+            out[key] = float(schedule.fraction(updates, base[0]))
         else:
-            out[key] = np.asarray([float(dataclasses.replace(schedule, drop_fraction=float(d)).fraction(updates))
-                                   for d in np.asarray(drop_fraction)], np.float32)
+            out[key] = np.asarray([float(schedule.fraction(updates, d)) for d in base], np.float32)
     return out
 
 
@@ -151,8 +150,8 @@ def flops_so_far(history: Optional[list], num_seeds: int) -> Tuple[np.ndarray, n
 
 
 def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainState, info: Dict,
-                       so_far: Tuple[np.ndarray, np.ndarray], chunk: int, elapsed: float,
-                       drop_fraction=None) -> Tuple[np.ndarray, np.ndarray]:
+                       so_far: Tuple[np.ndarray, np.ndarray], chunk: int, elapsed: float
+                       ) -> Tuple[np.ndarray, np.ndarray]:
     """Complete one period's `chunk_metrics` + evaluation with the run-level numbers (FLOPs, schedules,
     counters, speed); returns the updated FLOPs so far (`runner`'s loop).
 
@@ -167,7 +166,7 @@ def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainS
     with np.errstate(invalid="ignore", divide="ignore"):
         metrics["flops/train_fraction"] = np.where(fl["train_dense"] > 0, fl["train_sparse"] / fl["train_dense"], np.nan)
     metrics["flops/inference_fraction"] = fl["inference_fraction"]
-    metrics.update(drop_fractions(trainer, states, drop_fraction))
+    metrics.update(drop_fractions(trainer, states))
     rc = trainer.config.replay
     metrics["nstep"] = rc.nstep if update_step > rc.nstep_delay else 1
     metrics["training/updates"] = update_step

@@ -25,10 +25,56 @@ LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
 
 
+@jax.custom_vjp
+def kernel_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x @ kernel`` over the last axis of ``x``, with a VJP that emits the kernel gradient in the
+    kernel's own ``[in, out]`` layout.
+
+    Why: autodiff of the product gives ``dW`` as a dot in ``[out, in]`` order followed by a transpose.
+    Without a batch axis XLA folds that transpose into the dot; under the seed ``vmap`` (which the
+    trainer always runs, also for one seed) it does not, so every consumer of the gradient (Adam,
+    importance EMAs, drop/grow scores) read it through a strided transpose: 10% of a dense update and up
+    to 40% of DS+importance's (docs/benchmarks.md). Contracting ``x`` and the cotangent over the batch
+    with ``x`` first gives ``[in, out]`` directly, vmapped or not. Same products, so the same values up
+    to the dot's summation order.
+    """
+    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _kernel_matmul_fwd(x, kernel):
+    return kernel_matmul(x, kernel), (x, kernel)
+
+
+def _kernel_matmul_bwd(res, g):
+    x, kernel = res
+    dx = jax.lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())))
+    batch = tuple(range(x.ndim - 1))
+    dkernel = jax.lax.dot_general(x, g, ((batch, batch), ((), ())))
+    return dx, dkernel
+
+
+kernel_matmul.defvjp(_kernel_matmul_fwd, _kernel_matmul_bwd)
+
+
+class Dense(nn.Module):
+    """``flax.linen.Dense`` (same parameter names, shapes and initialisers, so the same initial weights)
+    through `kernel_matmul`."""
+
+    features: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (jnp.shape(x)[-1], self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        return kernel_matmul(x, kernel) + bias
+
+
 def mlp_layers(x: jax.Array, features: Sequence[int]) -> jax.Array:
     """ReLU layers ``dense_0 .. dense_{L-1}`` registered on the calling compact module."""
     for i, width in enumerate(features):
-        x = nn.Dense(width, name=f"dense_{i}")(x)
+        x = Dense(width, name=f"dense_{i}")(x)
         if i < len(features) - 1:
             x = nn.relu(x)
     return x

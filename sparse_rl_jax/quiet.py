@@ -41,7 +41,8 @@ def _passthrough(text: str, patterns: Sequence[str], stream) -> None:
 
 
 def import_brax():
-    """``import brax.envs`` without the Warp banners; returns the module."""
+    """``import brax.envs`` without the Warp banners; returns the module. (Brax is imported here, not at
+    the top of this module: the import is what prints, so it must run inside the redirect below.)"""
     if not _enabled():
         import brax.envs
         return brax.envs

@@ -73,9 +73,10 @@ class Runner:
         self._whole = copy.copy(self.trainer)
         self._whole.config = config
 
-    def init(self, keys, actor_sparsity=None, critic_sparsity=None):
+    def init(self, keys, actor_sparsity=None, critic_sparsity=None, hparams=None):
         """Sharded initial states for per-entry ``keys`` (``[n, 2]`` raw keys)."""
-        return dist.init_states(self.trainer, self.mesh, keys, actor_sparsity, critic_sparsity, self.init_fn)
+        return dist.init_states(self.trainer, self.mesh, keys, actor_sparsity, critic_sparsity, self.init_fn,
+                                hparams)
 
     def train(self, num_seeds: int = 1, *, keys=None, progress_fn: Optional[trainer_lib.ProgressFn] = None,
               callbacks: Sequence[Callback] = (), actor_sparsity=None, critic_sparsity=None,
@@ -86,10 +87,10 @@ class Runner:
         keys = trainer_lib.seed_keys(config.seed, num_seeds) if keys is None else keys
         n = int(keys.shape[0])
         dist.check_layout(mesh, n, self.data_shards)
-        hp = dist.hparams_array(n, **(hparams or {}))
         if states is None:
-            states = self.init(keys, actor_sparsity, critic_sparsity)
-        hp_global = dist.to_global(hp, mesh, P(dist.SEED)) if hp is not None else None
+            states = self.init(keys, actor_sparsity, critic_sparsity, hparams)
+        elif hparams:
+            raise ValueError("hparams: a resumed run's hyperparameters are its states' (states.agent.hparams)")
         host_keys = np.asarray(keys)
         per_chunk = trainer_lib.chunk_iterations(config)
         total = trainer_lib.num_chunks(config)
@@ -98,7 +99,7 @@ class Runner:
         for c in range(start_chunk, total):
             t0 = time.perf_counter()
             # the iteration counter is a host value: replicated on every process, unbatched everywhere
-            states, info = self.chunk_fn(states, np.int32(c * per_chunk), hp_global)
+            states, info = self.chunk_fn(states, np.int32(c * per_chunk))
             jax.block_until_ready(states)
             elapsed = time.perf_counter() - t0
             eval_keys = dist.to_global(np.stack([np.asarray(jax.random.fold_in(k, c)) for k in host_keys]),
@@ -113,7 +114,7 @@ class Runner:
             agent_info = ({k: np.asarray(v)[:, 0] for k, v in host_info.items()} if self.data_shards
                           else host_info)
             so_far = metrics_lib.add_period_metrics(metrics, self._whole, host_states, agent_info, so_far, c,
-                                                    elapsed, None if hp is None else hp.get("drop_fraction"))
+                                                    elapsed)
             env_steps = int(np.asarray(host_states.env_steps).reshape(n, -1).sum(1)[0])
             history.append((env_steps, metrics))
             if progress_fn is not None and dist.is_primary():
@@ -135,8 +136,9 @@ def train(config: Config, num_seeds: int = 1, *, data_shards: int = 0, mesh: Opt
     arrays: ``training/...``, ``eval/episode_reward``, ``sparsity/<net>``, ``topology/<net>/...``,
     ``buffer/...``, ``flops/...``, ``nstep`` (the primary process only); ``callbacks`` then get the
     period's `PeriodResult` (every process). ``actor_sparsity``/``critic_sparsity`` give one level per
-    seed (a vmapped sparsity sweep), ``hparams`` per-seed values of ``distributed.HPARAMS``, ``keys``
-    each entry's key (default ``seed_keys(config.seed, num_seeds)``).
+    seed (a vmapped sparsity sweep), ``hparams`` ``{name: scalar or per-seed values}`` of the agent's
+    hyperparameter leaves (``runner.trainer.agent.hparam_keys``: learning rates, tau, noises, drop
+    fraction; a fresh run only), ``keys`` each entry's key (default ``seed_keys(config.seed, num_seeds)``).
 
     Layout: ``data_shards=0`` shards the seeds over ``mesh``'s seed axis (default: every device when the
     seeds divide over them, else one device); ``data_shards=D`` runs each seed data-parallel with ``D``

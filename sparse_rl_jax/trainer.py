@@ -3,7 +3,8 @@
 Structure (PureJaxRL style, with Brax's `progress_fn` contract):
 
 * `Trainer(config)` is static: environment, agent, rules. `trainer.init(key, actor_sparsity,
-  critic_sparsity)` builds one seed's `TrainState`; sparsities are arrays so a sweep can vmap over them.
+  critic_sparsity, hparams)` builds one seed's `TrainState`; sparsities and the agent's plain-number
+  hyperparameters (`agents.common.AgentBase.hparam_keys`) are arrays, so a sweep vmaps over them.
 * `trainer.chunk(states, first_iteration, num_iterations)` advances all seeds by `num_iterations`
   environment iterations in one `lax.scan`. An iteration is one vectorised env step (random actions during
   warm-up) followed by `updates_per_iteration` gradient updates (skipped during warm-up). The iteration
@@ -101,11 +102,12 @@ class Trainer:
         self.shard_axes: Optional[Any] = None
 
     # ------------------------------------------------------------------ init
-    def init(self, key, actor_sparsity, critic_sparsity) -> TrainState:
+    def init(self, key, actor_sparsity, critic_sparsity, hparams=None) -> TrainState:
+        """One seed's state; ``hparams``: ``{name: value}`` overriding the config's hyperparameters."""
         agent_key, env_key, key = jax.random.split(key, 3)
         num_envs = self.config.env.num_envs
         return TrainState(
-            agent=self.agent.init(agent_key, actor_sparsity, critic_sparsity),
+            agent=self.agent.init(agent_key, actor_sparsity, critic_sparsity, hparams),
             replay=replay.init(replay.example_transition(self.obs_dim, self.action_dim),
                                num_envs=num_envs, max_transitions=self.config.replay.capacity),
             env_state=strong_types(self.env.reset(env_key)),

@@ -132,19 +132,6 @@ def test_shard_config_keeps_every_iteration_count():
         dist.shard_config(cfg_lib.replace(config, **{"env.num_envs": 12, "agent.batch_size": 65}), 3)
 
 
-def test_with_hparams_substitutes_traced_values():
-    from sparse_rl_jax import trainer
-
-    tr = trainer.Trainer(tiny_config("rigl", "td3"))
-    view = dist.with_hparams(tr, {"actor_lr": 1e-3, "critic_lr": 2e-3, "drop_fraction": 0.1})
-    assert view.agent.cfg.actor_lr == 1e-3 and view.agent.cfg.critic_lr == 2e-3
-    assert view.agent.critic_method.schedule.drop_fraction == 0.1
-    assert tr.agent.critic_method.schedule.drop_fraction == 0.5  # the original is untouched
-    assert dist.with_hparams(tr, None) is tr
-    with pytest.raises(ValueError, match="unknown hparams"):
-        dist.with_hparams(tr, {"tau": 0.1})
-
-
 def test_initialize_from_flags_single_process_is_a_no_op():
     assert dist.initialize_from_flags() is False
     with pytest.raises(dist.ScaleError, match="coordinator_address"):

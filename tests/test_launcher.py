@@ -4,6 +4,7 @@ evaluation, and every kind of bad input (exit 2, one line, nothing compiled or c
 The CLI runs in subprocesses that share a JAX persistent compilation cache, so the resumed and the
 diverging runs reuse the compiled programs of the first TD3 run.
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -12,12 +13,16 @@ import struct
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import jax
 import numpy as np
 import pytest
 
-from sparse_rl_jax import checkpoint, runs
+from experiments import train
+from sparse_rl_jax import callbacks, checkpoint, cli, config_flag, distributed, launch, run_logging, runner, runs
+from sparse_rl_jax import config as cfg_lib
+from sparse_rl_jax.export import load_policy, read_policy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "experiments", "configs")
@@ -120,6 +125,8 @@ def test_td3_end_to_end_outputs(td3_run):
     for col in ("final return", "best return", "AUC", "total size", "train FLOPs", "infer FLOPs"):
         assert col in out
     assert "mean " in out and "summary:" in out
+    for banner in ("Failed to import warp", "Failed to import mujoco_warp", "not actively being maintained"):
+        assert banner not in out and banner not in proc.stderr  # sparse_rl_jax.quiet
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["method"] == "rlx2" and config["agent"]["hidden"] == [16, 16]
     for seed in (0, 1):
@@ -187,7 +194,6 @@ def test_ddpg_end_to_end_with_export(first_runs, cli_env, tmp_path):
     out = tmp_path / "ddpg.npz"
     proc = run_cli(cli_env, "experiments.export", f"--workdir={workdir}", f"--out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from sparse_rl_jax.export import load_policy, read_policy
     assert read_policy(out).output_transform == "tanh" and read_policy(out).algo == "ddpg"
     obs = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     np.testing.assert_allclose(load_policy(out)(obs), runs.load_policy(workdir)(obs), atol=1e-5)
@@ -304,7 +310,6 @@ def test_divergence_stops_with_message_and_keeps_last_checkpoint(td3_run, cli_en
     states = restored.states.replace(agent=restored.states.agent.replace(
         critic=restored.states.agent.critic.replace(opt_state=opt_state)))
     shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(workdir), str(CHUNKS - 1)))
-    from sparse_rl_jax import config as cfg_lib
     checkpoint.save(workdir, CHUNKS - 1, states, restored.history, cfg_lib.from_dict(restored.config))
     before = _files(checkpoint.checkpoint_dir(workdir))
 
@@ -321,7 +326,6 @@ def test_divergence_stops_with_message_and_keeps_last_checkpoint(td3_run, cli_en
 @pytest.fixture
 def no_training(monkeypatch):
     """Bad input must be rejected before anything is compiled: training/init must never be reached."""
-    from sparse_rl_jax import distributed, runner
 
     def forbidden(*args, **kwargs):
         raise AssertionError("training was started for bad input")
@@ -332,8 +336,6 @@ def no_training(monkeypatch):
 
 
 def _main(argv, capsys):
-    from experiments import train
-
     status = train.main(["train", *argv])
     err = capsys.readouterr().err.strip()
     return status, err
@@ -370,9 +372,7 @@ def test_bad_config_values_exit_2_with_one_line(extra, option, allowed, tmp_path
 
 def _outside(allowed):
     """Values just outside a field's declared range (config.py), as command-line strings."""
-    from sparse_rl_jax import config as cfg
-
-    if isinstance(allowed, cfg.Choice):
+    if isinstance(allowed, cfg_lib.Choice):
         return ["nope"] if isinstance(allowed.options[0], str) else []
     out = []
     if allowed.lo is not None:
@@ -388,11 +388,9 @@ def _outside(allowed):
 
 
 def _range_cases():
-    from sparse_rl_jax import config as cfg
-
-    sections = [("", cfg.Config)] + [(f"{n}.", c) for n, c in cfg.SECTIONS.items()]
+    sections = [("", cfg_lib.Config)] + [(f"{n}.", c) for n, c in cfg_lib.SECTIONS.items()]
     for prefix, cls in sections:
-        for name, allowed in cfg.allowed_values(cls).items():
+        for name, allowed in cfg_lib.allowed_values(cls).items():
             for value in _outside(allowed):
                 yield f"{prefix}{name}", value
 
@@ -402,12 +400,8 @@ RANGE_CASES = list(_range_cases())
 
 def test_every_field_has_a_declared_range_or_choice():
     """A new numeric field without a range would escape the walk below."""
-    import dataclasses
-
-    from sparse_rl_jax import config as cfg
-
     free = {"algo", "method", "env", "agent", "sparsity", "topology", "replay", "name", "backend"}
-    for cls in (cfg.Config, *cfg.SECTIONS.values()):
+    for cls in (cfg_lib.Config, *cfg_lib.SECTIONS.values()):
         for f in dataclasses.fields(cls):
             assert f.name in free or "allowed" in f.metadata, f"{cls.__name__}.{f.name} has no declared range"
     assert len(RANGE_CASES) > 80
@@ -436,6 +430,60 @@ def test_bad_preset_or_algorithm(config, allowed, tmp_path, capsys, no_training)
     assert status == 2 and len(err.splitlines()) == 1 and config in err and allowed in err, err
 
 
+PRESET = f"--config={CONFIGS}/preset.py:rlx2,td3"
+FLAG_ERRORS = [  # absl's and ml_collections' own exceptions, each one line naming the option
+    ([PRESET, "--config.agent.nope=1"], "invalid --config.agent.nope: no such config field; fields of agent: hidden"),
+    ([PRESET, "--config.seed.x=1"], "invalid --config.seed.x: no such config field: seed is a value"),
+    ([PRESET, "--config.agent=3"], "flag --config.agent=3: Failed to parse '3' as a ConfigDict"),
+    (["--config.agent.tau=0.1", PRESET], "Found --config.agent.tau=0.1 in argv before a value for --config"),
+    (["--config", f"{CONFIGS}/preset.py:nope,td3"], "preset.py:nope,td3': unknown method 'nope'; allowed: dense"),
+    (["--resume", "--config.agent.tau=0.1"], "invalid --config.agent.tau: overrides need --config"),
+    ([PRESET, "--seeds=abc"], "flag --seeds=abc: invalid literal for int()"),
+    ([PRESET, "--bogus"], "Unknown command line flag 'bogus'"),
+    ([PRESET, "positional"], "unexpected positional arguments ['positional']"),
+]
+
+
+@pytest.mark.parametrize("argv,message", FLAG_ERRORS, ids=[m[:40] for _, m in FLAG_ERRORS])
+def test_flag_errors_name_the_option(argv, message, tmp_path, capsys, no_training):
+    status, err = _main([*argv, f"--workdir={tmp_path / 'w'}"], capsys)
+    assert status == 2 and len(err.splitlines()) == 1 and err.startswith("train: error: ") and message in err, err
+    assert not (tmp_path / "w").exists()
+
+
+def _ends(raised):
+    def execute(plan, stop):
+        if raised is signal.SIGTERM:
+            signal.raise_signal(signal.SIGTERM)  # the launcher's handler only sets the stop request
+            raise callbacks.Terminated(f"stop requested: {stop.requested}")
+        raise raised
+    return execute
+
+
+@pytest.mark.parametrize("raised,status,line", [
+    (callbacks.NonFiniteError("critic loss is NaN/inf"), 1, "prog: stopped: critic loss is NaN/inf"),
+    (KeyboardInterrupt(), 130, "prog: interrupted; continue with: again"),
+    (signal.SIGTERM, 143, "prog: terminated (SIGTERM), stop requested: True; continue with: again"),
+])
+def test_every_ending_has_its_exit_status(raised, status, line, capsys):
+    """`launch.main`, the path both launchers take: its exit statuses and their one line on stderr."""
+    guard = signal.signal(signal.SIGTERM, lambda *args: None)  # if no handler were installed: not pytest's end
+    try:
+        got = launch.main("prog", ["prog"], doc="", help_flags=list, plan=lambda argv: "plan", execute=_ends(raised),
+                          continue_with=lambda plan: "again")
+    finally:
+        signal.signal(signal.SIGTERM, guard)
+    assert got == status and capsys.readouterr().err.strip() == line
+
+
+def test_bad_input_is_usage_error_from_the_plan(capsys):
+    def plan(argv):
+        raise cli.UsageError("invalid --x=1: must be\n 2")
+
+    assert launch.main("prog", ["prog"], doc="", help_flags=list, plan=plan, execute=None, continue_with=str) == 2
+    assert capsys.readouterr().err == "prog: error: invalid --x=1: must be 2\n"
+
+
 def test_unwritable_workdir(tmp_path, capsys, no_training):
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
@@ -448,12 +496,8 @@ def test_unwritable_workdir(tmp_path, capsys, no_training):
 def fake_run(tmp_path_factory):
     """A work dir shaped like a TD3_ARGS run after 3 periods (checkpoint contents are random; nothing
     is compiled), for the bad-input tests."""
-    from experiments import train
-    from sparse_rl_jax import config as cfg_lib
-    from sparse_rl_jax import run_logging
-
     workdir = str(tmp_path_factory.mktemp("fake") / "run")
-    config = train._config_from_flag(train.parse_flags(["train", *TD3_ARGS, "--workdir=unused"])["config"].value)
+    config, _ = config_flag.parse(["train", *TD3_ARGS])
     template = runs.template(config, num_seeds=2)
     states = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), template)
     checkpoint.save(workdir, CHUNKS - 1, states, [], config, num_seeds=2)
@@ -509,23 +553,20 @@ def test_bad_input_exit_status_from_the_real_cli(cli_env, tmp_path):
     proc = run_cli(cli_env, "experiments.train", f"--config={CONFIGS}/preset.py:ds,td3", "--config.sparsity.actor=1.5",
                    f"--workdir={tmp_path / 'w'}")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == \
-        "train: error: invalid --config.sparsity.actor=1.5: must be a number in [0, 1)"
-    assert "run:" not in proc.stdout and not (tmp_path / "w").exists()
+    # the whole output: one line, no dependency banners (Warp, Brax's maintenance warning: sparse_rl_jax.quiet)
+    assert proc.stderr.strip().splitlines() == \
+        ["train: error: invalid --config.sparsity.actor=1.5: must be a number in [0, 1)"], proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "w").exists()
     assert time.time() - start < 120
 
 
 def test_divergence_check_names_the_network_the_seed_and_the_step():
-    from types import SimpleNamespace
-
-    from experiments import train
-
     entry = [320, {"training/critic_loss": [1.0, 2.0], "training/updates": 160}]
     agent = {"actor": {"params": np.ones((2, 3))},
              "critic": {"target": {"q1": np.array([[1.0, 2.0], [np.inf, 0.0]])}, "masks": np.zeros((2, 2), bool)}}
-    with pytest.raises(train.NonFiniteError, match=r"NaN/inf in critic/target/q1 \(seed 1\) by env step 320 "
-                                                   r"\(evaluation period 2, gradient update 160\)"):
-        train.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, chunk=2)
+    with pytest.raises(callbacks.NonFiniteError, match=r"NaN/inf in critic/target/q1 \(seed 1\) by env step 320 "
+                                                       r"\(evaluation period 2, gradient update 160\)"):
+        callbacks.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, chunk=2)
     entry[1]["training/actor_loss"] = [None, 0.5]
-    with pytest.raises(train.NonFiniteError, match=r"actor loss is NaN/inf \(seed 0\)"):
-        train.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, chunk=2)
+    with pytest.raises(callbacks.NonFiniteError, match=r"actor loss is NaN/inf \(seed 0\)"):
+        callbacks.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, chunk=2)

@@ -1,13 +1,20 @@
-"""experiments/sweep.py: one compiled program per (env, method) group equals the separate runs; resumable;
-aggregated tables with returns as % of dense."""
+"""sparse_rl_jax.sweep: one compiled program per (env, method) group equals the separate runs; resumable;
+aggregated tables with returns as % of dense. experiments/sweep.py: its flags, bad input (exit 2, one line,
+nothing compiled or written) and a SIGTERM stop."""
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from experiments import sweep
+from experiments import sweep as sweep_cli
+from sparse_rl_jax import callbacks, runner, sweep
 from tests.conftest import TINY
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # one evaluation period: 32 warm-up + 48 training iterations (192 updates, topology updates every 10)
 OVERRIDES = {**TINY, "total_env_steps": 320, "eval_every": 320}
@@ -49,8 +56,6 @@ def test_sweep_compiles_each_group_once_and_writes_cells(swept):
 
 @pytest.mark.slow
 def test_vmapped_sweep_cell_equals_its_separate_run(swept):
-    from sparse_rl_jax import runner
-
     root, cells, _ = swept
     # the cell differing from the group's static config in every swept number
     cell = sweep.Cell("inverted_pendulum", "rigl", 0.8, 0.7, 0.5, 1e-3)
@@ -107,11 +112,93 @@ def test_returns_as_percent_of_dense_per_env(tmp_path):
 
 
 def test_grid_and_batches():
-    cells = sweep.build_grid("td3", ["static", "rigl"], ["e"], sweep.parse_sparsities("0.5,0.9:0.8"),
+    cells = sweep.build_grid("td3", ["static", "rigl"], ["e"], sweep_cli.parse_sparsities("0.5,0.9:0.8"),
                              drop_fractions=[0.3, 0.5])
     assert len(cells) == 1 + 2 + 4  # dense, static x 2 levels (no drop fraction), rigl x 2 x 2
-    assert sweep.parse_sparsities("0.9:0.8")[0] == (0.9, 0.8)
+    assert sweep_cli.parse_sparsities("0.9:0.8")[0] == (0.9, 0.8)
     assert sweep._batches(list(range(5)), 2, 1) == [[0, 1], [2, 3], [4, 4]]
     assert sweep._batches(list(range(5)), 0, 4) == [[0, 1, 2, 3, 4, 4, 4, 4]]
-    assert sweep.parse_overrides(["agent.hidden=(64,64)", "env.backend=spring"]) == {
+    assert sweep_cli.parse_overrides(["agent.hidden=(64,64)", "env.backend=spring"]) == {
         "agent.hidden": (64, 64), "env.backend": "spring"}
+
+
+# ---------------------------------------------------------------------------- the command line
+@pytest.fixture
+def no_training(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training was started for bad input")
+
+    monkeypatch.setattr(runner.Runner, "__init__", forbidden)
+
+
+BAD = [
+    (["--bogus"], "Unknown command line flag 'bogus'"),
+    (["--algo=ppo"], "flag --algo=ppo: value should be one of <td3|sac|ddpg>"),
+    (["--methods=static,nope"], "invalid --methods='static,nope': unknown method 'nope'; allowed: dense"),
+    (["--envs=nope"], "invalid --envs='nope': unknown env 'nope'; allowed: ant"),
+    (["--sparsities=0.5,abc"], "invalid --sparsities='0.5,abc': expected comma-separated numbers"),
+    (["--sparsities=0.5:1.0"], "invalid --sparsities='0.5:1.0': 1 is not a number in [0, 1)"),
+    (["--drop_fractions=0.3,2"], "invalid --drop_fractions='0.3,2': 2 is not a number in [0, 1]"),
+    (["--lrs=0"], "invalid --lrs='0': 0 is not a number > 0"),
+    (["--set", "agent.nope=1"], "invalid --set 'agent.nope=1': no such config field; fields of agent: hidden"),
+    (["--set", "noequals"], "invalid --set 'noequals': expected key=value"),
+    (["--set", "env.num_envs=0"], "invalid env.num_envs=0: must be an integer >= 1"),
+    (["--seeds=0"], "invalid --seeds=0: must be an integer >= 1"),
+    (["--data_shards=2"], "invalid --data_shards=2: a sweep shards its runs over the devices"),
+    (["--num_processes=2"], "invalid --num_processes=2: needs --coordinator_address"),
+    (["--workdir=gs://b/x"], "invalid --workdir='gs://b/x': must be a file-system path"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[b[1][:40] for b in BAD])
+def test_bad_input_exits_2_with_one_line(extra, message, tmp_path, capsys, no_training):
+    workdir = tmp_path / "w"
+    status = sweep_cli.main(["sweep", f"--workdir={workdir}", *extra])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and err.startswith("sweep: error: ") and message in err, err
+    assert not workdir.exists()
+
+
+def test_aggregate_only_from_the_real_cli(tmp_path):
+    """The whole output of a run that trains nothing: no dependency banners (sparse_rl_jax.quiet)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "experiments.sweep", f"--workdir={tmp_path}", "--aggregate_only",
+                           "--methods=rigl", "--sparsities=0.5"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines() == [
+        "[sweep] 2 cells in 2 compiled groups, 3 seeds each; 0 already done",
+        f"[sweep] 0/2 cells done; results in {tmp_path / 'results.md'}"]
+    assert (tmp_path / "results.csv").read_text().startswith("env,method,")
+
+
+def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkeypatch):
+    """The sweep's period callback stops once SIGTERM asked: exit 143 and the command to continue."""
+    def one_period(self, num_seeds=1, *, callbacks=(), **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # arrives during the period
+        for callback in callbacks:
+            callback(runner.PeriodResult(1, 3, 100, {}, None, []))
+        raise AssertionError("the stop request did not stop the group")
+
+    monkeypatch.setattr(runner.Runner, "train", one_period)
+    guard = signal.signal(signal.SIGTERM, lambda *args: None)  # if the sweep installs no handler: not pytest's end
+    try:
+        status = sweep_cli.main(["sweep", f"--workdir={tmp_path}", "--methods=static", "--sparsities=0.5",
+                                 "--nodense", "--seeds=1", "--set", "total_env_steps=640"])
+    finally:
+        signal.signal(signal.SIGTERM, guard)
+    err = capsys.readouterr().err.strip()
+    assert status == 143, err
+    assert err.startswith("sweep: terminated (SIGTERM), stopped group inverted_pendulum / static") and \
+        "after period 1/3" in err and "continue with: python -m experiments.sweep --workdir" in err
+    assert not any(name == "summary.json" for _, _, files in os.walk(tmp_path) for name in files)
+
+
+def test_stop_check_waits_for_a_request():
+    stop = callbacks.StopRequest()
+    check = callbacks.StopCheck(stop)
+    check(runner.PeriodResult(1, 3, 100, {}, None, []))  # no request: nothing happens
+    stop.requested = True
+    check(runner.PeriodResult(3, 3, 300, {}, None, []))  # the last period: the run ends anyway
+    with pytest.raises(callbacks.Terminated, match="after period 2/3"):
+        check(runner.PeriodResult(2, 3, 200, {}, None, []))

@@ -58,3 +58,17 @@ def test_prune_target_with_fewer_nonzeros_than_k_is_identity():
     online = {"k": jnp.array([True, True, True, False, False])}
     target = {"k": jnp.array([0.0, 0.3, 0.0, -0.2, 0.0])}
     np.testing.assert_array_equal(targets.prune_target(target, online)["k"], target["k"])
+
+
+def test_prune_target_under_vmap_agrees_the_skip_and_equals_each_seed_alone():
+    """Seed 0's target holds more non-zeros than its online count, seed 1's fewer: with the skip agreed
+    over the seed axis both run the selection, and each equals its own unvmapped prune bit for bit."""
+    online = {"k": jnp.array([[True, True, False, False, False, False]] * 2)}
+    target = {"k": jnp.array([[0.5, -2.0, 0.1, 3.0, 0.0, 0.0],  # 4 non-zeros > k = 2: prune
+                              [0.0, 0.7, 0.0, 0.0, 0.0, 0.0]])}  # 1 non-zero <= k: keep
+    agreed = jax.jit(jax.vmap(lambda t, m: targets.prune_target(t, m, ("s",)), axis_name="s"))(target, online)
+    for i in range(2):
+        alone = targets.prune_target({"k": target["k"][i]}, {"k": online["k"][i]})
+        np.testing.assert_array_equal(agreed["k"][i], alone["k"])
+    np.testing.assert_array_equal(agreed["k"][0], [0.0, -2.0, 0.0, 3.0, 0.0, 0.0])
+    np.testing.assert_array_equal(agreed["k"][1], target["k"][1])

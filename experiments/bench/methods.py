@@ -14,6 +14,13 @@ and one unlucky round cannot decide the result. The best-chunk ratio and the spr
 ratios are printed too. Topology updates run at the presets' periods (1000 for ds/rigl/gmp, 10000 for
 rlx2), so their cost is included at its real amortised rate: with `--iterations 1000` every timed chunk
 holds one DS/RigL/GMP topology update and none of RLx2's.
+
+Two more programs per round set the floor (issue 11, item 6): ``floor`` is a plain jitted dense TD3 update
+of the same sizes written with flax and optax alone (`experiments.bench.workers.ours.floor_program`: no
+env, no replay, no framework), and ``update`` is this framework's dense TD3 update alone, as the trainer
+runs it (`agent.update` under the seed ``vmap``, scanned over the same number of updates on a fixed
+window, no env). Their ratio is what the framework's update costs over the plain one; the table's last
+lines print it.
 """
 from __future__ import annotations
 
@@ -25,7 +32,8 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from sparse_rl_jax import methods, presets, trainer
+from experiments.bench.workers import ours
+from sparse_rl_jax import methods, presets, replay, trainer
 
 FLAGS = flags.FLAGS
 WARMUP_ENV_STEPS = 1000  # random-action steps before learning starts (= iterations with 1 env)
@@ -37,18 +45,58 @@ flags.DEFINE_integer("repeats", 7, "rounds; each times one chunk of every progra
 flags.DEFINE_integer("seed", 0, "seed of the per-round timing order")
 flags.DEFINE_list("methods", list(methods.method_names()), "methods to time")
 flags.DEFINE_list("algos", ["td3", "sac"], "algorithms to time")
+flags.DEFINE_boolean("floor", True, "also time the plain jitted TD3 update and ours alone (see above)")
+FLOOR, UPDATE = ("td3", "floor: plain TD3 update"), ("td3", "dense update alone")
 
 
-def prepare(method: str, algo: str, iterations: int, repeats: int):
-    """Compile the method's chunk and run the warm-up chunk; returns (chunk_fn, states)."""
-    config = presets.make_config(method, algo, **{
+def bench_config(method: str, algo: str, iterations: int, repeats: int):
+    return presets.make_config(method, algo, **{
         "env.name": FLAGS.env, "env.backend": FLAGS.backend, "env.num_envs": 1,
         "env.episode_length": 1000, "agent.batch_size": 256, "agent.hidden": (256, 256),
         "updates_per_env_step": 1.0, "warmup_env_steps": WARMUP_ENV_STEPS, "eval_every": iterations,
         "total_env_steps": WARMUP_ENV_STEPS + iterations * (repeats + 1), "replay.capacity": 100_000,
         "replay.min_size": 10_000,
     })
-    tr = trainer.Trainer(config)
+
+
+def update_program(iterations: int, repeats: int):
+    """Our dense TD3 update alone, vmapped over one seed as `Trainer.chunk` runs it, on a fixed random
+    window of halfcheetah's sizes: returns a ``(chunk, state)`` pair like `prepare`'s."""
+    tr = trainer.Trainer(bench_config("dense", "td3", iterations, repeats))
+    agent, obs, act, b = tr.agent, tr.obs_dim, tr.action_dim, 256
+    k = jax.random.split(jax.random.PRNGKey(1), 4)
+    window = replay.Window(
+        obs=jax.random.normal(k[0], (b, obs)), action=jax.random.uniform(k[1], (b, act), minval=-1, maxval=1),
+        rewards=jax.random.normal(k[2], (b, 1)), terminals=jnp.zeros((b, 1), bool),
+        truncated=jnp.zeros((b, 1), bool), next_obs=jax.random.normal(k[3], (b, 1, obs)),
+        valid=jnp.ones((b, 1), bool))
+
+    def run(state, first):
+        def one(st, i):
+            return agent.update(st, window, i, 1, jax.random.fold_in(jax.random.PRNGKey(2), i))[0], None
+        return jax.lax.scan(one, state, first + jnp.arange(iterations))[0]
+
+    chunk = jax.jit(jax.vmap(run, in_axes=(0, None), axis_name=trainer.SEED_BATCH))
+    states = trainer.init_states(tr, trainer.seed_keys(0, 1)).agent
+    states = chunk(states, jnp.int32(0))
+    jax.block_until_ready(states)
+    return lambda s, first: (chunk(s, first), None), states
+
+
+def floor_program(iterations: int):
+    """`ours.floor_program` in the ``(chunk, state)`` shape (its state lives inside its closure)."""
+    run = ours.floor_program(iterations)
+
+    def chunk(states, first):
+        run()
+        return None, None
+
+    return chunk, None
+
+
+def prepare(method: str, algo: str, iterations: int, repeats: int):
+    """Compile the method's chunk and run the warm-up chunk; returns (chunk_fn, states)."""
+    tr = trainer.Trainer(bench_config(method, algo, iterations, repeats))
     states = trainer.init_states(tr, trainer.seed_keys(0, 1))
     chunk = trainer.make_chunk_fn(tr)
     # Compile, collect random-action data, then one chunk of real updates: the timed rounds must not
@@ -86,10 +134,15 @@ def ratio_summary(seconds, cell, dense_cell):
 def main(argv):
     del argv
     cells = [(a, m) for a in FLAGS.algos for m in FLAGS.methods]
+    build = {cell: (lambda c=cell: prepare(c[1], c[0], FLAGS.iterations, FLAGS.repeats)) for cell in cells}
+    if FLAGS.floor:
+        build[FLOOR] = lambda: floor_program(FLAGS.iterations)
+        build[UPDATE] = lambda: update_program(FLAGS.iterations, FLAGS.repeats)
+        cells += [FLOOR, UPDATE]
     prepared = {}
     for cell in cells:
         t0 = time.perf_counter()
-        prepared[cell] = prepare(cell[1], cell[0], FLAGS.iterations, FLAGS.repeats)
+        prepared[cell] = build[cell]()
         print(f"  compiled {cell[0]:4s} {cell[1]:18s} in {time.perf_counter() - t0:6.1f} s", flush=True)
     seconds = time_rounds(prepared, cells, FLAGS.iterations, FLAGS.repeats, FLAGS.seed)
     print(f"\n{FLAGS.env} ({FLAGS.backend} backend), 1 env, batch 256, 2x256, 1 update per env step, "
@@ -98,6 +151,11 @@ def main(argv):
           "| per-round range | best chunk vs best dense |\n|---|---|---:|---:|---:|---:|")
     for algo, method in cells:
         rate = FLAGS.iterations / statistics.median(seconds[(algo, method)])
+        if (algo, method) in (FLOOR, UPDATE):
+            med, lo, hi, best = ratio_summary(seconds, (algo, method), FLOOR)
+            print(f"| {algo} | {method} (no env) | {rate:.0f} | {med:.2f}x of the floor | {lo:.2f}-{hi:.2f} | "
+                  f"{best:.2f}x |")
+            continue
         if (algo, "dense") in seconds:
             med, lo, hi, best = ratio_summary(seconds, (algo, method), (algo, "dense"))
             rel = f"{med:.2f}x | {lo:.2f}-{hi:.2f} | {best:.2f}x"

@@ -3,7 +3,7 @@ its optimizer."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -84,9 +84,18 @@ def min_q(critic_apply, params, obs, action) -> jax.Array:
 class AgentBase:
     """Static configuration shared by the agents (hashable, so jitted methods can close over it).
 
-    An agent is ``init(key, actor_sparsity, critic_sparsity) -> state``, ``explore(state, obs, key) ->
-    (action, noise-free action)``, ``policy(actor_params, obs) -> action`` and ``update(state, window,
-    update_index, n_active, key) -> (state, info)``, over a state with ``actor`` and ``critic`` `dst.SparseNet`s.
+    An agent is ``init(key, actor_sparsity, critic_sparsity, hparams=None) -> state``, ``explore(state, obs,
+    key) -> (action, noise-free action)``, ``policy(actor_params, obs) -> action`` and ``update(state,
+    window, update_index, n_active, key) -> (state, info)``, over a state with ``actor`` and ``critic``
+    `dst.SparseNet`s and ``hparams``.
+
+    **Numbers are data, structure is static.** The plain-number hyperparameters the update reads
+    (`hparam_keys`: learning rates, tau, exploration and target noise, the drop fraction) are float32
+    leaves of the state, ``state.hparams[name]``, initialised from the config (or per seed, from
+    ``init``'s ``hparams``) and read by the update from there, never from ``cfg``. So cells that differ
+    only in these numbers are one compiled program vmapped over them (a sweep), and a checkpoint holds
+    them. What shapes the program stays here, static: sizes, the method, schedules' periods, the policy
+    delay, gamma (its n-step powers are computed at trace time in double precision), weight decay.
     The class-level facts below are what the host side (trainer, FLOP accounting, report, export,
     presets) reads instead of asking which algorithm it is; `sparse_rl_jax.agents.AGENTS` maps names to
     classes.
@@ -103,6 +112,8 @@ class AgentBase:
     preset_family: ClassVar[str]
     # per-update info entries averaged into `training/<name>` metrics
     metric_names: ClassVar[Tuple[str, ...]] = ("critic_loss", "actor_loss", "q")
+    # `AgentConfig` fields the update reads as state leaves (`hparam_keys` adds the drop fraction)
+    hparam_names: ClassVar[Tuple[str, ...]] = ("actor_lr", "critic_lr", "tau")
 
     @classmethod
     def make_actor(cls, action_dim: int, hidden: Sequence[int]) -> nn.Module:
@@ -144,23 +155,53 @@ class AgentBase:
         """Mean over the data-parallel axis (identity on one device)."""
         return tree if self.grad_axis is None else jax.lax.pmean(tree, self.grad_axis)
 
+    # ------------------------------------------------------------- hyperparameters as data
+    @property
+    def _drop_grow_schedule(self):
+        """The schedule whose zeta0 the ``drop_fraction`` leaf replaces (both networks share the
+        config's), or None when no network drops and grows by a fraction."""
+        for m in (self.critic_method, self.actor_method):
+            if m.schedule is not None and m.uses_drop_fraction:
+                return m.schedule
+        return None
+
+    @property
+    def hparam_keys(self) -> Tuple[str, ...]:
+        """The names of ``state.hparams``: `hparam_names`, plus ``drop_fraction`` under a method that
+        drops and grows by one."""
+        return self.hparam_names + (("drop_fraction",) if self._drop_grow_schedule is not None else ())
+
+    def default_hparams(self) -> Dict[str, float]:
+        """The config's values of `hparam_keys`."""
+        values = {name: float(getattr(self.cfg, name)) for name in self.hparam_names}
+        if self._drop_grow_schedule is not None:
+            values["drop_fraction"] = float(self._drop_grow_schedule.drop_fraction)
+        return values
+
+    def init_hparams(self, hparams: Optional[Mapping[str, Any]] = None) -> Dict[str, jax.Array]:
+        """``state.hparams``: float32 scalars, the config's values overridden by ``hparams`` (may be traced:
+        a vmapped sweep passes one value per seed). ValueError on a name this agent does not read."""
+        values = self.default_hparams()
+        unknown = sorted(set(hparams or {}) - set(values))
+        if unknown:
+            raise ValueError(f"invalid hparams {unknown}: {type(self).__name__} under this method reads "
+                             f"{', '.join(values)}")
+        values.update(hparams or {})
+        return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+
     def _optimizer(self, learning_rate):
         c = self.cfg
         return make_optimizer(learning_rate, c.weight_decay, c.weight_decay_mode, c.mask_gradients)
 
-    @property
-    def actor_optimizer(self):
-        return self._optimizer(self.cfg.actor_lr)
+    # the optimizers' states do not depend on the learning rate: built with the config's at init, they
+    # step with the state's (`hparams`) in the update
+    def apply_actor_gradients(self, net, grads, hparams):
+        return dst.apply_gradients(net, grads, self.actor_method, self._optimizer(hparams["actor_lr"]),
+                                   self.batch_axes, hparams.get("drop_fraction"))
 
-    @property
-    def critic_optimizer(self):
-        return self._optimizer(self.cfg.critic_lr)
-
-    def apply_actor_gradients(self, net, grads):
-        return dst.apply_gradients(net, grads, self.actor_method, self.actor_optimizer, self.batch_axes)
-
-    def apply_critic_gradients(self, net, grads):
-        return dst.apply_gradients(net, grads, self.critic_method, self.critic_optimizer, self.batch_axes)
+    def apply_critic_gradients(self, net, grads, hparams):
+        return dst.apply_gradients(net, grads, self.critic_method, self._optimizer(hparams["critic_lr"]),
+                                   self.batch_axes, hparams.get("drop_fraction"))
 
     def build_nets(self, key, actor_sparsity, critic_sparsity):
         """(actor, critic) sparse networks for one seed; the actor's target as `has_actor_target` says."""
@@ -169,11 +210,11 @@ class AgentBase:
         actor = build_net(
             actor_key, self.actor_module, (obs,), actor_sparsity,
             is_sparse_net(self.sparsity.actor, self.actor_method, self.sparsity), self.sparsity,
-            self.actor_method, self.actor_optimizer, with_target=self.has_actor_target)
+            self.actor_method, self._optimizer(self.cfg.actor_lr), with_target=self.has_actor_target)
         critic = build_net(
             critic_key, self.critic_module, (obs, act), critic_sparsity,
             is_sparse_net(self.sparsity.critic, self.critic_method, self.sparsity), self.sparsity,
-            self.critic_method, self.critic_optimizer, with_target=True)
+            self.critic_method, self._optimizer(self.cfg.critic_lr), with_target=True)
         return actor, critic
 
     def networks(self, state) -> dict:

@@ -7,7 +7,7 @@ as for TD3, 1-step when ``n_active == 1``):
     T = sum_{k<m} g^k r_k + g^m (1 - d) Q'(s_m, mu'(s_m))
 
 Everything else (sparse networks, DST methods, replay, export as a tanh policy) is shared with TD3, so
-this file is only what differs. `agent.policy_delay`, `policy_noise` and `noise_clip` are not read.
+this file is only what differs. `agent.policy_delay`, `policy_noise` and `noise_clip` are not read (nor are they state leaves).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ FLOP_MODEL = PassModel(passes=(
 @dataclasses.dataclass(frozen=True)
 class DDPG(TD3):
     flop_model = FLOP_MODEL
+    hparam_names = TD3.hparam_names[:-2]  # no target policy smoothing: no policy_noise, noise_clip
 
     @classmethod
     def make_critic(cls, hidden):

@@ -42,6 +42,7 @@ class SACState:
     critic: dst.SparseNet
     log_alpha: jax.Array
     alpha_opt_state: optax.OptState
+    hparams: Dict[str, jax.Array]  # `common.AgentBase.hparam_keys` -> float32 scalar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,14 +52,15 @@ class SAC(common.AgentBase):
     has_actor_target = False
     preset_family = "sac"
     metric_names = ("critic_loss", "actor_loss", "q", "alpha", "entropy")
+    hparam_names = common.AgentBase.hparam_names + ("alpha_lr",)
 
     @classmethod
     def make_actor(cls, action_dim, hidden):
         return networks.GaussianActor(action_dim, tuple(hidden))
 
-    @property
-    def alpha_optimizer(self):
-        return optax.adam(self.cfg.alpha_lr)
+    @staticmethod
+    def alpha_optimizer(learning_rate):
+        return optax.adam(learning_rate)
 
     @property
     def target_entropy(self) -> float:
@@ -66,11 +68,12 @@ class SAC(common.AgentBase):
         return -float(self.action_dim) if te is None else float(te)
 
     # ----------------------------------------------------------------- init / acting
-    def init(self, key, actor_sparsity, critic_sparsity) -> SACState:
+    def init(self, key, actor_sparsity, critic_sparsity, hparams=None) -> SACState:
         actor, critic = self.build_nets(key, actor_sparsity, critic_sparsity)
         log_alpha = jnp.asarray(self.cfg.init_log_alpha, jnp.float32)
         return SACState(actor=actor, critic=critic, log_alpha=log_alpha,
-                        alpha_opt_state=self.alpha_optimizer.init(log_alpha))
+                        alpha_opt_state=self.alpha_optimizer(self.cfg.alpha_lr).init(log_alpha),
+                        hparams=self.init_hparams(hparams))
 
     def policy(self, actor_params, obs) -> jax.Array:
         """Deterministic evaluation policy tanh(mean)."""
@@ -124,23 +127,26 @@ class SAC(common.AgentBase):
         grads, info = jax.grad(self.critic_loss, has_aux=True)(
             state.critic.params, state, window, n_active, critic_key)
         grads, info = self.reduce((grads, info))
-        critic, critic_topo = self.apply_critic_gradients(state.critic, grads)
-        critic = dst.update_target(critic, self.cfg.tau, self.critic_method)
+        hp = state.hparams
+        critic, critic_topo = self.apply_critic_gradients(state.critic, grads, hp)
+        critic = dst.update_target(critic, hp["tau"], self.critic_method, self.batch_axes)
 
         actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
             state.actor.params, critic.params, state.log_alpha, window.obs, actor_key)
         logp = jax.lax.stop_gradient(actor_info.pop("logp"))
         actor_grads, actor_info = self.reduce((actor_grads, actor_info))
-        actor, actor_topo = self.apply_actor_gradients(state.actor, actor_grads)
+        actor, actor_topo = self.apply_actor_gradients(state.actor, actor_grads, hp)
 
         alpha_grad = self.reduce(
             jax.grad(lambda la: -la * jnp.mean(logp + self.target_entropy))(state.log_alpha))
-        alpha_update, alpha_opt_state = self.alpha_optimizer.update(alpha_grad, state.alpha_opt_state)
+        alpha_update, alpha_opt_state = self.alpha_optimizer(hp["alpha_lr"]).update(alpha_grad,
+                                                                                     state.alpha_opt_state)
         log_alpha = optax.apply_updates(state.log_alpha, alpha_update)
 
         info.update(actor_info)
         info.update({f"critic_{k}": v for k, v in critic_topo.items()})
         info.update({f"actor_{k}": v for k, v in actor_topo.items()})
         info["alpha"] = jnp.exp(log_alpha)
-        state = SACState(actor=actor, critic=critic, log_alpha=log_alpha, alpha_opt_state=alpha_opt_state)
+        state = SACState(actor=actor, critic=critic, log_alpha=log_alpha, alpha_opt_state=alpha_opt_state,
+                         hparams=hp)
         return state, info

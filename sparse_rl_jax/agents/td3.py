@@ -37,6 +37,7 @@ FLOP_MODEL = PassModel(passes=(
 class TD3State:
     actor: dst.SparseNet
     critic: dst.SparseNet
+    hparams: Dict[str, jax.Array]  # `common.AgentBase.hparam_keys` -> float32 scalar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,7 @@ class TD3(common.AgentBase):
     export_head = "tanh"
     has_actor_target = True
     preset_family = "td3"
+    hparam_names = common.AgentBase.hparam_names + ("exploration_noise", "policy_noise", "noise_clip")
 
     @classmethod
     def make_actor(cls, action_dim, hidden):
@@ -55,9 +57,9 @@ class TD3(common.AgentBase):
         return cfg.policy_delay
 
     # ----------------------------------------------------------------- init / acting
-    def init(self, key, actor_sparsity, critic_sparsity) -> TD3State:
+    def init(self, key, actor_sparsity, critic_sparsity, hparams=None) -> TD3State:
         actor, critic = self.build_nets(key, actor_sparsity, critic_sparsity)
-        return TD3State(actor=actor, critic=critic)
+        return TD3State(actor=actor, critic=critic, hparams=self.init_hparams(hparams))
 
     def policy(self, actor_params, obs) -> jax.Array:
         """Deterministic policy (evaluation, and the noise-free action stored for RLx2)."""
@@ -66,7 +68,7 @@ class TD3(common.AgentBase):
     def explore(self, state: TD3State, obs, key) -> Tuple[jax.Array, jax.Array]:
         """(action taken with Gaussian exploration noise, noise-free action)."""
         clean = self.policy(state.actor.params, obs)
-        noise = self.cfg.exploration_noise * jax.random.normal(key, clean.shape)
+        noise = state.hparams["exploration_noise"] * jax.random.normal(key, clean.shape)
         return jnp.clip(clean + noise, -1.0, 1.0), clean
 
     # ----------------------------------------------------------------- learning
@@ -74,8 +76,9 @@ class TD3(common.AgentBase):
         """n-step clipped double-Q target with target policy smoothing."""
         parts = replay.nstep_parts(window, self.cfg.gamma, n_active)
         next_obs = replay.gather_bootstrap(window, parts.bootstrap_index)
-        noise = jnp.clip(self.cfg.policy_noise * jax.random.normal(key, window.action.shape),
-                         -self.cfg.noise_clip, self.cfg.noise_clip)
+        hp = state.hparams
+        noise = jnp.clip(hp["policy_noise"] * jax.random.normal(key, window.action.shape),
+                         -hp["noise_clip"], hp["noise_clip"])
         next_action = jnp.clip(self.policy(state.actor.target, next_obs) + noise, -1.0, 1.0)
         next_q = common.min_q(self.critic_module.apply, state.critic.target, next_obs, next_action)
         return jax.lax.stop_gradient(parts.reward_sum + parts.bootstrap_discount * next_q)
@@ -98,7 +101,7 @@ class TD3(common.AgentBase):
         grads, info = jax.grad(self.critic_loss, has_aux=True)(
             state.critic.params, state, window, n_active, key)
         grads, info = self.reduce((grads, info))
-        critic, critic_info = self.apply_critic_gradients(state.critic, grads)
+        critic, critic_info = self.apply_critic_gradients(state.critic, grads, state.hparams)
         state = state.replace(critic=critic)
         info.update({f"critic_{k}": v for k, v in critic_info.items()})
 
@@ -106,9 +109,10 @@ class TD3(common.AgentBase):
             actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
                 state.actor.params, state.critic.params, window.obs)
             actor_grads, actor_info = self.reduce((actor_grads, actor_info))
-            actor, topo = self.apply_actor_gradients(state.actor, actor_grads)
-            actor = dst.update_target(actor, self.cfg.tau, self.actor_method)
-            critic = dst.update_target(state.critic, self.cfg.tau, self.critic_method)
+            actor, topo = self.apply_actor_gradients(state.actor, actor_grads, state.hparams)
+            actor = dst.update_target(actor, state.hparams["tau"], self.actor_method, self.batch_axes)
+            critic = dst.update_target(state.critic, state.hparams["tau"], self.critic_method,
+                                       self.batch_axes)
             actor_info.update({f"actor_{k}": v for k, v in topo.items()})
             return state.replace(actor=actor, critic=critic), actor_info
 

@@ -89,13 +89,15 @@ class TopologySchedule:
     def clock(self, update):
         return jnp.asarray(update, jnp.int32) * self.scale
 
-    def fraction(self, update) -> jax.Array:
-        """Drop fraction at own update ``update`` (float32): constant zeta0 or its cosine annealing."""
+    def fraction(self, update, drop_fraction=None) -> jax.Array:
+        """Drop fraction at own update ``update`` (float32): constant zeta0 or its cosine annealing.
+        ``drop_fraction``: zeta0 as data (a traced per-seed value), in place of the schedule's number."""
+        zeta0 = self.drop_fraction if drop_fraction is None else drop_fraction
         if self.decay == "constant":
-            return jnp.asarray(self.drop_fraction, jnp.float32)
+            return jnp.asarray(zeta0, jnp.float32)
         end = self.end if self.end is not None else self.stop
         t = jnp.clip(self.clock(update).astype(jnp.float32), 0.0, float(end))
-        return (0.5 * self.drop_fraction * (1.0 + jnp.cos(math.pi * t / end))).astype(jnp.float32)
+        return (0.5 * zeta0 * (1.0 + jnp.cos(math.pi * t / end))).astype(jnp.float32)
 
 
 def gmp_window(total_steps: int, begin_fraction: float = 0.2, end_fraction: float = 0.8) -> tuple:

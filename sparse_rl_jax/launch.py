@@ -1,0 +1,338 @@
+"""Launching runs: the one path of the launchers (`experiments/train.py`, `experiments/sweep.py`).
+
+1. `main`: print the help, or parse and plan (a launcher's own ``plan(argv)``: every check, no
+   compilation, no write; bad input is a `cli.UsageError`, printed as one line with exit status 2),
+   then execute under a SIGTERM stop request (`callbacks.sigterm_sets`) and turn every ending into the
+   exit status: 0 done, 1 diverged, 130 interrupted, 143 terminated.
+2. Planning a training run (`plan_run` of a `Request`): a fresh run's work dir (a path, writable, holding
+   no run), a resumed run's checkpoint and saved config (the flags must not conflict with it), the device
+   layout (`check_layout`), the config (`config_flag.check`).
+3. Executing it (`execute`): the remaining periods through `runner.Runner` with `callbacks.RunCallback`,
+   then ``summary.json`` and the plots. The files of a run (`write_config`, `write_summary`, `write_run`)
+   are written the same way for a launcher run and a sweep cell.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import jax
+from absl import flags
+from absl import logging as absl_logging
+from jax.experimental import multihost_utils
+
+from sparse_rl_jax import callbacks, checkpoint, cli, config_flag, plotting, run_logging, runs
+from sparse_rl_jax import config as cfg_lib
+from sparse_rl_jax import distributed as dist
+from sparse_rl_jax import metrics as metrics_lib
+from sparse_rl_jax import runner as runner_lib
+from sparse_rl_jax import trainer as trainer_lib
+from sparse_rl_jax.cli import UsageError
+
+RUN_FILES = ("config.json", "summary.json", "checkpoints", "metrics", "tensorboard", "plots")
+
+
+# ---------------------------------------------------------------------------- the launchers' main
+def main(program: str, argv: Sequence[str], *, doc: str, help_flags: Callable[[], Sequence[flags.FlagValues]],
+         plan: Callable[[Sequence[str]], Any], execute: Callable[[Any, callbacks.StopRequest], Any],
+         continue_with: Callable[[Any], str]) -> int:
+    """Plan ``argv`` (``argv[0]`` is the program name), execute the plan, return the exit status."""
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    if cli.wants_help(argv):
+        print(cli.help_text(doc, *help_flags()))
+        return 0
+    try:
+        planned = plan(argv)
+    except UsageError as err:
+        return cli.error(program, err)
+    with callbacks.sigterm_sets(callbacks.StopRequest()) as stop:
+        try:
+            execute(planned, stop)
+        except callbacks.NonFiniteError as err:
+            print(f"{program}: stopped: {cli.one_line(err)}", file=sys.stderr, flush=True)
+            return cli.DIVERGED
+        except (KeyboardInterrupt, callbacks.Terminated) as err:
+            # Ctrl-C stops at once: checkpoints are atomic, one cut short is never listed, the previous stays
+            terminated = isinstance(err, callbacks.Terminated)
+            what = f"terminated (SIGTERM), {err}" if terminated else "interrupted"
+            print(f"{program}: {what}; continue with: {continue_with(planned)}", file=sys.stderr, flush=True)
+            return cli.TERMINATED if terminated else cli.INTERRUPTED
+    return 0
+
+
+def start_distributed(fv: flags.FlagValues) -> None:
+    """Join the multi-host run (`jax.distributed`) if the flags ask for one; before any JAX computation
+    (importing JAX computes nothing)."""
+    try:
+        dist.initialize_from_flag_values(fv)
+    except dist.ScaleError as err:
+        raise UsageError(cli.one_line(err)) from None
+    except (RuntimeError, ValueError) as err:  # the runtime could not start or reach the coordinator
+        raise UsageError(f"could not join the distributed run at --coordinator_address="
+                         f"{fv['coordinator_address'].value!r}: {cli.one_line(err)[:300]}") from None
+
+
+def local_path(path: str, flag: str = "--workdir") -> str:
+    """``path`` made absolute; `UsageError` for a URL (os.path would make a local directory "gs:")."""
+    if "://" in path:
+        raise UsageError(f"invalid {flag}={path!r}: must be a file-system path; mount remote storage first "
+                         "(e.g. a GCS bucket with gcsfuse) and pass the mounted path")
+    return os.path.abspath(path)
+
+
+def check_workdir(path: str, create: bool, flag: str = "--workdir") -> str:
+    """The absolute work dir; it exists (or is created: ``create``) and accepts files. Existing files
+    are never touched."""
+    workdir = local_path(path, flag)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UsageError(f"invalid {flag}={workdir!r}: exists and is not a directory")
+    if not os.path.exists(workdir):
+        if not create:
+            raise UsageError(f"invalid {flag}={workdir!r}: does not exist (nothing to resume)")
+        try:
+            os.makedirs(workdir, exist_ok=True)  # the processes of a multi-host run race here
+        except OSError as err:
+            raise UsageError(f"invalid {flag}={workdir!r}: cannot create it ({err.strerror}); "
+                             "choose a writable directory") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"invalid {flag}={workdir!r}: not writable ({err.strerror}); "
+                         "choose a writable directory") from None
+    return workdir
+
+
+# ---------------------------------------------------------------------------- planning a run
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What the command line asks for (`experiments/train.py`'s flags)."""
+    workdir: str
+    config: Optional[cfg_lib.Config]  # None: only with resume (the saved config)
+    resume: bool = False
+    seeds: Optional[int] = None  # None: 1, or the saved number
+    data_shards: Optional[int] = None  # None: not given (0, or the saved value)
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    plots: bool = True
+
+
+@dataclasses.dataclass
+class Plan:
+    config: Any
+    workdir: str
+    num_seeds: int
+    restored: Any  # checkpoint.Restored or None
+    checkpoint_every: int
+    keep: int
+    plots: bool
+    data_shards: int = 0  # > 0: data-parallel with this many shards per seed
+    sharded: bool = False  # run over a device mesh (`distributed`), not the plain single-device program
+
+
+def plan_run(request: Request) -> Plan:
+    """Resolve and check everything; raise `UsageError` before any compilation or any write."""
+    workdir = local_path(request.workdir)
+    if request.resume:
+        config, seeds, restored = _resume_plan(request, workdir)
+        shards = restored.data_shards
+        sharded = check_layout(config, seeds, shards)
+    else:
+        if request.config is None:
+            raise UsageError("--config is required for a new run, e.g. --config=experiments/configs/preset.py:rlx2,td3 "
+                             "(or pass --resume to continue the run in --workdir)")
+        config = config_flag.check(request.config)
+        seeds, restored, shards = request.seeds or 1, None, request.data_shards or 0
+        sharded = check_layout(config, seeds, shards)  # before the work dir is created
+        existing = [name for name in RUN_FILES if os.path.exists(os.path.join(workdir, name))]
+        if existing:
+            raise UsageError(f"invalid --workdir={workdir!r}: it already holds a run ({', '.join(existing)}); "
+                             "pass --resume to continue it, or choose a new --workdir (nothing was changed)")
+        check_workdir(workdir, create=True)
+    return Plan(config, workdir, seeds, restored, request.checkpoint_every, request.keep_checkpoints,
+                request.plots, shards, sharded)
+
+
+def flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_conflicts(saved: Dict[str, Any], resolved: Dict[str, Any]) -> List[str]:
+    """``key=new (saved: old)`` for every field that differs."""
+    a, b = flatten(saved), flatten(resolved)
+    return [f"{k}={b.get(k)!r} (saved: {a.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _resume_plan(request: Request, workdir: str):
+    if not os.path.isdir(workdir):
+        raise UsageError(f"invalid --workdir={workdir!r} with --resume: no such directory (nothing to resume)")
+    try:
+        meta = checkpoint.read_meta(workdir)
+    except checkpoint.CheckpointError as err:
+        raise UsageError(f"--resume: {err}") from None
+    saved = meta["config"]
+    config_json = os.path.join(workdir, "config.json")
+    if os.path.exists(config_json):
+        try:
+            saved = run_logging.read_json(config_json)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--resume: {config_json} is unreadable ({err}); cannot check the flags against "
+                             "the saved run") from None
+    if request.config is not None:
+        config = request.config
+        conflicts = config_conflicts(saved, cfg_lib.to_dict(config))
+        if conflicts:
+            shown = "; ".join(conflicts[:6]) + (f"; and {len(conflicts) - 6} more" if len(conflicts) > 6 else "")
+            raise UsageError(f"--resume: the flags conflict with the run saved in {workdir}: {shown}. Resume "
+                             "with the saved config (drop --config and its overrides) or use a new --workdir")
+    else:
+        try:
+            config = cfg_lib.from_dict(saved)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"--resume: {config_json} holds an invalid config ({err})") from None
+    config_flag.check(config)
+    if request.seeds is not None and request.seeds != meta["num_seeds"]:
+        raise UsageError(f"--resume: invalid --seeds={request.seeds}: the run saved in {workdir} has "
+                         f"{meta['num_seeds']} seeds (omit --seeds or pass --seeds {meta['num_seeds']})")
+    saved_shards = int(meta.get("data_shards", 0))
+    if request.data_shards is not None and request.data_shards != saved_shards:
+        raise UsageError(f"--resume: invalid --data_shards={request.data_shards}: the run saved in {workdir} "
+                         f"has data_shards={saved_shards} (omit --data_shards or pass --data_shards {saved_shards})")
+    check_workdir(workdir, create=False)
+    try:
+        restored = runs.restore(workdir)
+    except checkpoint.CheckpointError as err:
+        raise UsageError(f"--resume: {err}") from None
+    return config, restored.num_seeds, restored
+
+
+def check_layout(config, seeds: int, data_shards: int) -> bool:
+    """Check that the seeds (or data shards) map onto the devices; True if the run needs a device mesh."""
+    devices = jax.device_count()
+    if data_shards:
+        try:
+            dist.shard_config(config, data_shards)
+        except dist.ScaleError as err:
+            # distributed words it "invalid <field>=<value>: must be a multiple of data_shards=<D>"
+            msg = cli.one_line(err).replace("invalid ", "invalid --config.", 1)
+            raise UsageError(msg.replace("data_shards=", "--data_shards=")) from None
+        if data_shards % devices:
+            raise UsageError(f"invalid --data_shards={data_shards}: must be a multiple of the {devices} devices "
+                             "(data-parallel runs put every device on the data axis)")
+        return True
+    if seeds % devices:
+        raise UsageError(f"invalid --seeds={seeds}: the seeds are sharded over all {devices} devices, so --seeds "
+                         f"must be a multiple of {devices} (use --seeds {-(-seeds // devices) * devices}), or pass "
+                         f"--data_shards {devices} to split each seed's envs, replay and batch over the devices")
+    return devices > 1
+
+
+# ---------------------------------------------------------------------------- executing it
+def execute(plan: Plan, stop: Optional[callbacks.StopRequest] = None) -> Dict[str, Any]:
+    """Train (or finish) the planned run and write every output; returns the summary."""
+    config, workdir, restored = plan.config, plan.workdir, plan.restored
+    primary = dist.is_primary()
+    say = print if primary else (lambda *args, **kwargs: None)
+    _barrier("sparse_rl_jax: every process checked the work dir")  # before process 0 writes into it
+    if restored is None and primary:
+        write_config(workdir, config)
+    runner = runner_lib.Runner(config, plan.data_shards)  # one device is a one-device mesh
+    trainer = runner.trainer
+    total_chunks = trainer_lib.num_chunks(config)
+    per_chunk_steps = trainer_lib.chunk_iterations(config) * config.env_steps_per_iteration
+    start_chunk = restored.step if restored else 0
+    log = run_logging.RunLog(workdir, plan.num_seeds, history=restored.history if restored else None,
+                             write=primary)
+    say(f"run: {_describe(config, plan.num_seeds, total_chunks, per_chunk_steps)}", flush=True)
+    say(f"layout: {_describe_layout(plan)}", flush=True)
+    say(f"workdir: {workdir}", flush=True)
+    try:
+        if start_chunk < total_chunks:
+            what = f"resuming after period {start_chunk}/{total_chunks}" if restored else "starting"
+            say(f"{what}; compiling (the first period takes longer)...", flush=True)
+            hook = callbacks.RunCallback(plan, log, trainer, total_chunks, per_chunk_steps, stop)
+            states = None
+            if restored is not None:  # host values -> this run's mesh (any device count: checkpoints are host data)
+                states = dist.to_global(restored.states, runner.mesh, dist.state_spec(plan.data_shards))
+            result = runner.train(plan.num_seeds, states=states, start_chunk=start_chunk,
+                                  history=restored.history if restored else None, callbacks=[hook])
+            states = callbacks.host_agent(plan.sharded, result.states)
+        else:
+            say(f"the run is complete ({total_chunks} periods); rewriting summary and plots", flush=True)
+            states = restored.states
+    finally:
+        log.close()
+    if not primary:
+        return {}
+    summary = write_summary(workdir, config, log.history, trainer, states, plan.num_seeds)
+    print("\n" + run_logging.format_summary(summary), flush=True)
+    if plan.plots:
+        label = f"{config.method} {config.algo.upper()}"
+        rlx2 = config.replay.dynamic or config.replay.nstep > 1
+        paths = plotting.run_plots(workdir, log.history, metrics_lib.final_masks(trainer, states), label, rlx2)
+        print(f"\nplots: {', '.join(_show(p) for p in paths)}", flush=True)
+    print(f"summary: {_show(os.path.join(workdir, 'summary.json'))}", flush=True)
+    return summary
+
+
+def write_config(workdir: str, config) -> None:
+    run_logging.write_json(os.path.join(workdir, "config.json"), cfg_lib.to_dict(config))
+
+
+def write_summary(workdir: str, config, history, trainer, states, num_seeds: int,
+                  seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """``summary.json`` (`metrics.summarize`), each row labelled with its seed when ``seeds`` is given."""
+    summary = metrics_lib.summarize(config, history, trainer, states, num_seeds)
+    for row, seed in zip(summary["seeds"], seeds or ()):
+        row["seed"] = seed
+    run_logging.write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary
+
+
+def write_run(workdir: str, config, history, trainer, states, num_seeds: int,
+              seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """A finished run's files at once (a sweep cell): ``config.json``, the metric files, then
+    ``summary.json`` last (its presence marks the run done)."""
+    os.makedirs(workdir, exist_ok=True)
+    write_config(workdir, config)
+    log = run_logging.RunLog(workdir, num_seeds, tensorboard=False)
+    for steps, metrics in history:
+        log.append(steps, metrics)
+    log.close()
+    return write_summary(workdir, config, log.history, trainer, states, num_seeds, seeds)
+
+
+def _describe(config, num_seeds: int, total_chunks: int, per_chunk_steps: int) -> str:
+    e, s = config.env, config.sparsity
+    return (f"{config.method} {config.algo.upper()} on {e.name} ({e.backend}), {num_seeds} seed(s) from seed "
+            f"{config.seed}, sparsity actor {s.actor:g} critic {s.critic:g}; {total_chunks * per_chunk_steps:,} "
+            f"env steps in {total_chunks} evaluation periods of {per_chunk_steps:,}")
+
+
+def _describe_layout(plan: Plan) -> str:
+    where = f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
+    if jax.process_count() > 1:
+        where += f" in {jax.process_count()} processes"
+    if plan.data_shards:
+        return f"data-parallel, {plan.data_shards} shards per seed over {where}"
+    return f"seeds sharded over {where}" if plan.sharded else f"one program on {where}"
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def _show(path: str) -> str:
+    """Relative to the current directory when inside it, else absolute."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
