@@ -313,8 +313,11 @@ def write_run(workdir: str, config, history, trainer, states, num_seeds: int,
 
 def _describe(config, num_seeds: int, total_chunks: int, per_chunk_steps: int) -> str:
     e, s = config.env, config.sparsity
+    # with ER lambdas (DS) the densities follow from the lambdas, not from sparsity.actor / .critic
+    levels = (f"ER lambdas {', '.join(f'{v:g}' for v in s.er_lambdas)}" if s.er_lambdas is not None
+              else f"sparsity actor {s.actor:g} critic {s.critic:g}")
     return (f"{config.method} {config.algo.upper()} on {e.name} ({e.backend}), {num_seeds} seed(s) from seed "
-            f"{config.seed}, sparsity actor {s.actor:g} critic {s.critic:g}; {total_chunks * per_chunk_steps:,} "
+            f"{config.seed}, {levels}; {total_chunks * per_chunk_steps:,} "
             f"env steps in {total_chunks} evaluation periods of {per_chunk_steps:,}")
 
 
