@@ -284,7 +284,7 @@ def init_states(trainer: trainer_lib.Trainer, mesh: Mesh, keys, actor_sparsity=N
     def levels(value, default):
         return np.broadcast_to(np.asarray(default if value is None else value, np.float32), (n,))
 
-    trainer.agent.init_hparams({k: 0.0 for k in hparams or {}})  # names checked before anything compiles
+    trainer.agent.check_hparams(hparams or {})  # before anything compiles
     hp = {k: levels(v, None) for k, v in (hparams or {}).items() if v is not None}
     args = (np.asarray(keys), levels(actor_sparsity, s.actor), levels(critic_sparsity, s.critic), hp)
     init_fn = init_fn if init_fn is not None else make_init_fn(trainer, mesh)

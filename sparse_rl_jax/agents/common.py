@@ -178,15 +178,18 @@ class AgentBase:
             values["drop_fraction"] = float(self._drop_grow_schedule.drop_fraction)
         return values
 
+    def check_hparams(self, names) -> None:
+        """ValueError naming the allowed ones if ``names`` holds one this agent does not read."""
+        unknown = sorted(set(names) - set(self.hparam_keys))
+        if unknown:
+            raise ValueError(f"invalid hparams {unknown}: {type(self).__name__} under this method reads "
+                             f"{', '.join(self.hparam_keys)}")
+
     def init_hparams(self, hparams: Optional[Mapping[str, Any]] = None) -> Dict[str, jax.Array]:
         """``state.hparams``: float32 scalars, the config's values overridden by ``hparams`` (may be traced:
         a vmapped sweep passes one value per seed). ValueError on a name this agent does not read."""
-        values = self.default_hparams()
-        unknown = sorted(set(hparams or {}) - set(values))
-        if unknown:
-            raise ValueError(f"invalid hparams {unknown}: {type(self).__name__} under this method reads "
-                             f"{', '.join(values)}")
-        values.update(hparams or {})
+        self.check_hparams(hparams or {})
+        values = {**self.default_hparams(), **(hparams or {})}
         return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
 
     def _optimizer(self, learning_rate):
