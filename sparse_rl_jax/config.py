@@ -24,6 +24,7 @@ DECAYS = ("constant", "cosine")
 TARGET_MASKS = ("share", "prune")
 ACTOR_CLOCKS = ("actor_updates", "critic_updates")
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
+POLICY_SCALES = ("tanh_range", "softplus")
 
 
 class Range(NamedTuple):
@@ -135,6 +136,10 @@ class AgentConfig:
     # SAC
     init_log_alpha: float = num(0.0, -20, 20)
     target_entropy: Optional[float] = num(None, optional=True)  # None: -|A|
+    # How the actor's raw scale output becomes the Gaussian's std (`networks.GaussianActor`):
+    # 'tanh_range' squashes it into log std in [-5, 2] (std 0.22 at a zero output; CleanRL, SpinningUp);
+    # 'softplus' is Brax's softplus(raw) + 0.001 (std 0.69 at a zero output).
+    policy_scale: str = choice("tanh_range", POLICY_SCALES)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
+SOFTPLUS_MIN_STD = 0.001  # Brax's min_std
 
 
 @jax.custom_vjp
@@ -102,15 +103,21 @@ class DeterministicActor(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """SAC actor: outputs (mean, log_std) of a Gaussian before tanh squashing; log_std in [-5, 2]."""
+    """SAC actor: outputs (mean, log_std) of a Gaussian before tanh squashing.
+
+    ``scale`` (``AgentConfig.policy_scale``): 'tanh_range' maps the raw output into log std in [-5, 2];
+    'softplus' takes std = softplus(raw) + 0.001, as Brax's ``NormalTanhDistribution``."""
 
     action_dim: int
     hidden: Sequence[int] = (256, 256)
+    scale: str = "tanh_range"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> Tuple[jax.Array, jax.Array]:
         out = mlp_layers(obs, (*self.hidden, 2 * self.action_dim))
         mean, log_std = jnp.split(out, 2, axis=-1)
+        if self.scale == "softplus":
+            return mean, jnp.log(jax.nn.softplus(log_std) + SOFTPLUS_MIN_STD)
         # Soft clipping keeps gradients alive at the bounds (as in most JAX SAC implementations).
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(log_std) + 1.0)
         return mean, log_std

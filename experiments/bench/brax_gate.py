@@ -11,7 +11,8 @@ evaluation over 10 episodes every quarter of the run. Brax's trainer sets the SA
 
 Variants: ``ours_matched`` (this framework, the settings above, seeds vmapped in one program),
 ``brax_norm`` (Brax's trainer, the settings above, one process per seed), ``ours_default_entropy`` (ours with
-its own -|A| target entropy) and the two with normalization off (``ours_no_norm``, ``brax_no_norm``).
+its own -|A| target entropy), the two with normalization off (``ours_no_norm``, ``brax_no_norm``) and
+``ours_softplus`` (``ours_matched`` with Brax's policy scale, ``agent.policy_scale=softplus``).
 Each variant's eval returns go to ``<workdir>/<variant>.json`` as soon as it finishes; a rerun skips
 finished variants. At the end a markdown table: eval return (mean ± std over seeds) at each evaluation,
 and ours as a percentage of Brax's at the last one.
@@ -30,7 +31,7 @@ from absl import app, flags
 from experiments.bench import venvs
 
 FLAGS = flags.FLAGS
-VARIANTS = ("ours_matched", "brax_norm", "ours_default_entropy", "ours_no_norm", "brax_no_norm")
+VARIANTS = ("ours_matched", "brax_norm", "ours_default_entropy", "ours_no_norm", "brax_no_norm", "ours_softplus")
 flags.DEFINE_integer("seeds", 3, "seeds per variant", lower_bound=1)
 flags.DEFINE_integer("env_steps", 100_000, "env steps per run", lower_bound=4000)
 flags.DEFINE_integer("evals", 4, "evaluations per run (evenly spaced; the last at the end)", lower_bound=1)
@@ -50,6 +51,8 @@ def run_ours(variant: str, workdir: str) -> Dict[int, List[float]]:
             "env.eval_episodes": 10, "replay.capacity": 1_000_000}
     if variant != "ours_default_entropy":
         sets["agent.target_entropy"] = -3.0
+    if variant == "ours_softplus":
+        sets["agent.policy_scale"] = "softplus"
     resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
     cmd = [sys.executable, "-m", "experiments.train", "--workdir", run_dir, "--noplots"]
     cmd += ["--resume"] if resume else (["--config=experiments/configs/preset.py:dense,sac,halfcheetah",

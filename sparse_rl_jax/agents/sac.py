@@ -58,6 +58,10 @@ class SAC(common.AgentBase):
     def make_actor(cls, action_dim, hidden):
         return networks.GaussianActor(action_dim, tuple(hidden))
 
+    @property
+    def actor_module(self):
+        return networks.GaussianActor(self.action_dim, tuple(self.cfg.hidden), scale=self.cfg.policy_scale)
+
     @staticmethod
     def alpha_optimizer(learning_rate):
         return optax.adam(learning_rate)
