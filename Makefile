@@ -18,11 +18,13 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	$(VPY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# Two workers, one test file each at a time (--dist loadfile keeps a file's module fixtures in one worker):
+# most of the suite is XLA compilation, which is single-threaded, so the second core would otherwise idle.
 test: $(STAMP)
-	$(VPY) -m pytest -q --durations=15 tests
+	$(VPY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 test-fast: $(STAMP)
-	$(VPY) -m pytest -q -m "not slow" tests
+	$(VPY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 demo: $(STAMP)
 	$(VPY) -m experiments.demo --workdir $(DEMO_DIR)
