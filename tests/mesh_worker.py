@@ -1,6 +1,6 @@
 """Subprocess side of tests/test_distributed.py (XLA_FLAGS must be set before JAX is imported).
 
-    python tests/multihost_worker.py OUT      # one process, 4 simulated CPU devices
+    python tests/mesh_worker.py OUT      # one process, 4 simulated CPU devices
 
 Trains one chunk of the same tiny config data-parallel (2 seeds x 2 shards) on one device and on a 2x2
 (seed x data) mesh, so both axes are sharded at once, and saves both final states to OUT; it also records
@@ -57,7 +57,6 @@ def run_chunk(tr, mesh, keys):
 def reference(out):
     devices = jax.devices()
     results = {"devices": len(devices)}
-    tr = trainer.Trainer(CONFIG)
     # data-parallel: 2 seeds x 2 shards on one device vs. a 2x2 mesh
     dtr = dist.DataParallelTrainer(CONFIG, DP_SHARDS)
     dkeys = trainer.seed_keys(CONFIG.seed, DP_SEEDS)
@@ -70,6 +69,7 @@ def reference(out):
     np.savez(os.path.join(out, "dp_mesh.npz"), **flat(dist.to_host(four)))
     # layouts that cannot be mapped: one clear line each
     errors = {}
+    tr = trainer.Trainer(CONFIG)
     for name, fn in {
         "seeds": lambda: dist.init_states(tr, dist.make_mesh(1), trainer.seed_keys(0, 3)),
         "shards": lambda: dist.check_layout(dist.make_mesh(4), 1, 2),
