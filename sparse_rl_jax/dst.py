@@ -133,16 +133,22 @@ def _sparse_leaves(masks):
     return [m for m in jax.tree.leaves(masks) if m is not None]
 
 
-def update_target(net: SparseNet, tau: float, method, batch_axes: Sequence[str] = ()) -> SparseNet:
-    """Polyak average, then the method's target-mask policy (share online masks, or prune to count;
-    ``batch_axes``: the vmap axes the prune's skip test is agreed over, `targets.prune_target`)."""
+def update_target(net: SparseNet, tau: float, method) -> SparseNet:
+    """Polyak average, then the method's target-mask policy (share online masks, or prune to count)."""
     target = optax.incremental_update(net.params, net.target, tau)
     if _sparse_leaves(net.masks):
         if method.target_masks == "prune":
-            target = target_lib.prune_target(target, net.masks, batch_axes)
+            guesses = target_lib.threshold_guesses(net.target, net.masks, tau)
+            target = target_lib.prune_target(target, net.masks, _count_tree(net), guesses)
         else:
             target = target_lib.remask_target(target, net.masks)
     return net.replace(target=target)
+
+
+def _count_tree(net: SparseNet):
+    """``net.active`` (one count per sparse leaf, tree order) as a mask-shaped tree of scalars."""
+    index = iter(range(len(_sparse_leaves(net.masks))))
+    return mask_lib.map_sparse(lambda m: net.active[next(index)], net.masks)
 
 
 def kernel_sparsity(net: SparseNet) -> jax.Array:

@@ -161,3 +161,34 @@ def test_top_k_bisect_matches_sort(seed, k, levels, lowest):
     np.testing.assert_array_equal(a, b)
     assert int(a.sum()) == min(max(k, 0), int(valid.sum()))
     assert not np.asarray(a & ~valid).any()
+
+
+@FAST
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(-2, 30), levels=st.sampled_from([0, 1, 4, 1000]),
+       lowest=st.booleans(), guess=st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                                             st.sampled_from([0.0, -0.0, 1e-38, -1e-38])))
+def test_top_k_with_any_guess_matches_sort(seed, k, levels, lowest, guess):
+    """The guessed-threshold search (a gallop from the guess) selects exactly what the sort does, for
+    every guess: ties, infinities, NaN scores, k beyond the valid count, and guesses of every kind."""
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.normal(size=24) * levels) / max(levels, 1)
+    x[rng.random(24) < 0.15] = np.inf
+    x[rng.random(24) < 0.15] = -np.inf
+    x[rng.random(24) < 0.1] = np.nan
+    valid = rng.random(24) < 0.7
+    x, valid = jnp.asarray(x, jnp.float32), jnp.asarray(valid)
+    a = mask_lib.top_k_mask(x, k, valid, lowest=lowest, guess=guess)
+    b = mask_lib.top_k_mask(x, k, valid, lowest=lowest, method="sort")
+    np.testing.assert_array_equal(a, b)
+
+
+def test_top_k_guess_on_a_large_layer_matches_sort():
+    """A 256x256 layer with a guess a step away from the threshold (the gallop's doubling and the
+    bisection inside its bracket both run), and guesses at both extremes."""
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(0, 0.05, (256, 256)), jnp.float32)
+    k = 30_000
+    ref = mask_lib.top_k_mask(jnp.abs(w), k, method="sort")
+    t = float(np.sort(np.abs(np.asarray(w)).ravel())[::-1][k - 1])
+    for guess in (t, t * 0.9, t * 1.1, t * 1.0001, 0.0, 1e30, np.inf):
+        np.testing.assert_array_equal(mask_lib.top_k_mask(jnp.abs(w), k, guess=guess), ref)

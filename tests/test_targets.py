@@ -2,6 +2,8 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparse_rl_jax.sparsity import masks as mask_lib
 from sparse_rl_jax.sparsity import targets
@@ -60,15 +62,48 @@ def test_prune_target_with_fewer_nonzeros_than_k_is_identity():
     np.testing.assert_array_equal(targets.prune_target(target, online)["k"], target["k"])
 
 
-def test_prune_target_under_vmap_agrees_the_skip_and_equals_each_seed_alone():
-    """Seed 0's target holds more non-zeros than its online count, seed 1's fewer: with the skip agreed
-    over the seed axis both run the selection, and each equals its own unvmapped prune bit for bit."""
+def test_prune_target_under_vmap_equals_each_seed_alone():
+    """Seed 0's target holds more non-zeros than its online count, seed 1's fewer: vmapped, each seed
+    equals its own unvmapped prune bit for bit (the searches' while loops run per seed)."""
     online = {"k": jnp.array([[True, True, False, False, False, False]] * 2)}
     target = {"k": jnp.array([[0.5, -2.0, 0.1, 3.0, 0.0, 0.0],  # 4 non-zeros > k = 2: prune
                               [0.0, 0.7, 0.0, 0.0, 0.0, 0.0]])}  # 1 non-zero <= k: keep
-    agreed = jax.jit(jax.vmap(lambda t, m: targets.prune_target(t, m, ("s",)), axis_name="s"))(target, online)
-    for i in range(2):
-        alone = targets.prune_target({"k": target["k"][i]}, {"k": online["k"][i]})
-        np.testing.assert_array_equal(agreed["k"][i], alone["k"])
-    np.testing.assert_array_equal(agreed["k"][0], [0.0, -2.0, 0.0, 3.0, 0.0, 0.0])
-    np.testing.assert_array_equal(agreed["k"][1], target["k"][1])
+    guesses = {"k": jnp.array([0.05, 0.7])}
+    for g in (None, guesses):
+        vmapped = jax.jit(jax.vmap(lambda t, m, g: targets.prune_target(t, m, guesses=g)))(target, online, g)
+        for i in range(2):
+            alone = targets.prune_target({"k": target["k"][i]}, {"k": online["k"][i]})
+            np.testing.assert_array_equal(vmapped["k"][i], alone["k"])
+        np.testing.assert_array_equal(vmapped["k"][0], [0.0, -2.0, 0.0, 3.0, 0.0, 0.0])
+        np.testing.assert_array_equal(vmapped["k"][1], target["k"][1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), excess=st.integers(0, 40), guess_scale=st.sampled_from(
+    [0.0, 1e-6, 0.3, 1.0, 1.001, 3.0, 1e6, np.inf, np.nan]))
+def test_prune_target_with_counts_and_any_guess_equals_the_plain_prune(seed, excess, guess_scale):
+    """DS's fast path (active counts handed in, a guessed threshold) gives the plain prune's params bit
+    for bit whatever the guess: the guess may only change how many passes the search takes."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    mask = rng.random(n) < 0.4
+    pre = np.where(mask, rng.normal(0, 0.05, n), 0).astype(np.float32)  # previous target: support = mask
+    drop = rng.choice(np.flatnonzero(mask), min(excess, int(mask.sum())), replace=False)
+    grow = rng.choice(np.flatnonzero(~mask), len(drop), replace=False)
+    online_mask = mask.copy()
+    online_mask[drop], online_mask[grow] = False, True  # an event moved len(drop) connections
+    online = np.where(online_mask, rng.normal(0, 0.05, n), 0).astype(np.float32)
+    online[rng.random(n) < 0.05] = 0.0  # some grown connections still at 0
+    tau = 0.005
+    post = jnp.asarray((1 - tau) * pre + tau * online, jnp.float32)
+    masks = {"k": jnp.asarray(online_mask), "b": None}
+    params = {"k": post, "b": jnp.ones(3)}
+    guesses = targets.threshold_guesses({"k": jnp.asarray(pre), "b": jnp.ones(3)}, masks, tau)
+    guesses = {"k": guesses["k"] * guess_scale, "b": None}
+    counts = {"k": jnp.sum(masks["k"], dtype=jnp.int32), "b": None}
+    plain = targets.prune_target(params, masks)
+    fast = jax.jit(targets.prune_target)(params, masks, counts, guesses)
+    np.testing.assert_array_equal(fast["k"], plain["k"])
+    np.testing.assert_array_equal(fast["b"], params["b"])
+    kept = np.asarray(plain["k"]) != 0
+    assert kept.sum() == min(int(online_mask.sum()), int((np.asarray(post) != 0).sum()))

@@ -133,7 +133,7 @@ class SAC(common.AgentBase):
         grads, info = self.reduce((grads, info))
         hp = state.hparams
         critic, critic_topo = self.apply_critic_gradients(state.critic, grads, hp)
-        critic = dst.update_target(critic, hp["tau"], self.critic_method, self.batch_axes)
+        critic = dst.update_target(critic, hp["tau"], self.critic_method)
 
         actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
             state.actor.params, critic.params, state.log_alpha, window.obs, actor_key)

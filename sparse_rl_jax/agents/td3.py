@@ -110,9 +110,8 @@ class TD3(common.AgentBase):
                 state.actor.params, state.critic.params, window.obs)
             actor_grads, actor_info = self.reduce((actor_grads, actor_info))
             actor, topo = self.apply_actor_gradients(state.actor, actor_grads, state.hparams)
-            actor = dst.update_target(actor, state.hparams["tau"], self.actor_method, self.batch_axes)
-            critic = dst.update_target(state.critic, state.hparams["tau"], self.critic_method,
-                                       self.batch_axes)
+            actor = dst.update_target(actor, state.hparams["tau"], self.actor_method)
+            critic = dst.update_target(state.critic, state.hparams["tau"], self.critic_method)
             actor_info.update({f"actor_{k}": v for k, v in topo.items()})
             return state.replace(actor=actor, critic=critic), actor_info
 

@@ -8,10 +8,11 @@ depends on a density. Layer paths are '/'-joined key names without the leading `
 
 :func:`top_k_mask` (exact count, traced ``k``, ties to the lower flat index) is the primitive under
 every mask operation. It bisects on an order-preserving integer image of the scores (passes of
-``count(key >= t)`` with early exit) and resolves ties by a second bisection over flat indices. DS
-prunes its targets after every gradient step, so speed matters: on a 256x256 layer under jit on the
-2-core development CPU it took ~0.26-0.43 ms against ~18-23 ms for a stable argsort (``method='sort'``,
-kept as the reference) and ~0.8-1.1 ms for a fixed 32-pass bisection with a cumsum for the ties.
+``count(key >= t)`` with early exit) and resolves ties by a second bisection over flat indices; the
+stable argsort (``method='sort'``) is kept as the reference. DS prunes its targets after every soft
+update, so speed matters: a pass over a 256x256 layer costs ~25-40 us on the 2-core development CPU
+whatever its form, so the search counts passes: given a guess of the threshold (the previous prune's),
+it gallops from there and takes ~3 passes instead of ~15 (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -177,20 +178,6 @@ def sparse_weight_count(params, structure) -> int:
     return sum(jax.tree.leaves(sizes))
 
 
-# ------------------------------------------------------------------------------ control flow
-def run_if(pred, fn: Callable[[], Any], otherwise: Any) -> Any:
-    """``fn()`` if ``pred`` else ``otherwise`` (same structure), as a while loop of 0 or 1 trips.
-
-    Why not ``lax.cond``: under ``vmap`` a batched predicate turns a cond into a select that runs
-    ``fn`` for every seed at every call. A batched while loop only runs its body while *some* seed's
-    predicate holds, and keeps the carry of the others unchanged, so an event that is usually off
-    (a DS target that needs no pruning) costs only the predicate. Results equal the cond's exactly.
-    """
-    _, out = lax.while_loop(lambda carry: carry[0], lambda carry: (jnp.asarray(False), fn()),
-                            (jnp.asarray(pred, bool), otherwise))
-    return out
-
-
 # ---------------------------------------------------------------------------- exact-count top-k
 def order_key(scores: jax.Array) -> jax.Array:
     """uint32 image of float scores with the same order (NaN -> -inf, -0 -> +0), flattened.
@@ -236,33 +223,67 @@ def _bisect(count_at, lo, hi, c_lo, c_hi, target, lo_side):
     return lax.while_loop(cond, body, (lo, hi, c_lo, c_hi))
 
 
-def _select_bisect(keys, valid, k):
-    """Top-k by two bisections, no sort and no cumsum (both are slow on XLA:CPU).
+_TOP = 0xFFFFFFFF  # above every key (+inf is 0xFF800000): count(key >= _TOP) == 0
+_FIRST_STEP = 2**15  # first gallop step: 2**15 / 2**23 of a float's value, ~0.4%
 
-    1. Largest key threshold ``t`` with ``count(key >= t) >= k`` (<= 32 passes of compare + count;
-       stops as soon as a threshold isolates exactly ``k`` entries: ~22 passes on random weights).
-    2. If more entries tie at ``t`` than are still needed, the smallest flat-index bound ``j`` such
-       that the ties below ``j`` fill the remainder (<= log2(n) passes; none without such ties).
+
+def _gallop(count_at, g, k):
+    """Bracket the threshold from a guessed key ``g``: probe ``g``, then step away from it, doubling the
+    step, until the count crosses ``k``. Returns ``(lo, hi, c_lo, c_hi)`` with ``c_lo >= k > c_hi`` or
+    ``c_lo == k``, or ``lo == 1`` and ``c_lo < k`` (fewer valid entries than ``k``)."""
+    c_g = count_at(g)
+    up = c_g >= k  # g is on the low side: the threshold is at or above it
+    start = (jnp.where(up, g, jnp.uint32(1)), jnp.where(up, jnp.uint32(_TOP), g),
+             jnp.where(up, c_g, -1), jnp.where(up, 0, c_g), jnp.uint32(_FIRST_STEP), c_g != k)
+
+    def body(s):
+        lo, hi, c_lo, c_hi, step, _ = s
+        p = jnp.where(up, jnp.where(lo > hi - step, hi, lo + step), jnp.where(hi > step, hi - step, 1))
+        c = count_at(p)
+        to_lo = (c >= k) | (p == 1)  # key 1 is below every valid key: its count is the valid count
+        opened = jnp.where(up, to_lo & (c != k), ~to_lo)
+        return (jnp.where(to_lo, p, lo), jnp.where(to_lo, hi, p), jnp.where(to_lo, c, c_lo),
+                jnp.where(to_lo, c_hi, c), jnp.where(step >= jnp.uint32(2**31), step, step * 2), opened)
+
+    lo, hi, c_lo, c_hi, _, _ = lax.while_loop(lambda s: s[-1], body, start)
+    return lo, hi, c_lo, c_hi
+
+
+def _select_bisect(keys, valid, k, guess=None):
+    """Top-k by bisection on the keys, no sort and no cumsum (both are slow on XLA:CPU).
+
+    1. A key threshold ``t`` with ``count(key >= t) == k``, or the largest one with ``count >= k`` when
+       more entries tie at it than are needed: bisection over all keys (<= 32 passes of compare +
+       count, stopping as soon as a threshold isolates exactly ``k`` entries: ~15-22 passes on weights),
+       or, given a guessed key, a gallop from the guess and a bisection inside the bracket it finds
+       (~3 passes when the guess is the previous prune's threshold, `targets.prune_target`).
+    2. Only with such ties: the flat-index bound ``j`` below which the ties fill the remainder
+       (<= log2(n) passes). The counts at the bracket's ends give every other count it needs.
+    Any guess gives the same mask: every threshold that passes 1. selects the same entries.
     """
     n = keys.size
     skeys = jnp.where(valid, _signed(keys), jnp.iinfo(jnp.int32).min)  # invalid below every key
-    n_valid = _count(valid)
-    k = jnp.minimum(k, n_valid)
-    # At t = 1 every valid entry counts (valid keys are >= 0x007FFFFF), at max + 1 none does.
-    hi = jnp.max(jnp.where(valid, keys, jnp.uint32(0))) + jnp.uint32(1)
-    t, _, _, _ = _bisect(lambda t: _count(skeys >= _signed(t)), jnp.uint32(1), hi, n_valid,
-                         jnp.int32(0), k, lambda c: c >= k)
-    above = skeys > _signed(t)
+    count_at = lambda t: _count(skeys >= _signed(t))
+    if guess is None:
+        n_valid = _count(valid)
+        k = jnp.minimum(k, n_valid)
+        lo, hi, c_lo, c_hi = jnp.uint32(1), jnp.uint32(_TOP), n_valid, jnp.int32(0)
+    else:
+        lo, hi, c_lo, c_hi = _gallop(count_at, jnp.where(k > 0, guess, jnp.uint32(_TOP)), k)
+        k = jnp.minimum(k, c_lo)  # c_lo < k only at key 1, where it counts every valid entry
+    t, _, c_t, c_above = _bisect(count_at, lo, hi, c_lo, c_hi, k, lambda c: c >= k)
+    # Either count(key >= t) == k, or ties: count(key > t) == c_above < k < c_t == count(key >= t).
+    exact = c_t == k
     ties = skeys == _signed(t)
-    need = k - _count(above)
+    need, n_ties = jnp.where(exact, 1, k - c_above), jnp.where(exact, 1, c_t - c_above)
     index = jnp.arange(n, dtype=jnp.int32)
     j_lo, j_hi, c_lo, _ = _bisect(lambda j: _count(ties & (index < j)), jnp.int32(0), jnp.int32(n),
-                                  jnp.int32(0), _count(ties), need, lambda c: c < need)
-    j = jnp.where(c_lo == need, j_lo, j_hi)
-    return (above | (ties & (index < j))) & (k > 0)
+                                  jnp.int32(0), n_ties, need, lambda c: c < need)
+    j = jnp.where(exact, n, jnp.where(c_lo == need, j_lo, j_hi))
+    return ((skeys > _signed(t)) | (ties & (index < j))) & (k > 0)
 
 
-def _select_sort(keys, valid, k):
+def _select_sort(keys, valid, k, guess=None):
     """Reference: stable lexsort (valid first, then key descending, then flat index) and rank < k."""
     n = keys.size
     order = jnp.lexsort((~keys, ~valid))
@@ -272,19 +293,24 @@ def _select_sort(keys, valid, k):
 
 @functools.partial(jax.jit, static_argnames=("lowest", "method"))
 def top_k_mask(scores: jax.Array, k, valid: Optional[jax.Array] = None, *, lowest: bool = False,
-               method: str = "bisect") -> jax.Array:
+               method: str = "bisect", guess=None) -> jax.Array:
     """Bool mask of the ``k`` highest (``lowest=True``: lowest) scores among ``valid`` entries.
 
     Exact: selects ``min(k, count(valid))`` entries; ties are broken by lower flat index. ``k`` may be
     traced (jit/vmap). NaN scores rank as -inf. ``method`` 'bisect' (default, fast) or 'sort'.
-    Jitted so eager calls hit the compilation cache (inside an outer jit it is simply inlined).
+    ``guess``: optional score near the ``k``-th selected one; it changes only how many passes the
+    search takes, never the mask. Jitted so eager calls hit the compilation cache (inside an outer jit
+    it is simply inlined).
     """
     keys = order_key(scores)
     keys = ~keys if lowest else keys
     valid = jnp.ones(keys.shape, bool) if valid is None else jnp.ravel(valid).astype(bool)
     k = jnp.clip(jnp.asarray(k, jnp.int32), 0, keys.size)
+    if guess is not None:
+        guess = order_key(jnp.asarray(guess, jnp.float32))[0]
+        guess = ~guess if lowest else guess
     select = {"bisect": _select_bisect, "sort": _select_sort}[method]
-    return select(keys, valid, k).reshape(jnp.shape(scores))
+    return select(keys, valid, k, guess).reshape(jnp.shape(scores))
 
 
 def density_count(density, size: int) -> jax.Array:

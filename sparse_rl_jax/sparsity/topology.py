@@ -59,13 +59,13 @@ def update_masks(masks, drop_scores, grow_scores, drop_fraction, regrow_dropped:
     return map_sparse(leaf, masks, drop_scores, grow_scores)
 
 
-def prune_to_count(weights: jax.Array, mask: Optional[jax.Array], count) -> jax.Array:
+def prune_to_count(weights: jax.Array, mask: Optional[jax.Array], count, guess=None) -> jax.Array:
     """Mask of the ``count`` largest |w| among ``mask`` (all entries when ``None``), ties to lower index.
 
     Used by GMP (recompute the mask by magnitude) and by DS target pruning; ``count`` may be traced.
-    Selects ``min(count, candidates)`` entries.
+    Selects ``min(count, candidates)`` entries. ``guess``: a magnitude near the threshold (speed only).
     """
-    return top_k_mask(jnp.abs(weights), count, valid=mask)
+    return top_k_mask(jnp.abs(weights), count, valid=mask, guess=guess)
 
 
 def prune_to_density(weights: jax.Array, mask: Optional[jax.Array], density) -> jax.Array:
