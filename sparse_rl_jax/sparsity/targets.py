@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from sparse_rl_jax.sparsity.masks import apply_masks, map_sparse
+from sparse_rl_jax.sparsity.masks import apply_masks, map_sparse, smallest_magnitude
 from sparse_rl_jax.sparsity.topology import prune_to_count
 
 
@@ -33,10 +33,7 @@ def threshold_guesses(previous_target, masks, tau):
     usual case for a small kept weight after an event) the soft update moves it to exactly this value,
     so the new k-th magnitude is close to it. ``inf`` for a leaf with no non-zero (any guess is exact).
     """
-    def leaf(m, w):
-        return (1 - tau) * jnp.min(jnp.where(w != 0, jnp.abs(w), jnp.inf))
-
-    return map_sparse(leaf, masks, previous_target)
+    return map_sparse(lambda m, w: (1 - tau) * smallest_magnitude(w), masks, previous_target)
 
 
 def prune_target(target_params, online_masks, counts=None, guesses=None):
