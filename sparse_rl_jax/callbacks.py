@@ -2,8 +2,9 @@
 request that SIGTERM sets.
 
 * `RunCallback` (`experiments/train.py`): the metric files and the progress line, the finite check, the
-  checkpoint and the SIGTERM stop, in that order: a diverged period is never checkpointed, and a stop
-  request is checkpointed before the run stops (a signal never cuts a save short).
+  replica check of data-parallel runs, the checkpoint and the SIGTERM stop, in that order: a diverged
+  period is never checkpointed, and a stop request is checkpointed before the run stops (a signal never
+  cuts a save short).
 * `StopCheck` (`experiments/sweep.py`): the SIGTERM stop alone (a sweep group keeps no checkpoints).
 """
 from __future__ import annotations
@@ -25,6 +26,10 @@ from sparse_rl_jax import metrics as metrics_lib
 
 class NonFiniteError(RuntimeError):
     """NaN/inf in a loss or in the agent's values (checked after every evaluation period)."""
+
+
+class ReplicaMismatchError(RuntimeError):
+    """A data-parallel run's copies of one agent differ between devices (checked after every period)."""
 
 
 class Terminated(Exception):
@@ -88,6 +93,19 @@ def check_finite(entry: List[Any], states, num_seeds: int, chunk: int) -> None:
             raise NonFiniteError(f"NaN/inf in {_path_name(path)} (seed {int(np.argmin(finite))}) by {where}")
 
 
+def check_replicas(states, chunk: int, env_steps: int, total_chunks: int, say: bool) -> None:
+    """Raise `ReplicaMismatchError` if the devices' copies of the agent differ; after the last period
+    print that they were equal (a collective: every process calls it)."""
+    bad = dist.replica_mismatch(states.agent)
+    if bad:
+        raise ReplicaMismatchError(
+            f"the data-parallel copies of agent{bad} differ between devices by env step {env_steps:,} "
+            f"(evaluation period {chunk}): the gradient average or the XLA builds of the processes differ")
+    if say and chunk == total_chunks:
+        print(f"data-parallel replicas: bit-identical on all {jax.device_count()} device(s) in "
+              f"{jax.process_count()} process(es), checked after every period", flush=True)
+
+
 def host_agent(sharded: bool, states):
     """``states`` with its agent as host arrays (a collective gather on sharded runs; the other fields,
     which hold the big replay buffers, are left where they are)."""
@@ -131,6 +149,8 @@ class RunCallback:
         except NonFiniteError as err:
             kept = self.last_checkpoint or newest_checkpoint(plan.workdir)
             raise NonFiniteError(f"{err}; last good checkpoint: {kept or 'none yet'}") from None
+        if plan.data_shards:
+            check_replicas(states, chunk, period.env_steps, self.total_chunks, self.log.write)
         stopping = self.stop.agreed() and chunk < self.total_chunks
         if chunk % plan.checkpoint_every == 0 or chunk == self.total_chunks or stopping:
             # sharded runs save host copies: the layout on disk does not depend on the devices

@@ -14,7 +14,7 @@ from typing import Callable, List, Sequence
 from absl import app, flags
 from absl import logging as absl_logging
 
-DIVERGED = 1  # a run stopped on NaN/inf
+DIVERGED = 1  # a run stopped on NaN/inf (or data-parallel copies of the agent that differ)
 USAGE_ERROR = 2  # bad input: one line on stderr, nothing compiled or written
 INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
 TERMINATED = 143  # 128 + SIGTERM, what batch schedulers expect from a job they stopped

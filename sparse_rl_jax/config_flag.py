@@ -96,9 +96,8 @@ def check(config: cfg_lib.Config) -> cfg_lib.Config:
     """`validation.validate`, its `ConfigError` as a `UsageError` naming the flag."""
     try:
         return validate(config)
-    except ConfigError as err:
-        # validation words every failure "invalid <field>=<value>: <allowed>"; the flag is --config.<field>
-        raise UsageError(one_line(err).replace("invalid ", "invalid --config.", 1)) from None
+    except ConfigError as err:  # the option is a config field: its flag is --config.<field>
+        raise UsageError(one_line(f"invalid --config.{err.option}={err.value!r}: {err.allowed}")) from None
 
 
 def overrides(argv: Sequence[str]) -> List[Tuple[str, str]]:

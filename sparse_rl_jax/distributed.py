@@ -39,6 +39,7 @@ share one compiled program and give exactly what a run with those config values 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Optional, Sequence
 
 import jax
@@ -60,6 +61,14 @@ PER_SEED_FIELDS = ("agent", "obs_stats")
 
 class ScaleError(ValueError):
     """A layout that cannot be mapped onto the devices (one line: what, the values, what is allowed)."""
+
+
+class NotAMultiple(ScaleError):
+    """A config size (``field``, ``value``) that the data shards (``shards``) do not divide."""
+
+    def __init__(self, field: str, value: int, shards: int):
+        super().__init__(f"invalid {field}={value}: must be a multiple of data_shards={shards}")
+        self.field, self.value, self.shards = field, value, shards
 
 
 # ---------------------------------------------------------------------------- multi-host
@@ -184,6 +193,39 @@ def to_host(tree: Any) -> Any:
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def replica_mismatch(tree: Any) -> Optional[str]:
+    """Path of the first leaf whose copies of one block differ between devices or processes, or None
+    when every copy is bit-identical (a collective on multi-process runs).
+
+    A data-parallel run keeps one agent per seed on every device of its data group (gradients averaged
+    over the data axis); the checkpoint saves one of those copies, so they must stay equal bit for bit.
+    Each process hashes its own device copies (block index and bytes), the digests are gathered, and
+    copies of the same block are compared.
+    """
+    names, rows = [], []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        for shard in leaf.addressable_shards:
+            index = hashlib.blake2b(repr(shard.index).encode(), digest_size=8).digest()
+            data = hashlib.blake2b(np.ascontiguousarray(np.asarray(shard.data)).tobytes(), digest_size=16)
+            names.append(jax.tree_util.keystr(path))
+            rows.append(np.frombuffer(index + data.digest(), np.uint8))
+    if not rows:
+        return None
+    local = np.stack(rows)  # every process holds the same number of blocks of every leaf, in tree order
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        everyone = np.asarray(multihost_utils.process_allgather(local))
+    else:
+        everyone = local[None]
+    seen = {}
+    for copies in everyone:
+        for name, row in zip(names, copies):
+            first = seen.setdefault((name, row[:8].tobytes()), row[8:].tobytes())
+            if first != row[8:].tobytes():
+                return name
+    return None
+
+
 def _shard_map(fn, mesh, in_specs, out_specs, check=False):
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=check)
 
@@ -196,7 +238,7 @@ def shard_config(config: Config, num_shards: int) -> Config:
     e, a, r = config.env, config.agent, config.replay
     for name, value in (("env.num_envs", e.num_envs), ("agent.batch_size", a.batch_size)):
         if value % num_shards:
-            raise ScaleError(f"invalid {name}={value}: must be a multiple of data_shards={num_shards}")
+            raise NotAMultiple(name, value, num_shards)
     local_envs = e.num_envs // num_shards
     spi = local_envs * e.action_repeat
     warm, train_it = config.warmup_iterations, config.train_iterations

@@ -51,7 +51,7 @@ def main(program: str, argv: Sequence[str], *, doc: str, help_flags: Callable[[]
     with callbacks.sigterm_sets(callbacks.StopRequest()) as stop:
         try:
             execute(planned, stop)
-        except callbacks.NonFiniteError as err:
+        except (callbacks.NonFiniteError, callbacks.ReplicaMismatchError) as err:
             print(f"{program}: stopped: {cli.one_line(err)}", file=sys.stderr, flush=True)
             return cli.DIVERGED
         except (KeyboardInterrupt, callbacks.Terminated) as err:
@@ -221,10 +221,9 @@ def check_layout(config, seeds: int, data_shards: int) -> bool:
     if data_shards:
         try:
             dist.shard_config(config, data_shards)
-        except dist.ScaleError as err:
-            # distributed words it "invalid <field>=<value>: must be a multiple of data_shards=<D>"
-            msg = cli.one_line(err).replace("invalid ", "invalid --config.", 1)
-            raise UsageError(msg.replace("data_shards=", "--data_shards=")) from None
+        except dist.NotAMultiple as err:  # named as the flags that set them
+            raise UsageError(f"invalid --config.{err.field}={err.value}: must be a multiple of "
+                             f"--data_shards={err.shards}") from None
         if data_shards % devices:
             raise UsageError(f"invalid --data_shards={data_shards}: must be a multiple of the {devices} devices "
                              "(data-parallel runs put every device on the data axis)")

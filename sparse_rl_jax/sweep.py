@@ -146,15 +146,15 @@ class _Agent:
     agent: Any
 
 
-def _hparams(batch, config, cells: Sequence[Cell]) -> Dict[str, List[float]]:
-    """Per-entry values of the swept hyperparameters (the preset's where a cell keeps it)."""
+def _hparams(batch, defaults: Dict[str, float], cells: Sequence[Cell]) -> Dict[str, List[float]]:
+    """Per-entry values of the swept hyperparameters; ``defaults`` (the agent's `default_hparams`) where
+    a cell keeps the preset's."""
     hp = {}
     if any(c.drop_fraction is not None for c in cells):
-        hp["drop_fraction"] = [c.drop_fraction if c.drop_fraction is not None else config.topology.drop_fraction
+        hp["drop_fraction"] = [defaults["drop_fraction"] if c.drop_fraction is None else c.drop_fraction
                                for c, _ in batch]
-    if any(c.lr is not None for c in cells):
-        hp["actor_lr"] = [c.lr if c.lr is not None else config.agent.actor_lr for c, _ in batch]
-        hp["critic_lr"] = [c.lr if c.lr is not None else config.agent.critic_lr for c, _ in batch]
+    for name in ("actor_lr", "critic_lr") if any(c.lr is not None for c in cells) else ():
+        hp[name] = [defaults[name] if c.lr is None else c.lr for c, _ in batch]
     return hp
 
 
@@ -175,9 +175,10 @@ def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int],
         t0 = time.time()
         log(f"[sweep] {what}: {len(real)} runs in one program "
             f"({len({c for c, _ in real})} cells x seeds) on {runner.mesh.devices.size} device(s)")
+        hparams = _hparams(batch, runner.trainer.agent.default_hparams(), todo) or None
         result = runner.train(keys=keys, actor_sparsity=[c.actor_sparsity for c, _ in batch],
-                              critic_sparsity=[c.critic_sparsity for c, _ in batch],
-                              hparams=_hparams(batch, config, todo) or None, callbacks=hooks)
+                              critic_sparsity=[c.critic_sparsity for c, _ in batch], hparams=hparams,
+                              callbacks=hooks)
         agent = dist.to_host(result.states.agent)
         log(f"[sweep]   done in {time.time() - t0:.0f} s")
         if not dist.is_primary():

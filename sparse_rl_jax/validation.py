@@ -7,17 +7,23 @@ the ones that relate several fields.
 """
 from __future__ import annotations
 
+from typing import Any
 
 from sparse_rl_jax import config as cfg
 
 
 class ConfigError(ValueError):
-    """A bad option value; the message is one line: option, value, what is allowed."""
+    """A bad option value; the message is one line: option, value, what is allowed (also as fields, so a
+    launcher can name the option as its flag)."""
+
+    def __init__(self, option: str, value: Any, allowed: str):
+        super().__init__(f"invalid {option}={value!r}: {allowed}")
+        self.option, self.value, self.allowed = option, value, allowed
 
 
 def _check(ok: bool, option: str, value, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"invalid {option}={value!r}: {allowed}")
+        raise ConfigError(option, value, allowed)
 
 
 def _one_of(option: str, value, allowed) -> None:

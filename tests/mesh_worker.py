@@ -36,16 +36,13 @@ def flat(tree):
     return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def replicas_identical(agent) -> bool:
-    """Every device holding a copy of a seed's agent holds the same bits."""
-    for x in jax.tree.leaves(agent):
-        by_index = {}
-        for shard in x.addressable_shards:
-            by_index.setdefault(str(shard.index), []).append(np.asarray(shard.data))
-        for copies in by_index.values():
-            if any(not np.array_equal(c, copies[0]) for c in copies[1:]):
-                return False
-    return True
+def with_one_copy_changed(leaf):
+    """``leaf`` with the block on its last device changed by 1 (its replica on another device not)."""
+    blocks = [np.asarray(shard.data) for shard in leaf.addressable_shards]
+    blocks[-1] = blocks[-1] + 1
+    return jax.make_array_from_single_device_arrays(
+        leaf.shape, leaf.sharding,
+        [jax.device_put(b, shard.device) for b, shard in zip(blocks, leaf.addressable_shards)])
 
 
 def run_chunk(tr, mesh, keys):
@@ -65,7 +62,10 @@ def reference(out):
     mesh = dist.make_mesh(2)
     four = run_chunk(dtr, mesh, dkeys)
     results["dp_mesh"] = dict(mesh.shape)
-    results["dp_replicas_identical"] = replicas_identical(four.agent)
+    results["dp_replicas_identical"] = dist.replica_mismatch(four.agent) is None
+    floats = [x for x in jax.tree.leaves(four.agent) if np.issubdtype(x.dtype, np.floating)]
+    # one changed device copy is found and named (tree order: "a" equal copies first)
+    results["dp_changed_copy_found"] = dist.replica_mismatch({"a": floats[0], "b": with_one_copy_changed(floats[0])})
     np.savez(os.path.join(out, "dp_mesh.npz"), **flat(dist.to_host(four)))
     # layouts that cannot be mapped: one clear line each
     errors = {}

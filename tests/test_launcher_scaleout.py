@@ -6,7 +6,8 @@ Runs (started together, tiny budget, two evaluation periods each):
 * ``seeds``: the same 2 seeds sharded over 2 simulated devices;
 * ``data``: 1 seed data-parallel with ``--data_shards 2`` on 2 simulated devices;
 * ``hosts``: the same data-parallel run as two processes (1 device each) joined by ``jax.distributed`` on
-  localhost: the gradient all-reduce crosses processes (CPU collectives).
+  localhost: the gradient all-reduce crosses processes (CPU collectives), and after every period the
+  launcher checks that both processes hold the same agent bit for bit (`distributed.replica_mismatch`).
 
 Then the ``data`` run is resumed from its first checkpoint. Every run is checked against its reference:
 seed sharding against one device (rtol 1e-4: the batch shapes differ, so float sums reassociate), the
@@ -148,6 +149,7 @@ def test_seeds_sharded_over_two_devices_equal_one_device(runs):
 def test_data_parallel_run_checkpoints_its_layout_and_resumes_bit_for_bit(runs):
     dirs, results = runs
     assert "layout: data-parallel, 2 shards per seed over 2 cpu device(s)" in results["data"].stdout
+    assert "data-parallel replicas: bit-identical on all 2 device(s) in 1 process(es)" in results["data"].stdout
     restored = saved_runs.restore(dirs["data"])
     assert restored.data_shards == 2 and restored.num_seeds == 1
     obs = np.asarray(restored.states.replay.data.obs)
@@ -167,6 +169,8 @@ def test_two_processes_equal_one_process_and_only_process_0_writes(runs):
     assert "layout: data-parallel, 2 shards per seed over 2 cpu device(s) in 2 processes" in lead.stdout
     assert "[2/2] env steps 640/640" in lead.stdout and "summary:" in lead.stdout
     assert "env steps" not in other.stdout and "summary" not in other.stdout
+    # every period, each process hashed its device's copy of the agent and the digests were compared
+    assert "data-parallel replicas: bit-identical on all 2 device(s) in 2 process(es)" in lead.stdout
     _assert_close(dirs["hosts"], dirs["data"], rtol=1e-4)
     _assert_rows_close(_rows(dirs["hosts"]), _rows(dirs["data"]))
     assert sorted(os.listdir(os.path.join(dirs["hosts"], "metrics"))) == ["seed_0.csv", "seed_0.jsonl"]

@@ -10,9 +10,10 @@ depends on a density. Layer paths are '/'-joined key names without the leading `
 every mask operation. It bisects on an order-preserving integer image of the scores (passes of
 ``count(key >= t)`` with early exit) and resolves ties by a second bisection over flat indices; the
 stable argsort (``method='sort'``) is kept as the reference. DS prunes its targets after every soft
-update, so speed matters: a pass over a 256x256 layer costs ~25-40 us on the 2-core development CPU
-whatever its form, so the search counts passes: given a guess of the threshold (the previous prune's),
-it gallops from there and takes ~3 passes instead of ~15 (docs/benchmarks.md).
+update, so speed matters, and what costs is the number of passes (one count over a 256x256 layer:
+10-25 us on the 2-core development CPU, see :func:`_pieces`): given a guess of the threshold
+(`targets.threshold_guesses`), the search gallops from it and takes ~3 passes instead of ~15
+(docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -280,7 +281,7 @@ def _select_bisect(keys, valid, k, guess=None):
        more entries tie at it than are needed: bisection over all keys (<= 32 passes of compare +
        count, stopping as soon as a threshold isolates exactly ``k`` entries: ~15-22 passes on weights),
        or, given a guessed key, a gallop from the guess and a bisection inside the bracket it finds
-       (~3 passes when the guess is the previous prune's threshold, `targets.prune_target`).
+       (~3 passes with DS's guess, `targets.threshold_guesses`).
     2. Only with such ties: the flat-index bound ``j`` below which the ties fill the remainder
        (<= log2(n) passes). The counts at the bracket's ends give every other count it needs.
     Any guess gives the same mask: every threshold that passes 1. selects the same entries.
