@@ -3,6 +3,22 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+
+def _one_core_per_worker() -> None:
+    """Under pytest-xdist with exactly one core per worker, pin each worker (and what it starts) to its
+    own core, before JAX starts. Why: XLA:CPU splits long loops over a thread pool sized by the cores it
+    may run on; with two workers on two cores every such split waits on a core the other worker holds.
+    """
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not (worker and count and hasattr(os, "sched_setaffinity")) or os.environ.get("SRJ_TEST_PIN") == "0":
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) == int(count):
+        os.sched_setaffinity(0, {cpus[int(worker.lstrip("gw")) % len(cpus)]})
+
+
+_one_core_per_worker()
+
 import pytest  # noqa: E402
 
 import sparse_rl_jax as srj  # noqa: E402
