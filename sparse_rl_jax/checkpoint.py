@@ -14,6 +14,10 @@ Atomicity: orbax writes every step into ``<chunk>.orbax-checkpoint-tmp-*`` and r
 unfinished tmp directories are never listed as checkpoints, so a process killed during a save leaves the
 previous checkpoint as the newest usable one. ``keep`` bounds how many finalised checkpoints stay.
 
+A checkpoint of an older format (``meta["format"]``) restores too: the state fields added since
+(`ADDED_FIELDS`) are left out of the template and filled in, or the restore fails with a clear message
+where they cannot be (observation statistics are never invented).
+
 Restoring needs the exact pytree structure, which only the runner knows: the caller hands `restore` a
 ``template(config, num_seeds, data_shards)`` function returning the abstract states (`runs.template`
 traces the trainer's init with ``jax.eval_shape``; nothing is computed or compiled), and orbax fills it
@@ -30,7 +34,12 @@ import numpy as np
 from sparse_rl_jax.run_logging import history_to_json
 
 CHECKPOINT_DIR = "checkpoints"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every network's ``target_floor`` (DS's prune guess), absent from format 1
+# Fields added to the state since format 1, newest first, with how a restore fills them in when a checkpoint
+# lacks them: None only when the run's template holds None there (obs_stats: the run does not normalise
+# observations), or zeros of the template's shape (target_floor: a guess, so zeros only cost the first
+# prune after the resume a longer search).
+ADDED_FIELDS = (("target_floor", "zeros"), ("obs_stats", "none"))
 
 
 class CheckpointError(RuntimeError):
@@ -177,7 +186,7 @@ def restore(workdir: str, template: Template, step: Optional[int] = None) -> Res
         try:
             states = restore_state(abstract)
         except Exception as err:
-            states = _restore_without_obs_stats(restore_state, abstract)
+            states = _restore_older(restore_state, abstract)
             if states is None:
                 raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)}); "
                                       "delete it to fall back to an earlier checkpoint") from None
@@ -187,21 +196,79 @@ def restore(workdir: str, template: Template, step: Optional[int] = None) -> Res
                     int(meta["num_seeds"]), shards)
 
 
-def _restore_without_obs_stats(restore_state, abstract: Any) -> Any:
-    """A checkpoint written before ``TrainState.obs_stats`` existed has no such entry (orbax records even a
-    ``None`` field as a key). When the run does not normalise observations (template ``obs_stats is
-    None``), restore every other field and set ``obs_stats=None``; returns None if that fails too (or the
-    run normalises, when the stats are required)."""
+def _restore_older(restore_state, abstract: Any) -> Any:
+    """Restore a checkpoint written before some of `ADDED_FIELDS` existed (orbax records even a ``None``
+    field as a key, so the template must leave them out): try without the newest field, then without the
+    two newest, and so on; the left-out fields are filled as `ADDED_FIELDS` says. Returns None when no
+    such template restores (or a field cannot be filled: normalisation statistics are never invented)."""
+    for n in range(1, len(ADDED_FIELDS) + 1):
+        fill = dict(ADDED_FIELDS[:n])
+        stripped = _strip(abstract, fill)
+        if stripped is _CANNOT:
+            return None
+        try:
+            return _refill(abstract, restore_state(stripped), fill)
+        except Exception:
+            continue
+    return None
+
+
+_CANNOT = object()  # `_strip`'s answer when a left-out field cannot be filled
+
+
+def _strip(abstract: Any, fill: Dict[str, str]) -> Any:
+    """``abstract`` with every dataclass turned into a dict of its fields less those in ``fill``
+    (`_CANNOT` if one of them cannot be filled: "none" where the template holds a value)."""
     import dataclasses
 
-    if not dataclasses.is_dataclass(abstract) or getattr(abstract, "obs_stats", 0) is not None:
-        return None
-    fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract) if f.name != "obs_stats"}
-    try:
-        restored = restore_state(fields)
-    except Exception:
-        return None
-    return type(abstract)(**restored, obs_stats=None)
+    if dataclasses.is_dataclass(abstract):
+        out = {}
+        for f in dataclasses.fields(abstract):
+            value = getattr(abstract, f.name)
+            if f.name in fill:
+                if fill[f.name] == "none" and value is not None:
+                    return _CANNOT
+                continue
+            out[f.name] = _strip(value, fill)
+        return _CANNOT if any(v is _CANNOT for v in out.values()) else out
+    if isinstance(abstract, (list, tuple, dict)):
+        items = abstract.items() if isinstance(abstract, dict) else enumerate(abstract)
+        parts = {k: _strip(v, fill) for k, v in items}
+        if any(v is _CANNOT for v in parts.values()):
+            return _CANNOT
+        return parts if isinstance(abstract, dict) else _rebuild(abstract, list(parts.values()))
+    return abstract
+
+
+def _refill(abstract: Any, restored: Any, fill: Dict[str, str]) -> Any:
+    """Rebuild ``abstract``'s dataclasses from the dicts `_strip` made, the left-out fields filled."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(abstract):
+        values = {}
+        for f in dataclasses.fields(abstract):
+            value = getattr(abstract, f.name)
+            if f.name in fill:
+                values[f.name] = _zeros(value)
+            else:
+                values[f.name] = _refill(value, restored[f.name], fill)
+        return type(abstract)(**values)
+    if isinstance(abstract, dict):
+        return {k: _refill(v, restored[k], fill) for k, v in abstract.items()}
+    if isinstance(abstract, (list, tuple)):
+        return _rebuild(abstract, [_refill(a, r, fill) for a, r in zip(abstract, restored)])
+    return restored
+
+
+def _rebuild(like, parts):
+    """A list / tuple / NamedTuple of ``like``'s type from ``parts``."""
+    return type(like)(*parts) if hasattr(like, "_fields") else type(like)(parts)
+
+
+def _zeros(abstract: Any) -> Any:
+    import jax
+
+    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
 
 
 def _uncommitted(tree: Any) -> Any:

@@ -44,6 +44,9 @@ class SparseNet:
     key: jax.Array
     updates: jax.Array  # int32: gradient updates this network has made
     active: jax.Array  # int32 [sparse leaves]: active count per sparse leaf (recounted on events only)
+    # float32 [sparse leaves]: the last target prune's floor per sparse leaf (targets.floor_guesses: the
+    # next prune's starting guess); 0 until a prune runs and for methods that share the online masks
+    target_floor: jax.Array
 
 
 def init_net(key, params, masks, densities, optimizer, method) -> SparseNet:
@@ -52,7 +55,7 @@ def init_net(key, params, masks, densities, optimizer, method) -> SparseNet:
     return SparseNet(
         params=params, target=None, opt_state=optimizer.init(params), masks=masks, densities=densities,
         method_state=method.init_state(params, masks), key=key, updates=jnp.int32(0),
-        active=active_counts(masks))
+        active=active_counts(masks), target_floor=jnp.zeros_like(active_counts(masks), jnp.float32))
 
 
 def with_target(net: SparseNet) -> SparseNet:
@@ -138,17 +141,19 @@ def update_target(net: SparseNet, tau: float, method) -> SparseNet:
     target = optax.incremental_update(net.params, net.target, tau)
     if _sparse_leaves(net.masks):
         if method.target_masks == "prune":
-            guesses = target_lib.threshold_guesses(net.target, net.masks, tau)
-            target = target_lib.prune_target(target, net.masks, _count_tree(net), guesses)
+            guesses = target_lib.floor_guesses(_per_leaf_tree(net.masks, net.target_floor), tau)
+            target, floors = target_lib.prune_target_with_floors(
+                target, net.masks, _per_leaf_tree(net.masks, net.active), guesses)
+            net = net.replace(target_floor=jnp.stack(_sparse_leaves(floors)).astype(jnp.float32))
         else:
             target = target_lib.remask_target(target, net.masks)
     return net.replace(target=target)
 
 
-def _count_tree(net: SparseNet):
-    """``net.active`` (one count per sparse leaf, tree order) as a mask-shaped tree of scalars."""
-    index = iter(range(len(_sparse_leaves(net.masks))))
-    return mask_lib.map_sparse(lambda m: net.active[next(index)], net.masks)
+def _per_leaf_tree(masks, vector: jax.Array):
+    """A per-sparse-leaf vector (``active``, ``target_floor``: tree order) as a mask-shaped tree."""
+    index = iter(range(len(_sparse_leaves(masks))))
+    return mask_lib.map_sparse(lambda m: vector[next(index)], masks)
 
 
 def kernel_sparsity(net: SparseNet) -> jax.Array:

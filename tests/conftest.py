@@ -1,20 +1,39 @@
 """Shared fixtures: tiny configs that compile fast on a 2-core CPU."""
 import os
+import subprocess
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 def _one_core_per_worker() -> None:
-    """Under pytest-xdist with exactly one core per worker, pin each worker (and what it starts) to its
-    own core, before JAX starts. Why: XLA:CPU splits long loops over a thread pool sized by the cores it
-    may run on; with two workers on two cores every such split waits on a core the other worker holds.
+    """Under pytest-xdist with exactly one core per worker, pin each worker to its own core, before JAX
+    starts. Why: XLA:CPU splits long loops over a thread pool sized by the cores it may run on; with two
+    workers on two cores every such split waits on a core the other worker holds.
+
+    The processes a test starts (launcher runs, localhost clusters: tiny programs without such loops) get
+    every core back: pinned too, five of them would share one core while the other may idle.
     """
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not (worker and count and hasattr(os, "sched_setaffinity")) or os.environ.get("SRJ_TEST_PIN") == "0":
         return
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) == int(count):
-        os.sched_setaffinity(0, {cpus[int(worker.lstrip("gw")) % len(cpus)]})
+    if len(cpus) != int(count):
+        return
+    own = {cpus[int(worker.lstrip("gw")) % len(cpus)]}
+    os.sched_setaffinity(0, own)
+
+    class Unpinned(subprocess.Popen):
+        """A child inherits the affinity of the thread that starts it: widen this thread's for the start
+        only (threads started before, XLA's pool among them, keep theirs)."""
+
+        def __init__(self, *args, **kwargs):
+            os.sched_setaffinity(0, cpus)
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                os.sched_setaffinity(0, own)
+
+    subprocess.Popen = Unpinned  # subprocess.run and check_output start through it too
 
 
 _one_core_per_worker()

@@ -61,8 +61,9 @@ def config_of(method: str, algo: str) -> srj.Config:
 
 
 # Leaves a refactor may add without changing what a run computes: the agent's hyperparameters as state
-# (issue 11: numbers are data) hold the config's values, which the config part of the run already fixes.
-SKIP = (".hparams",)
+# (issue 11: numbers are data) hold the config's values, which the config part of the run already fixes;
+# DS's target floors (dst.SparseNet.target_floor) only guess where each exact prune's search starts.
+SKIP = (".hparams", ".target_floor")
 
 
 def leaves(tree) -> List[Tuple[str, np.ndarray]]:

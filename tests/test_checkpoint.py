@@ -74,6 +74,35 @@ def test_full_train_state_round_trip_is_exact(tmp_path, method, algo):
     _leaves_equal(states, same)
 
 
+@pytest.mark.parametrize("without", [("target_floor",), ("target_floor", "obs_stats")])
+def test_checkpoint_of_an_older_format_restores_with_the_added_fields_filled(tmp_path, without):
+    """A checkpoint written before `checkpoint.ADDED_FIELDS` existed (format 1: no network carries
+    ``target_floor``; older still: no ``obs_stats``) resumes: every other leaf exactly, the floors zero."""
+    config = srj.make_config("ds", "td3", **TINY)
+    states = _filled(runs.template(config, num_seeds=2))
+    fill = {name: rule for name, rule in checkpoint.ADDED_FIELDS if name in without}
+    older = checkpoint._strip(states, fill)  # on disk, a dataclass is a dict of its fields' names
+    assert "target_floor" not in older["agent"]["critic"]
+    checkpoint.save(str(tmp_path), 1, older, [], config, num_seeds=2)
+    restored = runs.restore(str(tmp_path)).states
+    assert jax.tree.structure(restored) == jax.tree.structure(states)
+    for net, written in ((restored.agent.actor, states.agent.actor), (restored.agent.critic, states.agent.critic)):
+        assert net.target_floor.shape == written.target_floor.shape and not np.asarray(net.target_floor).any()
+    _leaves_equal(states.replace(agent=states.agent.replace(
+        actor=states.agent.actor.replace(target_floor=restored.agent.actor.target_floor),
+        critic=states.agent.critic.replace(target_floor=restored.agent.critic.target_floor))), restored)
+
+
+def test_checkpoint_that_normalised_observations_is_never_given_invented_statistics(tmp_path):
+    config = srj.make_config("ds", "td3", **TINY, **{"env.normalize_observations": True})
+    states = _filled(runs.template(config, num_seeds=2))
+    older = checkpoint._strip(states, {"target_floor": "zeros"})
+    del older["obs_stats"]
+    checkpoint.save(str(tmp_path), 1, older, [], config, num_seeds=2)
+    with pytest.raises(checkpoint.CheckpointError, match="corrupted or unreadable"):
+        runs.restore(str(tmp_path))
+
+
 def test_keeps_last_k_and_restores_newest(tmp_path):
     states = {"w": jnp.arange(6.0).reshape(2, 3), "mask": None, "key": jnp.zeros((2, 2), jnp.uint32)}
     for step in range(1, 5):

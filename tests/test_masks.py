@@ -192,3 +192,32 @@ def test_top_k_guess_on_a_large_layer_matches_sort():
     t = float(np.sort(np.abs(np.asarray(w)).ravel())[::-1][k - 1])
     for guess in (t, t * 0.9, t * 1.1, t * 1.0001, 0.0, 1e30, np.inf):
         np.testing.assert_array_equal(mask_lib.top_k_mask(jnp.abs(w), k, guess=guess), ref)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(0, 30), levels=st.sampled_from([0, 2, 5, 1000]),
+       method=st.sampled_from(["bisect", "sort"]), guess=st.sampled_from([None, 0.0, 0.5, np.inf]))
+def test_top_k_floor_separates_selected_from_unselected(seed, k, levels, method, guess):
+    """`top_k_floor`'s floor is at or below every selected score and at or above every unselected valid
+    one (ties, infinities, k beyond the valid count), and its mask is `top_k_mask`'s."""
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.normal(size=24) * levels) / max(levels, 1)
+    x[rng.random(24) < 0.1] = np.inf
+    x[rng.random(24) < 0.1] = -np.inf
+    valid = rng.random(24) < 0.7
+    x, valid = jnp.asarray(x, jnp.float32), jnp.asarray(valid)
+    mask, floor = mask_lib.top_k_floor(x, k, valid, method=method, guess=guess)
+    np.testing.assert_array_equal(mask, mask_lib.top_k_mask(x, k, valid, method="sort"))
+    mask, x, valid, floor = np.asarray(mask), np.asarray(x), np.asarray(valid), float(floor)
+    assert not np.isnan(floor)
+    assert (x[mask] >= floor).all() and (x[valid & ~mask] <= floor).all()
+    if k == 0:
+        assert floor == np.inf
+
+
+@pytest.mark.parametrize("method", ["bisect", "sort"])
+@pytest.mark.parametrize("guess", [None, 1.0])
+def test_top_k_floor_with_no_valid_entry_is_minus_inf(method, guess):
+    x = jnp.arange(6, dtype=jnp.float32)
+    mask, floor = mask_lib.top_k_floor(x, 3, jnp.zeros(6, bool), method=method, guess=guess)
+    assert not np.asarray(mask).any() and float(floor) == -np.inf

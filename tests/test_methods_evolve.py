@@ -111,6 +111,11 @@ def check_exact(net, topo, own_updates, method):
     exactly 0 outside the masks, targets per the method's policy (shared masks or at most k non-zeros)."""
     pruned = topo.final_prune_only and int(method.schedule.events_upto(own_updates)) == method.schedule.num_events
     targets = jax.tree.leaves(net.target) if net.target is not None else [None] * len(jax.tree.leaves(net.params))
+    floors = iter(np.asarray(net.target_floor))
+    if method.target_masks == "share" or net.target is None:
+        assert not np.asarray(net.target_floor).any()  # only DS's prune keeps a floor
+    elif any(m is not None for m in jax.tree.leaves(net.masks, is_leaf=lambda x: x is None)):
+        assert (np.asarray(net.target_floor) > 0).any()  # the prunes ran and handed on their floors
     for mask, density, w, tgt in zip(jax.tree.leaves(net.masks, is_leaf=lambda x: x is None),
                                      jax.tree.leaves(net.densities, is_leaf=lambda x: x is None),
                                      jax.tree.leaves(net.params), targets):
@@ -126,6 +131,8 @@ def check_exact(net, topo, own_updates, method):
             tgt = np.asarray(tgt)
             if method.target_masks == "share":
                 assert np.all(tgt[~mask] == 0.0)
+            else:  # the last prune's floor is at or below every weight it kept
+                assert np.all(np.abs(tgt[tgt != 0]) >= next(floors))
             assert np.count_nonzero(tgt) <= mask.sum()
 
 

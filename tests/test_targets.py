@@ -98,7 +98,8 @@ def test_prune_target_with_counts_and_any_guess_equals_the_plain_prune(seed, exc
     post = jnp.asarray((1 - tau) * pre + tau * online, jnp.float32)
     masks = {"k": jnp.asarray(online_mask), "b": None}
     params = {"k": post, "b": jnp.ones(3)}
-    guesses = targets.threshold_guesses({"k": jnp.asarray(pre), "b": jnp.ones(3)}, masks, tau)
+    floor = np.abs(pre[pre != 0]).min() if (pre != 0).any() else 0.0  # the previous prune's last kept
+    guesses = targets.floor_guesses({"k": jnp.float32(floor), "b": None}, tau)
     guesses = {"k": guesses["k"] * guess_scale, "b": None}
     counts = {"k": jnp.sum(masks["k"], dtype=jnp.int32), "b": None}
     plain = targets.prune_target(params, masks)
@@ -107,3 +108,25 @@ def test_prune_target_with_counts_and_any_guess_equals_the_plain_prune(seed, exc
     np.testing.assert_array_equal(fast["b"], params["b"])
     kept = np.asarray(plain["k"]) != 0
     assert kept.sum() == min(int(online_mask.sum()), int((np.asarray(post) != 0).sum()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), excess=st.integers(0, 40))
+def test_prune_floor_separates_kept_from_dropped_and_guesses_the_next_prune(seed, excess):
+    """The floor DS keeps as state (`prune_target_with_floors`) lies between every dropped and every kept
+    |w|, and the guess from it gives the plain prune's result on the next soft update."""
+    rng = np.random.default_rng(seed)
+    n, tau = 300, 0.005
+    mask = rng.random(n) < 0.4
+    target = np.where(mask, rng.normal(0, 0.05, n), 0) + (rng.random(n) < excess / n) * rng.normal(0, 1e-3, n)
+    masks, counts = {"k": jnp.asarray(mask)}, {"k": jnp.sum(jnp.asarray(mask), dtype=jnp.int32)}
+    pruned, floors = jax.jit(targets.prune_target_with_floors)({"k": jnp.asarray(target, jnp.float32)}, masks,
+                                                               counts)
+    w, before, floor = np.asarray(pruned["k"]), np.abs(np.asarray(target, np.float32)), float(floors["k"])
+    kept, dropped = w != 0, (before != 0) & (w == 0)
+    assert kept.sum() == min(int(mask.sum()), int((before != 0).sum()))
+    assert (before[kept] >= floor).all() and (before[dropped] <= floor).all()
+    online = np.where(mask, rng.normal(0, 0.05, n), 0).astype(np.float32)
+    post = {"k": jnp.asarray((1 - tau) * w + tau * online, jnp.float32)}
+    guessed = targets.prune_target(post, masks, counts, targets.floor_guesses(floors, tau))
+    np.testing.assert_array_equal(guessed["k"], targets.prune_target(post, masks)["k"])

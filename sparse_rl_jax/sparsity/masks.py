@@ -12,7 +12,7 @@ every mask operation. It bisects on an order-preserving integer image of the sco
 stable argsort (``method='sort'``) is kept as the reference. DS prunes its targets after every soft
 update, so speed matters, and what costs is the number of passes (one count over a 256x256 layer:
 10-25 us on the 2-core development CPU, see :func:`_pieces`): given a guess of the threshold
-(`targets.threshold_guesses`), the search gallops from it and takes ~3 passes instead of ~15
+(`targets.floor_guesses`: the previous search's own threshold), the search gallops from it and takes ~3 passes instead of ~15
 (docs/benchmarks.md).
 """
 from __future__ import annotations
@@ -206,7 +206,7 @@ def _pieces(x: jax.Array) -> list:
 
     Why: XLA:CPU splits a longer loop over its threads, which on the 2-core development machine costs
     more than it saves. A count over 65,536 entries takes 24 us as one reduction and 10 us as two
-    slices (separate loops, which also run concurrently); a masked min 71 us against 39 us.
+    slices (separate loops, which also run concurrently).
     """
     x = jnp.ravel(x)
     n = x.shape[0]
@@ -222,12 +222,6 @@ def _count(pred):
     if pred.size <= 2**24:
         return sum(jnp.sum(p.astype(jnp.float32)).astype(jnp.int32) for p in _pieces(pred))
     return jnp.sum(pred, dtype=jnp.int32)
-
-
-def smallest_magnitude(w: jax.Array) -> jax.Array:
-    """The smallest non-zero |w| (``inf`` if every entry is 0)."""
-    return functools.reduce(jnp.minimum, [jnp.min(jnp.where(p != 0, jnp.abs(p), jnp.inf))
-                                          for p in _pieces(w)])
 
 
 def _bisect(count_at, lo, hi, c_lo, c_hi, target, lo_side):
@@ -281,7 +275,7 @@ def _select_bisect(keys, valid, k, guess=None):
        more entries tie at it than are needed: bisection over all keys (<= 32 passes of compare +
        count, stopping as soon as a threshold isolates exactly ``k`` entries: ~15-22 passes on weights),
        or, given a guessed key, a gallop from the guess and a bisection inside the bracket it finds
-       (~3 passes with DS's guess, `targets.threshold_guesses`).
+       (~3 passes with DS's guess, `targets.floor_guesses`).
     2. Only with such ties: the flat-index bound ``j`` below which the ties fill the remainder
        (<= log2(n) passes). The counts at the bracket's ends give every other count it needs.
     Any guess gives the same mask: every threshold that passes 1. selects the same entries.
@@ -307,7 +301,7 @@ def _select_bisect(keys, valid, k, guess=None):
     j_lo, j_hi, c_lo, _ = _bisect(lambda j: _count(below(j)), jnp.int32(0), jnp.int32(n), jnp.int32(0),
                                   n_ties, need, lambda c: c < need)
     j = jnp.where(exact, n, jnp.where(c_lo == need, j_lo, j_hi))
-    return ((skeys > st) | below(j)) & (k > 0)
+    return ((skeys > st) | below(j)) & (k > 0), t
 
 
 def _select_sort(keys, valid, k, guess=None):
@@ -315,7 +309,22 @@ def _select_sort(keys, valid, k, guess=None):
     n = keys.size
     order = jnp.lexsort((~keys, ~valid))
     ranks = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
-    return valid & (ranks < k)
+    selected = valid & (ranks < k)
+    return selected, jnp.where(jnp.any(selected), jnp.min(jnp.where(selected, keys, jnp.uint32(_TOP))), 1)
+
+
+def _top_k(scores, k, valid, lowest, method, guess):
+    """(flat mask, threshold key) of the selection :func:`top_k_mask` documents."""
+    keys = order_key(scores)
+    keys = ~keys if lowest else keys
+    valid = jnp.ones(keys.shape, bool) if valid is None else jnp.ravel(valid).astype(bool)
+    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, keys.size)
+    if guess is not None:
+        guess = order_key(jnp.asarray(guess, jnp.float32))[0]
+        guess = ~guess if lowest else guess
+    select = {"bisect": _select_bisect, "sort": _select_sort}[method]
+    mask, threshold = select(keys, valid, k, guess)
+    return mask.reshape(jnp.shape(scores)), threshold, k
 
 
 @functools.partial(jax.jit, static_argnames=("lowest", "method"))
@@ -329,15 +338,32 @@ def top_k_mask(scores: jax.Array, k, valid: Optional[jax.Array] = None, *, lowes
     search takes, never the mask. Jitted so eager calls hit the compilation cache (inside an outer jit
     it is simply inlined).
     """
-    keys = order_key(scores)
-    keys = ~keys if lowest else keys
-    valid = jnp.ones(keys.shape, bool) if valid is None else jnp.ravel(valid).astype(bool)
-    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, keys.size)
-    if guess is not None:
-        guess = order_key(jnp.asarray(guess, jnp.float32))[0]
-        guess = ~guess if lowest else guess
-    select = {"bisect": _select_bisect, "sort": _select_sort}[method]
-    return select(keys, valid, k, guess).reshape(jnp.shape(scores))
+    return _top_k(scores, k, valid, lowest, method, guess)[0]
+
+
+_NEG_INF_KEY = 0x007FFFFF  # order_key(-inf): a threshold at or below it separates nothing
+
+
+def _key_score(key: jax.Array) -> jax.Array:
+    """The float32 score whose :func:`order_key` is ``key`` (its inverse on keys of real scores)."""
+    bits = jnp.where((key >> 31) == 1, key & jnp.uint32(0x7FFFFFFF), ~key)
+    return lax.bitcast_convert_type(bits, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames="method")
+def top_k_floor(scores: jax.Array, k, valid: Optional[jax.Array] = None, *, method: str = "bisect",
+                guess=None):
+    """``(top_k_mask(scores, k, valid, guess=guess), floor)``: the mask of the ``k`` highest scores and
+    a score that separates it, ``floor <= every selected score`` and ``floor >= every unselected valid
+    score``.
+
+    The floor is the search's own threshold, so it costs nothing; it is what a caller keeps to guess the
+    next search of a slowly changing array (DS's target prune) instead of reducing for one. It may be
+    ``-inf`` when every valid entry is selected, and is ``+inf`` when ``k == 0``.
+    """
+    mask, threshold, k = _top_k(scores, k, valid, False, method, guess)
+    floor = jnp.where(threshold <= jnp.uint32(_NEG_INF_KEY), -jnp.inf, _key_score(threshold))
+    return mask, jnp.where(k > 0, floor, jnp.inf)
 
 
 def density_count(density, size: int) -> jax.Array:
