@@ -12,8 +12,8 @@ every mask operation. It bisects on an order-preserving integer image of the sco
 stable argsort (``method='sort'``) is kept as the reference. DS prunes its targets after every soft
 update, so speed matters, and what costs is the number of passes (one count over a 256x256 layer:
 10-25 us on the 2-core development CPU, see :func:`_pieces`): given a guess of the threshold
-(`targets.floor_guesses`: the previous search's own threshold), the search gallops from it and takes ~3 passes instead of ~15
-(docs/benchmarks.md).
+(`targets.floor_guesses`: the previous search's own threshold, :func:`top_k_floor`), the search
+gallops from it and takes ~3 passes instead of ~15 (docs/benchmarks.md).
 """
 from __future__ import annotations
 

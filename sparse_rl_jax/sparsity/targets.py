@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-import jax.numpy as jnp
-
 from sparse_rl_jax.sparsity.masks import apply_masks, map_sparse, top_k_floor
 
 

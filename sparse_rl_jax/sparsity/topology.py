@@ -62,7 +62,8 @@ def update_masks(masks, drop_scores, grow_scores, drop_fraction, regrow_dropped:
 def prune_to_count(weights: jax.Array, mask: Optional[jax.Array], count, guess=None) -> jax.Array:
     """Mask of the ``count`` largest |w| among ``mask`` (all entries when ``None``), ties to lower index.
 
-    Used by GMP (recompute the mask by magnitude) and by DS target pruning; ``count`` may be traced.
+    Used by GMP (recompute the mask by magnitude); ``count`` may be traced. (DS's target prune calls
+    `masks.top_k_floor` itself, for the floor it keeps.)
     Selects ``min(count, candidates)`` entries. ``guess``: a magnitude near the threshold (speed only).
     """
     return top_k_mask(jnp.abs(weights), count, valid=mask, guess=guess)
