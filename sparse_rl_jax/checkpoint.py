@@ -35,7 +35,7 @@ from sparse_rl_jax.run_logging import history_to_json
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 2  # 2: every network's ``target_floor`` (DS's prune guess), absent from format 1
-# Fields added to the state since format 1, newest first, with how a restore fills them in when a checkpoint
+# Fields added to the state since format 1, with how a restore fills them in when a checkpoint
 # lacks them: None only when the run's template holds None there (obs_stats: the run does not normalise
 # observations), or zeros of the template's shape (target_floor: a guess, so zeros only cost the first
 # prune after the resume a longer search).
@@ -197,19 +197,22 @@ def restore(workdir: str, template: Template, step: Optional[int] = None) -> Res
 
 
 def _restore_older(restore_state, abstract: Any) -> Any:
-    """Restore a checkpoint written before some of `ADDED_FIELDS` existed (orbax records even a ``None``
-    field as a key, so the template must leave them out): try without the newest field, then without the
-    two newest, and so on; the left-out fields are filled as `ADDED_FIELDS` says. Returns None when no
-    such template restores (or a field cannot be filled: normalisation statistics are never invented)."""
+    """Restore a checkpoint that lacks some of `ADDED_FIELDS` (orbax records even a ``None`` field as a
+    key, so the template must leave them out): try every set of them, smallest first (a few fields, so a
+    few tries), and fill the left-out fields as `ADDED_FIELDS` says. Returns None when no such template
+    restores (or its fields cannot be filled: normalisation statistics are never invented)."""
+    import itertools
+
     for n in range(1, len(ADDED_FIELDS) + 1):
-        fill = dict(ADDED_FIELDS[:n])
-        stripped = _strip(abstract, fill)
-        if stripped is _CANNOT:
-            return None
-        try:
-            return _refill(abstract, restore_state(stripped), fill)
-        except Exception:
-            continue
+        for fields in itertools.combinations(ADDED_FIELDS, n):
+            fill = dict(fields)
+            stripped = _strip(abstract, fill)
+            if stripped is _CANNOT:
+                continue
+            try:
+                return _refill(abstract, restore_state(stripped), fill)
+            except Exception:
+                continue
     return None
 
 
