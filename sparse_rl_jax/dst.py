@@ -52,10 +52,11 @@ class SparseNet:
 def init_net(key, params, masks, densities, optimizer, method) -> SparseNet:
     """A network at update 0 (``target`` is set by the agent: `with_target`)."""
     params = mask_lib.apply_masks(params, masks)
+    active = active_counts(masks)
     return SparseNet(
         params=params, target=None, opt_state=optimizer.init(params), masks=masks, densities=densities,
         method_state=method.init_state(params, masks), key=key, updates=jnp.int32(0),
-        active=active_counts(masks), target_floor=jnp.zeros_like(active_counts(masks), jnp.float32))
+        active=active, target_floor=jnp.zeros_like(active, jnp.float32))
 
 
 def with_target(net: SparseNet) -> SparseNet:
@@ -144,7 +145,7 @@ def update_target(net: SparseNet, tau: float, method) -> SparseNet:
             guesses = target_lib.floor_guesses(_per_leaf_tree(net.masks, net.target_floor), tau)
             target, floors = target_lib.prune_target_with_floors(
                 target, net.masks, _per_leaf_tree(net.masks, net.active), guesses)
-            net = net.replace(target_floor=jnp.stack(_sparse_leaves(floors)).astype(jnp.float32))
+            net = net.replace(target_floor=jnp.stack(_sparse_leaves(floors)))  # float32: top_k_floor's
         else:
             target = target_lib.remask_target(target, net.masks)
     return net.replace(target=target)
