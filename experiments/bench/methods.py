@@ -10,10 +10,14 @@ neither background load drifting over the run nor the position in the round favo
 
 The reported ratio is the **median over rounds** of (time of the method / time of dense of the same
 algorithm in the same round): a load spike during one round moves a method and its reference alike,
-and one unlucky round cannot decide the result. The best-chunk ratio and the spread of the per-round
-ratios are printed too. Topology updates run at the presets' periods (1000 for ds/rigl/gmp, 10000 for
-rlx2), so their cost is included at its real amortised rate: with `--iterations 1000` every timed chunk
-holds one DS/RigL/GMP topology update and none of RLx2's.
+and one unlucky round cannot decide the result. Beside it: a 90% bootstrap interval of that median
+(the rounds resampled with replacement, `CI_RESAMPLES` times, fixed seed), so a claim such as "within
+1.10x" can be read against how far the median moves between runs (per-round ratios spread +-20% even on
+a quiet 2-core machine); then the spread of the per-round ratios and the best-chunk ratio.
+
+Topology updates run at the presets' periods (1000 for ds/rigl/gmp, 10000 for rlx2), so their cost is
+included at its real amortised rate: with `--iterations 1000` every timed chunk holds one DS/RigL/GMP
+topology update and none of RLx2's.
 
 Two more programs per round set the floor (issue 11, item 6): ``floor`` is a plain jitted dense TD3 update
 of the same sizes written with flax and optax alone (`experiments.bench.workers.ours.floor_program`: no
@@ -27,6 +31,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from typing import List, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +52,7 @@ flags.DEFINE_list("methods", list(methods.method_names()), "methods to time")
 flags.DEFINE_list("algos", ["td3", "sac"], "algorithms to time")
 flags.DEFINE_boolean("floor", True, "also time the plain jitted TD3 update and ours alone (see above)")
 FLOOR, UPDATE = ("td3", "floor: plain TD3 update"), ("td3", "dense update alone")
+CI_RESAMPLES = 2000
 
 
 def bench_config(method: str, algo: str, iterations: int, repeats: int):
@@ -124,10 +130,19 @@ def time_rounds(prepared, cells, iterations: int, repeats: int, seed: int):
     return seconds
 
 
+def median_interval(ratios: List[float], level: float = 0.90, seed: int = 0) -> Tuple[float, float]:
+    """Bootstrap interval of the median of ``ratios`` (percentile method, `CI_RESAMPLES` resamples)."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(CI_RESAMPLES))
+    tail = (1.0 - level) / 2.0
+    return medians[int(tail * (CI_RESAMPLES - 1))], medians[int((1.0 - tail) * (CI_RESAMPLES - 1))]
+
+
 def ratio_summary(seconds, cell, dense_cell):
-    """(median per-round ratio, lowest, highest, best-chunk ratio) of a cell vs its dense reference."""
+    """(median per-round ratio, its 90% interval, lowest, highest, best-chunk ratio) of a cell vs its
+    dense reference."""
     ratios = [t / d for t, d in zip(seconds[cell], seconds[dense_cell])]
-    return (statistics.median(ratios), min(ratios), max(ratios),
+    return (statistics.median(ratios), median_interval(ratios), min(ratios), max(ratios),
             min(seconds[cell]) / min(seconds[dense_cell]))
 
 
@@ -147,20 +162,20 @@ def main(argv):
     seconds = time_rounds(prepared, cells, FLAGS.iterations, FLAGS.repeats, FLAGS.seed)
     print(f"\n{FLAGS.env} ({FLAGS.backend} backend), 1 env, batch 256, 2x256, 1 update per env step, "
           f"{FLAGS.iterations} steps per timed chunk, {FLAGS.repeats} rounds in random order")
-    print("| algo | method | updates/s (median chunk) | time vs dense (median of rounds) "
-          "| per-round range | best chunk vs best dense |\n|---|---|---:|---:|---:|---:|")
+    print("| algo | method | updates/s (median chunk) | time vs dense (median of rounds) | 90% interval "
+          "| per-round range | best chunk vs best dense |\n|---|---|---:|---:|---:|---:|---:|")
     for algo, method in cells:
         rate = FLAGS.iterations / statistics.median(seconds[(algo, method)])
         if (algo, method) in (FLOOR, UPDATE):
-            med, lo, hi, best = ratio_summary(seconds, (algo, method), FLOOR)
-            print(f"| {algo} | {method} (no env) | {rate:.0f} | {med:.2f}x of the floor | {lo:.2f}-{hi:.2f} | "
-                  f"{best:.2f}x |")
+            med, (c_lo, c_hi), lo, hi, best = ratio_summary(seconds, (algo, method), FLOOR)
+            print(f"| {algo} | {method} (no env) | {rate:.0f} | {med:.2f}x of the floor | {c_lo:.2f}-{c_hi:.2f} "
+                  f"| {lo:.2f}-{hi:.2f} | {best:.2f}x |")
             continue
         if (algo, "dense") in seconds:
-            med, lo, hi, best = ratio_summary(seconds, (algo, method), (algo, "dense"))
-            rel = f"{med:.2f}x | {lo:.2f}-{hi:.2f} | {best:.2f}x"
+            med, (c_lo, c_hi), lo, hi, best = ratio_summary(seconds, (algo, method), (algo, "dense"))
+            rel = f"{med:.2f}x | {c_lo:.2f}-{c_hi:.2f} | {lo:.2f}-{hi:.2f} | {best:.2f}x"
         else:
-            rel = "n/a | n/a | n/a"
+            rel = "n/a | n/a | n/a | n/a"
         print(f"| {algo} | {method} | {rate:.0f} | {rel} |")
 
 

@@ -244,38 +244,84 @@ def _bisect(count_at, lo, hi, c_lo, c_hi, target, lo_side):
 
 _TOP = 0xFFFFFFFF  # above every key (+inf is 0xFF800000): count(key >= _TOP) == 0
 _FIRST_STEP = 2**15  # first gallop step: 2**15 / 2**23 of a float's value, ~0.4%
+_UP, _DOWN, _BISECT = 0, 1, 2  # phases of `_search`: gallop upwards / downwards, bisect the bracket
 
 
-def _gallop(count_at, g, k):
-    """Bracket the threshold from a guessed key ``g``: probe ``g``, then step away from it, doubling the
-    step, until the count crosses ``k``. Returns ``(lo, hi, c_lo, c_hi)`` with ``c_lo >= k > c_hi`` or
-    ``c_lo == k``, or ``lo == 1`` and ``c_lo < k`` (fewer valid entries than ``k``)."""
-    c_g = count_at(g)
-    up = c_g >= k  # g is on the low side: the threshold is at or above it
-    start = (jnp.where(up, g, jnp.uint32(1)), jnp.where(up, jnp.uint32(_TOP), g),
-             jnp.where(up, c_g, -1), jnp.where(up, 0, c_g), jnp.uint32(_FIRST_STEP), c_g != k)
+def _search(count_at, lo, hi, c_lo, c_hi, phase, k):
+    """Bracket and bisect the key threshold in **one** loop whose state is **one** uint32 vector.
+
+    From a guessed key (``phase`` _UP: ``lo`` is the guess, its count ``c_lo >= k``; _DOWN: ``hi`` is the
+    guess, ``c_hi < k``) it gallops away from the guess, doubling the step from `_FIRST_STEP`, until the
+    count crosses ``k``; then (or at once, ``phase`` _BISECT over a known bracket) it bisects, stopping as
+    soon as either end's count is exactly ``k``. Returns ``(lo, hi, c_lo, c_hi, k)`` with ``c_lo >= k >
+    c_hi`` or ``c_lo == k``, where the returned ``k`` is ``min(k, c_lo)``: ``c_lo < k`` only at key 1, which
+    counts every valid entry (fewer than ``k``).
+
+    Why one loop and one vector: under the seed ``vmap`` a loop's predicate is batched, so every carried
+    value is re-selected each trip, and on XLA:CPU each such select and each loop's entry costs about a
+    microsecond of dispatch. Two loops (gallop, then bisection) over six scalars cost about as much again
+    as their counts (DS's target prune: ~54 of ~128 us per 256x256 layer, docs/benchmarks.md). The probes,
+    and so the result and the threshold, are those of the two loops.
+    """
+    bits = lambda c: lax.bitcast_convert_type(jnp.asarray(c, jnp.int32), jnp.uint32)
+    count = lambda u: lax.bitcast_convert_type(u, jnp.int32)
+
+    def unpack(s):
+        return s[0], s[1], count(s[2]), count(s[3]), s[4], s[5]
+
+    def cond(s):
+        lo, hi, c_lo, c_hi, _, ph = unpack(s)
+        kk = jnp.minimum(k, c_lo)
+        return (ph != _BISECT) | ((hi - lo > 1) & (c_lo != kk) & (c_hi != kk))
 
     def body(s):
-        lo, hi, c_lo, c_hi, step, _ = s
-        p = jnp.where(up, jnp.where(lo > hi - step, hi, lo + step), jnp.where(hi > step, hi - step, 1))
+        lo, hi, c_lo, c_hi, step, ph = unpack(s)
+        gallop, up = ph != _BISECT, ph == _UP
+        p = jnp.where(gallop,
+                      jnp.where(up, jnp.where(lo > hi - step, hi, lo + step),
+                                jnp.where(hi > step, hi - step, jnp.uint32(1))),
+                      lo + (hi - lo) // 2)
         c = count_at(p)
-        to_lo = (c >= k) | (p == 1)  # key 1 is below every valid key: its count is the valid count
-        opened = jnp.where(up, to_lo & (c != k), ~to_lo)
-        return (jnp.where(to_lo, p, lo), jnp.where(to_lo, hi, p), jnp.where(to_lo, c, c_lo),
-                jnp.where(to_lo, c_hi, c), jnp.where(step >= jnp.uint32(2**31), step, step * 2), opened)
+        # key 1 is below every valid key: its count is the valid count, so it closes a downward gallop
+        to_lo = jnp.where(gallop, (c >= k) | (p == 1), c >= jnp.minimum(k, c_lo))
+        still = jnp.where(up, to_lo & (c != k), ~to_lo)  # the gallop has not crossed k yet
+        ph = jnp.where(gallop & still, ph, jnp.uint32(_BISECT))
+        step = jnp.where(gallop & (step < jnp.uint32(2**31)), step * 2, step)
+        return jnp.stack([jnp.where(to_lo, p, lo), jnp.where(to_lo, hi, p), bits(jnp.where(to_lo, c, c_lo)),
+                          bits(jnp.where(to_lo, c_hi, c)), step, ph])
 
-    lo, hi, c_lo, c_hi, _, _ = lax.while_loop(lambda s: s[-1], body, start)
-    return lo, hi, c_lo, c_hi
+    start = jnp.stack([jnp.asarray(lo, jnp.uint32), jnp.asarray(hi, jnp.uint32), bits(c_lo), bits(c_hi),
+                       jnp.uint32(_FIRST_STEP), jnp.asarray(phase, jnp.uint32)])
+    lo, hi, c_lo, c_hi, _, _ = unpack(lax.while_loop(cond, body, start))
+    return lo, hi, c_lo, c_hi, jnp.minimum(k, c_lo)
+
+
+def _bisect(count_at, lo, hi, c_lo, c_hi, target, lo_side):
+    """Integer bisection on [lo, hi] for a monotone count; stops early when either end's count is
+    exactly ``target``. ``lo_side(c)`` says whether a point with count ``c`` belongs to the low end."""
+    def cond(s):
+        lo, hi, c_lo, c_hi = s
+        return (hi - lo > 1) & (c_lo != target) & (c_hi != target)
+
+    def body(s):
+        lo, hi, c_lo, c_hi = s
+        mid = lo + (hi - lo) // 2
+        c = count_at(mid)
+        low = lo_side(c)
+        return (jnp.where(low, mid, lo), jnp.where(low, hi, mid), jnp.where(low, c, c_lo),
+                jnp.where(low, c_hi, c))
+
+    return lax.while_loop(cond, body, (lo, hi, c_lo, c_hi))
 
 
 def _select_bisect(keys, valid, k, guess=None):
     """Top-k by bisection on the keys, no sort and no cumsum (both are slow on XLA:CPU).
 
     1. A key threshold ``t`` with ``count(key >= t) == k``, or the largest one with ``count >= k`` when
-       more entries tie at it than are needed: bisection over all keys (<= 32 passes of compare +
-       count, stopping as soon as a threshold isolates exactly ``k`` entries: ~15-22 passes on weights),
-       or, given a guessed key, a gallop from the guess and a bisection inside the bracket it finds
-       (~3 passes with DS's guess, `targets.floor_guesses`).
+       more entries tie at it than are needed (`_search`): bisection over all keys (<= 32 passes of
+       compare + count, stopping as soon as a threshold isolates exactly ``k`` entries: ~15-22 passes on
+       weights), or, given a guessed key, a gallop from the guess and a bisection inside the bracket it
+       finds (~3 passes with DS's guess, `targets.floor_guesses`).
     2. Only with such ties: the flat-index bound ``j`` below which the ties fill the remainder
        (<= log2(n) passes). The counts at the bracket's ends give every other count it needs.
     Any guess gives the same mask: every threshold that passes 1. selects the same entries.
@@ -285,12 +331,14 @@ def _select_bisect(keys, valid, k, guess=None):
     count_at = lambda t: _count(skeys >= _signed(t))
     if guess is None:
         n_valid = _count(valid)
-        k = jnp.minimum(k, n_valid)
-        lo, hi, c_lo, c_hi = jnp.uint32(1), jnp.uint32(_TOP), n_valid, jnp.int32(0)
+        start = (jnp.uint32(1), jnp.uint32(_TOP), n_valid, jnp.int32(0), _BISECT)
     else:
-        lo, hi, c_lo, c_hi = _gallop(count_at, jnp.where(k > 0, guess, jnp.uint32(_TOP)), k)
-        k = jnp.minimum(k, c_lo)  # c_lo < k only at key 1, where it counts every valid entry
-    t, _, c_t, c_above = _bisect(count_at, lo, hi, c_lo, c_hi, k, lambda c: c >= k)
+        g = jnp.where(k > 0, guess, jnp.uint32(_TOP))
+        c_g = count_at(g)
+        up = c_g >= k  # g is on the low side: the threshold is at or above it
+        start = (jnp.where(up, g, jnp.uint32(1)), jnp.where(up, jnp.uint32(_TOP), g), jnp.where(up, c_g, -1),
+                 jnp.where(up, 0, c_g), jnp.where(c_g == k, _BISECT, jnp.where(up, _UP, _DOWN)))
+    t, _, c_t, c_above, k = _search(count_at, *start, k)
     # Either count(key >= t) == k, or ties: count(key > t) == c_above < k < c_t == count(key >= t).
     # The tie arrays are built inside the loop and the final mask, never as loop inputs: a loop input
     # is materialised, and in the usual exact case the loop makes no trip.
