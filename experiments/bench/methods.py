@@ -65,10 +65,11 @@ def bench_config(method: str, algo: str, iterations: int, repeats: int):
     })
 
 
-def update_program(iterations: int, repeats: int):
-    """Our dense TD3 update alone, vmapped over one seed as `Trainer.chunk` runs it, on a fixed random
-    window of halfcheetah's sizes: returns a ``(chunk, state)`` pair like `prepare`'s."""
-    tr = trainer.Trainer(bench_config("dense", "td3", iterations, repeats))
+def update_chunk(iterations: int, repeats: int, method: str = "dense", algo: str = "td3"):
+    """A method's update alone, vmapped over one seed as `Trainer.chunk` runs it, scanned over
+    ``iterations`` updates on a fixed random window of the env's sizes (no env, no replay): returns the
+    jitted ``chunk(states, first_update)`` and the agent states after its first (compiling) call."""
+    tr = trainer.Trainer(bench_config(method, algo, iterations, repeats))
     agent, obs, act, b = tr.agent, tr.obs_dim, tr.action_dim, 256
     k = jax.random.split(jax.random.PRNGKey(1), 4)
     window = replay.Window(
@@ -86,6 +87,12 @@ def update_program(iterations: int, repeats: int):
     states = trainer.init_states(tr, trainer.seed_keys(0, 1)).agent
     states = chunk(states, jnp.int32(0))
     jax.block_until_ready(states)
+    return chunk, states
+
+
+def update_program(iterations: int, repeats: int):
+    """Our dense TD3 update alone (`update_chunk`) as a ``(chunk, state)`` pair like `prepare`'s."""
+    chunk, states = update_chunk(iterations, repeats)
     return lambda s, first: (chunk(s, first), None), states
 
 

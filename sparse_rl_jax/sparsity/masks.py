@@ -226,7 +226,8 @@ def _count(pred):
 
 def _bisect(count_at, lo, hi, c_lo, c_hi, target, lo_side):
     """Integer bisection on [lo, hi] for a monotone count; stops early when either end's count is
-    exactly ``target``. ``lo_side(c)`` says whether a point with count ``c`` belongs to the low end."""
+    exactly ``target``. ``lo_side(c)`` says whether a point with count ``c`` belongs to the low end.
+    Resolves ties over flat indices (`_select_bisect`); the key threshold itself is `_search`'s."""
     def cond(s):
         lo, hi, c_lo, c_hi = s
         return (hi - lo > 1) & (c_lo != target) & (c_hi != target)
@@ -294,24 +295,6 @@ def _search(count_at, lo, hi, c_lo, c_hi, phase, k):
                        jnp.uint32(_FIRST_STEP), jnp.asarray(phase, jnp.uint32)])
     lo, hi, c_lo, c_hi, _, _ = unpack(lax.while_loop(cond, body, start))
     return lo, hi, c_lo, c_hi, jnp.minimum(k, c_lo)
-
-
-def _bisect(count_at, lo, hi, c_lo, c_hi, target, lo_side):
-    """Integer bisection on [lo, hi] for a monotone count; stops early when either end's count is
-    exactly ``target``. ``lo_side(c)`` says whether a point with count ``c`` belongs to the low end."""
-    def cond(s):
-        lo, hi, c_lo, c_hi = s
-        return (hi - lo > 1) & (c_lo != target) & (c_hi != target)
-
-    def body(s):
-        lo, hi, c_lo, c_hi = s
-        mid = lo + (hi - lo) // 2
-        c = count_at(mid)
-        low = lo_side(c)
-        return (jnp.where(low, mid, lo), jnp.where(low, hi, mid), jnp.where(low, c, c_lo),
-                jnp.where(low, c_hi, c))
-
-    return lax.while_loop(cond, body, (lo, hi, c_lo, c_hi))
 
 
 def _select_bisect(keys, valid, k, guess=None):
