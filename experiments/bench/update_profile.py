@@ -7,9 +7,12 @@ seed ``vmap``, scanned over ``--iterations`` updates on a fixed random window of
 It runs ``--warmup`` chunks (past the first topology event at the default period of 1000), then traces
 ``--chunks`` more with ``create_perfetto_trace`` and prints, per op of the compiled program, its **self
 time** (its own duration less that of the ops it runs, so a while loop shows its dispatch and selects
-and its body's ops show apart) in microseconds per update, with what JAX called it (the op's
-``op_name`` in the compiled HLO: ``top_k_floor/while`` is a target prune's threshold search,
-``_uniform/while`` a PRNG draw). YNNPACK matrix products carry no name; they are grouped as "matmul".
+and its body's ops show apart) in microseconds per update, with what JAX called it (the last two parts
+of the op's ``op_name`` in the compiled HLO). A second table sums the self time by the outermost jitted
+function an op belongs to (``top_k_floor``: the DS target prune's search; ``update_mask``: topology
+events; ``_normal``: a PRNG draw), else by those two name parts. YNNPACK matrix products carry no name;
+they are grouped as "matmul (YNNPACK)". The profiler keeps a bounded number of events, so the updates
+are counted from the trace itself (the most common call count of an op) and the tables are per update.
 
 Self times are summed over the machine's threads, so they can exceed the wall time; compare ops within
 one trace, or one op's share across traces, not absolute numbers across days (docs/benchmarks.md).
@@ -44,14 +47,31 @@ _DEF = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = ")
 _NAME = re.compile(r'op_name="([^"]*)"')
 
 
+_JIT = re.compile(r"(?:jvp\(|transpose\(|vmap\()*jit\(([^)]*)\)")
+
+
 def op_names(hlo_text: str) -> Dict[str, str]:
-    """Compiled-HLO instruction name -> the ``op_name`` JAX gave it (the last two path parts)."""
+    """Compiled-HLO instruction name -> the ``op_name`` JAX gave it."""
     names = {}
     for line in hlo_text.splitlines():
         d, n = _DEF.match(line), _NAME.search(line)
         if d and n:
-            names[d.group(1)] = "/".join(n.group(1).split("/")[-2:])
+            names[d.group(1)] = n.group(1)
     return names
+
+
+def short(op_name: str) -> str:
+    """The last two parts of an ``op_name`` path."""
+    return "/".join(op_name.split("/")[-2:])
+
+
+def function_of(op_name: str) -> str:
+    """The outermost jitted function inside the traced program (``jit(run)``), else `short`."""
+    for part in op_name.split("/")[1:]:
+        m = _JIT.match(part)
+        if m:
+            return m.group(1)
+    return short(op_name)
 
 
 def self_times(events: List[dict]) -> Tuple[collections.Counter, collections.Counter]:
@@ -101,22 +121,29 @@ def main(argv):
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     names = op_names(chunk.lower(states, jnp.int32(0)).compile().as_text())
     own, calls = self_times(events)
-    updates = FLAGS.chunks * it
-    rows = collections.Counter()
+    program = {n: c for n, c in calls.items() if not is_runtime(n)}
+    updates = collections.Counter(program.values()).most_common(1)[0][0]  # most ops run once per update
+    rows, functions = collections.Counter(), collections.Counter()
     for name, t in own.items():
         if is_runtime(name):
             continue
-        if name.startswith(("ynn_fusion", "dot.")) and name not in names:
+        if name not in names and name.startswith(("ynn_fusion", "dot.")):
             rows[("matmul (YNNPACK)", "")] += t
-        else:
-            rows[(name, names.get(name, ""))] += t
+            functions["matmul (YNNPACK)"] += t
+            continue
+        rows[(name, short(names.get(name, "")))] += t
+        functions[function_of(names.get(name, name))] += t
     total = sum(rows.values())
-    print(f"\n{FLAGS.algo} {FLAGS.method}: update alone, {updates} traced updates ({FLAGS.env} sizes), "
-          f"self time summed over threads: {total / updates:.0f} us per update\n")
+    print(f"\n{FLAGS.algo} {FLAGS.method}: update alone ({FLAGS.env} sizes), events of {updates} of the "
+          f"{FLAGS.chunks * it} traced updates recorded; self time summed over threads: "
+          f"{total / updates:.0f} us per update\n")
     print("| op | JAX op_name | calls per update | us per update | share |\n|---|---|---:|---:|---:|")
     for (name, what), t in rows.most_common(FLAGS.top):
         per = f"{calls[name] / updates:.2f}" if name in calls else "-"
         print(f"| {name} | {what} | {per} | {t / updates:.1f} | {100 * t / total:.1f}% |")
+    print("\n| function | us per update | share |\n|---|---:|---:|")
+    for name, t in functions.most_common(FLAGS.top):
+        print(f"| {name} | {t / updates:.1f} | {100 * t / total:.1f}% |")
     print(f"\ntrace: {trace_dir}")
 
 
