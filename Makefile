@@ -1,6 +1,9 @@
 # Two commands for a newcomer: `make demo` and `make test`.
 # Both (re)create .venv from requirements.txt when it is missing or older than requirements.txt/setup.cfg.
-PYTHON ?= python3
+# The tested interpreter is Python 3.12 (requirements.txt). PYTHON=/path/to/python3.12 overrides the search
+# (tools/find_python.sh: a python3.12 on PATH that runs, then pyenv's newest 3.12.x, then /usr/bin).
+PY_VERSION := 3.12
+PYTHON ?= $(shell tools/find_python.sh $(PY_VERSION))
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -11,6 +14,8 @@ DEMO_DIR ?= runs/demo
 venv: $(STAMP)
 
 $(STAMP): requirements.txt setup.cfg pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then echo "make: no Python $(PY_VERSION) found (neither python$(PY_VERSION) on PATH nor pyenv's versions/$(PY_VERSION).*): install it (e.g. 'pyenv install $(PY_VERSION)' or your system's python$(PY_VERSION) package), or run make PYTHON=/path/to/python$(PY_VERSION)" >&2; exit 2; fi
+	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v == "$(PY_VERSION)" else "make: $(PYTHON) is Python " + v + "; the pinned set (requirements.txt) is for Python $(PY_VERSION): run make PYTHON=/path/to/python$(PY_VERSION)")'
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip

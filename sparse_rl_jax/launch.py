@@ -293,6 +293,7 @@ def write_summary(workdir: str, config, history, trainer, states, num_seeds: int
     summary = metrics_lib.summarize(config, history, trainer, states, num_seeds)
     for row, seed in zip(summary["seeds"], seeds or ()):
         row["seed"] = seed
+    summary["platform"] = run_logging.platform_info()
     run_logging.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
 

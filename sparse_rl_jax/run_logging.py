@@ -7,7 +7,8 @@ Layout of ``<workdir>``::
     metrics/seed_<i>.jsonl          the same rows as JSON objects (NaN -> null)
     tensorboard/seed_<i>/           TensorBoard event files (tensorboardX), step = env steps
     summary.json                    `metrics.summarize(...)`: per-seed and mean final/best return, AUC, sparsity,
-                                    total size and FLOPs relative to dense
+                                    total size and FLOPs relative to dense; ``platform``: what computed it
+                                    (`platform_info`)
     checkpoints/<chunk>/            orbax checkpoints (`sparse_rl_jax.checkpoint`)
     plots/*.png                     `sparse_rl_jax.plotting`
 
@@ -55,6 +56,28 @@ def history_to_json(history: List[Tuple[int, Dict[str, Any]]]) -> List[list]:
 
 
 # ---------------------------------------------------------------------------- files
+PLATFORM_PACKAGES = ("jax", "jaxlib", "flax", "optax", "brax", "mujoco", "orbax-checkpoint", "numpy", "scipy")
+
+
+def platform_info() -> Dict[str, Any]:
+    """The interpreter, the packages that decide a run's numbers, and the JAX backend: the same config and
+    seeds give other bits on another XLA build or CPU, so a record says which computed it."""
+    import platform
+    from importlib import metadata
+
+    import jax
+    out: Dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine()}
+    for name in PLATFORM_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["backend"] = jax.default_backend()
+    out["devices"] = [d.device_kind for d in jax.devices()][:1] + ([f"x{jax.device_count()}"]
+                                                                    if jax.device_count() > 1 else [])
+    return out
+
+
 def write_text_atomic(path: str, text: str) -> None:
     """Write via a temporary file and rename, so readers never see a half-written file."""
     tmp = f"{path}.tmp-{os.getpid()}"

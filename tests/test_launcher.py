@@ -141,6 +141,8 @@ def test_td3_end_to_end_outputs(td3_run):
         assert any(e.startswith("events.out.tfevents") for e in events)
     summary = json.load(open(os.path.join(workdir, "summary.json")))
     assert len(summary["seeds"]) == 2
+    import jax
+    assert summary["platform"]["jax"] == jax.__version__ and summary["platform"]["backend"] == "cpu"
     for key in ("final_return", "best_return", "auc", "sparsity_actor", "sparsity_critic", "total_size",
                 "train_flops", "inference_flops"):
         assert summary["mean"][key] is not None

@@ -1,0 +1,292 @@
+"""Does JAX 0.10.2's CPU miscompilation (jax-ml/jax issue 39103) touch this project's numbers?
+
+The bug: under ``jax.jit`` on CPU, XLA 0.10.2 returns a wrong value for a vmapped matrix-vector product
+followed by a reduction at some batch sizes (the issue's case: ``vmap(lambda r: sum((M @ r) ** 2))`` over
+32,769 float32 rows of 3, or 16,385 float64 rows); 0.10.1 and the 0.11 line compute it right. Two
+measurements, each written as one JSON record per JAX version under ``--out``:
+
+    python -m experiments.reproduce.jax39103 probe  --out docs/results/platform
+    python -m experiments.reproduce.jax39103 digest --out docs/results/platform \\
+        --cell halfcheetah/td3/rlx2 --steps 20000 --seeds 3
+
+* ``probe``: the issue's reproducer, then the same pattern over a grid of shapes (rows x inner x outer,
+  among them the ones of this project's programs), each compared with a float64 NumPy reference; a row
+  is wrong when its error exceeds 1e-5 of the sum of absolute products (float32 rounding is ~1e-7).
+* ``digest``: one small-tier reproduction cell (``experiments/reproduce/config.py:small,<cell>``) cut to
+  ``--steps`` env steps, with ``--seeds`` vmapped seeds, run through ``runner.train``; its record holds the
+  SHA-256 of the final train state and metrics (``tests.pins.digest``) and the per-seed returns. Two JAX
+  versions give bit-identical digests only if every op of that program computed the same bits on both.
+
+* ``first-updates``: every ``tests/pins.py`` preset cut to ``--updates`` training iterations after its
+  warm-up; the final states' float leaves are saved (``--dump``, an ``.npz`` per preset, not committed)
+  and, with ``--against`` another version's dump folder, compared element by element: the record holds,
+  per preset, the largest difference in float32 units in the last place (ulps) and the share of entries
+  that differ. A miscompiled op gives wrong values (the issue's: 33% off); a changed summation order
+  gives differences of a few ulps that training then amplifies.
+
+* ``compare-cell``: two finished records of one reproduction cell (``--before``, ``--after``: folders with
+  ``metrics/seed_<i>.jsonl``), e.g. the committed 0.10.2 record and a rerun on the new set: per seed the
+  final return (``aggregate.final_return``), mean ± sample std of each, and the difference of means with
+  its Welch 95% confidence interval. Runs on different XLA builds cannot be compared bit for bit; this
+  says whether the rerun lands where the published figure did, within what the seeds can tell apart.
+
+``--summary`` prints the table of every record under ``--out`` (docs/RESULTS.md quotes it).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Dict, List
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+# (inner, outer) sizes of the product: the issue's 3x3, and this project's (observation 17-27 and action
+# 1-8 into width 32-256 layers, 256x256 hidden layers, single-output heads)
+SHAPES = ((3, 3), (6, 6), (8, 8), (17, 256), (23, 256), (256, 256), (256, 1), (3, 1))
+ROWS = (100, 255, 256, 768, 1024, 4097, 8193, 16384, 16385, 32767, 32768, 32769, 65536, 65537)
+TOLERANCE = 1e-5
+
+
+def _versions() -> Dict[str, str]:
+    import jaxlib
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "cpu": _cpu_model()}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def issue_reproducer() -> List[Dict[str, Any]]:
+    """The issue's own case, eager against jit (float64 needs x64, switched on here and off after)."""
+    import jax.numpy as jnp
+    out = []
+    for dtype, n in (("float64", 16_385), ("float32", 32_769)):
+        with jax.enable_x64(dtype == "float64"):
+            i = jnp.arange(n, dtype=dtype)
+            x = jnp.stack((i, jnp.zeros_like(i), jnp.zeros_like(i)), axis=1)
+            matrix = jnp.eye(3, dtype=dtype)
+
+            def f(x):
+                return jax.vmap(lambda row: jnp.sum((matrix @ row) ** 2))(x)
+
+            eager, jitted = float(f(x)[-1]), float(jax.jit(f)(x)[-1])
+        out.append({"dtype": dtype, "rows": n, "eager": eager, "jit": jitted, "wrong": eager != jitted})
+    return out
+
+
+def shape_grid() -> List[Dict[str, Any]]:
+    import jax.numpy as jnp
+
+    @jax.jit
+    def f(x, w):
+        return jax.vmap(lambda row: jnp.sum((w @ row) ** 2))(x)
+
+    out = []
+    for inner, outer in SHAPES:
+        for n in ROWS:
+            rng = np.random.default_rng(n * 1009 + inner * 31 + outer)
+            x = rng.standard_normal((n, inner)).astype(np.float32)
+            w = rng.standard_normal((outer, inner)).astype(np.float32)
+            x64, w64 = x.astype(np.float64), w.astype(np.float64)
+            ref = ((x64 @ w64.T) ** 2).sum(-1)
+            scale = ((np.abs(x64) @ np.abs(w64).T) ** 2).sum(-1)
+            err = np.abs(np.asarray(f(x, w), np.float64) - ref) / scale
+            out.append({"inner": inner, "outer": outer, "rows": n, "max_error": float(err.max()),
+                        "wrong_rows": int((err > TOLERANCE).sum())})
+    return out
+
+
+def digest_run(cell: str, steps: int, seeds: int) -> Dict[str, Any]:
+    from experiments.reproduce import grid
+    from sparse_rl_jax import runner
+    from tests import pins
+    tier = grid.TIERS["small"]
+    config = grid.make_config(grid.parse_cell(cell), tier)
+    from sparse_rl_jax import config as cfg_lib
+    config = cfg_lib.replace(config, total_env_steps=steps)
+    t0 = time.time()
+    result = runner.train(config, num_seeds=seeds)
+    evals = [[int(s), [float(v) for v in np.asarray(m["eval/episode_reward"])]]
+             for s, m in result.history if "eval/episode_reward" in m]
+    return {"cell": cell, "env_steps": steps, "seeds": seeds, "sha256": pins.digest(result.states, result.history),
+            "eval_returns": evals, "wall_s": round(time.time() - t0, 1)}
+
+
+def first_updates(updates: int, dump: str, against: str) -> Dict[str, Any]:
+    from sparse_rl_jax import config as cfg_lib
+    from sparse_rl_jax import runner
+    from tests import pins
+    os.makedirs(dump, exist_ok=True)
+    out = {}
+    for method, algo in pins.cases():
+        config = pins.config_of(method, algo)
+        per_iteration = config.env.num_envs * config.env.action_repeat
+        steps = config.warmup_env_steps + updates * per_iteration
+        config = cfg_lib.replace(config, total_env_steps=steps, eval_every=steps - config.warmup_env_steps)
+        result = runner.train(config, num_seeds=pins.SEEDS)
+        mine = {p: v for p, v in pins.leaves(result.states) if np.issubdtype(v.dtype, np.floating)}
+        name = f"{method}_{algo}.npz".replace("+", "_")
+        np.savez(os.path.join(dump, name), **mine)
+        row: Dict[str, Any] = {"leaves": len(mine)}
+        if against:
+            theirs = np.load(os.path.join(against, name))
+            worst, differ, total = 0, 0, 0
+            for path, a in mine.items():
+                b = theirs[path]
+                ia = a.astype(np.float32).view(np.int32).astype(np.int64)
+                ib = b.astype(np.float32).view(np.int32).astype(np.int64)
+                # ulps apart, on the number line of float32 bit patterns (sign-magnitude to ordered ints)
+                ia = np.where(ia < 0, -(ia & 0x7FFFFFFF), ia)
+                ib = np.where(ib < 0, -(ib & 0x7FFFFFFF), ib)
+                d = np.abs(ia - ib)
+                worst, differ, total = max(worst, int(d.max(initial=0))), differ + int((d > 0).sum()), total + d.size
+            row.update(max_ulps=worst, differing_share=differ / max(total, 1))
+        out[f"{method}/{algo}"] = row
+        print(f"{method}/{algo}: {row}", flush=True)
+    return {"updates": updates, "against": against, "presets": out}
+
+
+def compare_cell(before: str, after: str) -> Dict[str, Any]:
+    from scipy import stats
+
+    from experiments.reproduce import aggregate
+    from sparse_rl_jax import run_logging
+    out: Dict[str, Any] = {}
+    for name, folder in (("before", before), ("after", after)):
+        steps, returns = aggregate._curve(run_logging.read_history(folder))
+        final = aggregate.final_return(steps, returns)
+        summary = run_logging.read_json(os.path.join(folder, "summary.json"))
+        out[name] = {"record": os.path.relpath(folder), "env_steps": int(steps[-1]),
+                     "final_return_per_seed": [float(x) for x in final],
+                     "mean": float(final.mean()), "std": float(final.std(ddof=1)),
+                     "platform": summary.get("platform")}  # records before 2026-12-06 do not say
+    a, b = (np.asarray(out[k]["final_return_per_seed"]) for k in ("after", "before"))
+    test = stats.ttest_ind(a, b, equal_var=False)
+    ci = test.confidence_interval(0.95)
+    out["difference"] = {"after_minus_before": float(a.mean() - b.mean()), "welch_95ci": [float(ci.low),
+                         float(ci.high)], "p_value": float(test.pvalue)}
+    return out
+
+
+def _write(out_dir: str, kind: str, record: Dict[str, Any]) -> str:
+    from sparse_rl_jax import run_logging
+    os.makedirs(out_dir, exist_ok=True)
+    tag = record["versions"]["jax"]
+    extra = {"digest": lambda: f"_{record['cell'].replace('/', '_')}_{record['env_steps']}",
+             "compare-cell": lambda: f"_{record['cell'].replace('/', '_')}",
+             "first-updates": lambda: f"_{record['updates']}_vs_" + (
+                 json.load(open(os.path.join(record["against"], "versions.json")))["jax"]
+                 if record["against"] else "none")}.get(kind, lambda: "")()
+    path = os.path.join(out_dir, f"jax39103_{kind}{extra}_jax{tag}.json")
+    n = 1
+    while os.path.exists(path):  # never overwrite a record: a rerun is a record of its own
+        n += 1
+        path = path.rsplit(".json", 1)[0].rsplit("_run", 1)[0] + f"_run{n}.json"
+    run_logging.write_text_atomic(path, json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def summary(out_dir: str) -> str:
+    records = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out_dir, "jax39103_*.json")))]
+    lines = ["| record | jax | python | result |", "|---|---|---|---|"]
+    for r in records:
+        v = r["versions"]
+        if r["kind"] == "probe":
+            wrong = [f"{g['rows']}x{g['inner']}->{g['outer']} ({g['wrong_rows']} rows)"
+                     for g in r["grid"] if g["wrong_rows"]]
+            repro = ", ".join(f"{x['dtype']} {'WRONG' if x['wrong'] else 'right'}" for x in r["reproducer"])
+            lines.append(f"| probe | {v['jax']} | {v['python']} | issue case: {repro}; shape grid: "
+                         f"{len(r['grid']) - len(wrong)}/{len(r['grid'])} right"
+                         + (f", wrong at {'; '.join(wrong)}" if wrong else "") + " |")
+        elif r["kind"] == "compare-cell":
+            b, a, d = r["before"], r["after"], r["difference"]
+            lines.append(f"| {r['cell']} final return, {b['env_steps']:,} steps, before (jax "
+                         f"{r['before_jax']}) vs after | {v['jax']} | {v['python']} | {b['mean']:.1f} ± "
+                         f"{b['std']:.1f} -> {a['mean']:.1f} ± {a['std']:.1f} (sample std, "
+                         f"{len(a['final_return_per_seed'])} seeds); difference {d['after_minus_before']:+.1f}, "
+                         f"Welch 95% CI [{d['welch_95ci'][0]:.1f}, {d['welch_95ci'][1]:.1f}], "
+                         f"p = {d['p_value']:.2f} |")
+        elif r["kind"] == "first-updates":
+            if not r["against"]:
+                continue
+            rows = r["presets"]
+            same = [k for k, x in rows.items() if x["max_ulps"] == 0]
+            worst = max(rows.items(), key=lambda kv: kv[1]["max_ulps"])
+            theirs = r["against_jax"]
+            lines.append(f"| first {r['updates']} update(s) of the {len(rows)} pins presets, against jax "
+                         f"{theirs} | {v['jax']} | {v['python']} | bit-identical: {len(same)}/{len(rows)}; "
+                         f"largest difference {worst[1]['max_ulps']} ulps ({worst[0]}, "
+                         f"{100 * worst[1]['differing_share']:.2g}% of its entries differ) |")
+        else:
+            last = r["eval_returns"][-1]
+            lines.append(f"| digest {r['cell']} {r['env_steps']:,} steps x {r['seeds']} seeds | {v['jax']} | "
+                         f"{v['python']} | sha256 {r['sha256'][:16]}; final eval returns "
+                         f"{', '.join(f'{x:.1f}' for x in last[1])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", nargs="?", choices=("probe", "digest", "first-updates", "compare-cell"), help="what to measure")
+    parser.add_argument("--out", default="docs/results/platform", help="folder of the JSON records")
+    parser.add_argument("--cell", default="halfcheetah/td3/rlx2", help="digest: a small-tier cell")
+    parser.add_argument("--steps", type=int, default=20_000, help="digest: env steps")
+    parser.add_argument("--seeds", type=int, default=3, help="digest: vmapped seeds")
+    parser.add_argument("--updates", type=int, default=1, help="first-updates: training iterations")
+    parser.add_argument("--dump", default="", help="first-updates: folder for this version's .npz states")
+    parser.add_argument("--against", default="", help="first-updates: another version's --dump folder")
+    parser.add_argument("--before", default="", help="compare-cell: the published record's folder")
+    parser.add_argument("--before_jax", default="0.10.2", help="compare-cell: the JAX that computed --before")
+    parser.add_argument("--after", default="", help="compare-cell: the rerun's record folder")
+    parser.add_argument("--summary", action="store_true", help="print the table of every record in --out")
+    args = parser.parse_args(argv)
+    if not args.mode and not args.summary:
+        parser.error("give a mode (probe or digest), or --summary")
+    if args.mode == "probe":
+        record = {"kind": "probe", "versions": _versions(), "reproducer": issue_reproducer(),
+                  "grid": shape_grid(), "tolerance": TOLERANCE}
+        print(f"wrote {_write(args.out, 'probe', record)}")
+    elif args.mode == "digest":
+        record = {"kind": "digest", "versions": _versions(), **digest_run(args.cell, args.steps, args.seeds)}
+        print(f"wrote {_write(args.out, 'digest', record)}")
+    elif args.mode == "first-updates":
+        if not args.dump:
+            parser.error("first-updates needs --dump FOLDER")
+        versions = _versions()
+        os.makedirs(args.dump, exist_ok=True)
+        with open(os.path.join(args.dump, "versions.json"), "w") as f:
+            json.dump(versions, f)
+        record = {"kind": "first-updates", "versions": versions, **first_updates(args.updates, args.dump, args.against)}
+        if args.against:
+            record["against_jax"] = json.load(open(os.path.join(args.against, "versions.json")))["jax"]
+            print(f"wrote {_write(args.out, 'first-updates', record)}")
+    elif args.mode == "compare-cell":
+        if not (args.before and args.after):
+            parser.error("compare-cell needs --before and --after record folders")
+        record = {"kind": "compare-cell", "versions": _versions(), "cell": args.cell,
+                  "before_jax": args.before_jax, **compare_cell(args.before, args.after)}
+        print(f"wrote {_write(args.out, 'compare-cell', record)}")
+    if args.summary:
+        print(summary(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
