@@ -3,6 +3,7 @@
     python -m tests.pins --check          # rerun every preset, compare with tests/data/preset_pins.json
     python -m tests.pins --write          # record them (only before a change meant to keep them)
     python -m tests.pins --check --only rlx2/sac,dense/td3
+    python -m tests.pins --compare OLD.json NEW.json   # two recordings side by side, nothing rerun
 
 Pins are recorded on the commit before a change, on the machine that checks them (see below), e.g.
 
@@ -108,14 +109,38 @@ def compare(want: Dict[str, Any], got: Dict[str, Any]) -> str:
     return f"DIFFERENT (largest leaf |sum| change {worst:.3g} relative, at {where or 'no float leaf'})"
 
 
+def compare_files(old_path: str, new_path: str) -> int:
+    """A markdown table of two recordings: per preset the mean final return of each and the checksum
+    verdict (the largest leaf change where they differ)."""
+    old, new = json.load(open(old_path)), json.load(open(new_path))
+    print(f"| preset | return, {os.path.basename(old_path)} | return, {os.path.basename(new_path)} | checksum |")
+    print("|---|---:|---:|---|")
+    same = 0
+    keys = [k for k in new if not k.startswith("_")]
+    for key in keys:
+        if key not in old:
+            print(f"| {key} | | {np.mean(new[key]['final_return']):.2f} | not in {old_path} |")
+            continue
+        verdict = compare(old[key], new[key])
+        same += verdict == "same"
+        print(f"| {key} | {np.mean(old[key]['final_return']):.2f} | {np.mean(new[key]['final_return']):.2f} | "
+              f"{verdict} |")
+    print(f"\n{same}/{len(keys)} presets bit for bit")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="record the pins")
     mode.add_argument("--check", action="store_true", help="compare with the recorded pins")
+    mode.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                      help="print two pins files side by side (final returns, checksums), nothing rerun")
     parser.add_argument("--pins", default=PINS, help="the pins file (default: tests/data/preset_pins.json)")
     parser.add_argument("--only", default="", help="comma-separated method/algo pairs, e.g. rlx2/sac")
     args = parser.parse_args(argv)
+    if args.compare:
+        return compare_files(*args.compare)
     todo = cases()
     if args.only:
         wanted = set(args.only.split(","))

@@ -7,6 +7,11 @@ Each peer runs in a virtual environment of its own, pinned by ``experiments/benc
 * ``sbx``: Stable-Baselines-Jax with Gymnasium's MuJoCo HalfCheetah-v5 (and the CPU build of PyTorch that
   Stable-Baselines3 imports).
 
+Each pin file names its interpreter on a ``# python: X.Y`` line: the peers were measured on Python 3.11
+(SBX's CPU build of PyTorch 2.13.0 is a local file for 3.11 only; elsewhere PyPI serves a CUDA build of
+several GB), which stays their interpreter while this framework runs on 3.12. It is found by
+``tools/find_python.sh`` (PATH, then pyenv's versions).
+
 The environments live in ``$SRJ_CACHE`` (default ``$XDG_CACHE_HOME/sparse_rl_jax``, i.e.
 ``~/.cache/sparse_rl_jax``) under ``peers/<name>``; one is rebuilt when its pin file changes (a stamp beside
 it holds the pin file's hash). The first build downloads from PyPI (a few minutes); later runs reuse it.
@@ -38,6 +43,20 @@ def _digest(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def interpreter(name: str) -> str:
+    """The Python that peer ``name``'s environment is built with (its pin file's ``# python: X.Y``)."""
+    with open(pin_file(name)) as f:
+        versions = [line.split(":", 1)[1].strip() for line in f if line.startswith("# python:")]
+    if not versions:
+        return sys.executable
+    finder = os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools", "find_python.sh")
+    found = subprocess.run(["sh", finder, versions[0]], capture_output=True, text=True).stdout.strip()
+    if not found:
+        raise RuntimeError(f"peer {name} needs Python {versions[0]} ({pin_file(name)}), and none was found: "
+                           f"install it (e.g. 'pyenv install {versions[0]}')")
+    return found
+
+
 def python(name: str, quiet: bool = False) -> str:
     """The interpreter of peer ``name``'s environment, creating or rebuilding it first when needed."""
     if name not in PEERS:
@@ -51,7 +70,7 @@ def python(name: str, quiet: bool = False) -> str:
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     say(f"peers: building the {name} environment in {root} (once; a few minutes)")
     shutil.rmtree(root, ignore_errors=True)
-    subprocess.check_call([sys.executable, "-m", "venv", root])
+    subprocess.check_call([interpreter(name), "-m", "venv", root])
     subprocess.check_call([exe, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     subprocess.check_call([exe, "-m", "pip", "install", "--quiet", "-r", pin_file(name)])
     with open(stamp, "w") as f:
