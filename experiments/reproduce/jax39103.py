@@ -19,8 +19,9 @@ measurements, each written as one JSON record per JAX version under ``--out``:
 
 * ``first-updates``: every ``tests/pins.py`` preset cut to ``--updates`` training iterations after its
   warm-up; the final states' float leaves are saved (``--dump``, an ``.npz`` per preset, not committed)
-  and, with ``--against`` another version's dump folder, compared element by element: the record holds,
-  per preset, the largest difference in float32 units in the last place (ulps) and the share of entries
+  and, with ``--against`` another version's dump folder (or later, ``compare-dumps --dump A --against
+  B``), compared element by element: the record holds, per preset, the largest difference in float32
+  units in the last place (ulps) and where, the largest relative difference, and the share of entries
   that differ. A miscompiled op gives wrong values (the issue's: 33% off); a changed summation order
   gives differences of a few ulps that training then amplifies.
 
@@ -129,12 +130,20 @@ def digest_run(cell: str, steps: int, seeds: int) -> Dict[str, Any]:
             "eval_returns": evals, "wall_s": round(time.time() - t0, 1)}
 
 
-def first_updates(updates: int, dump: str, against: str) -> Dict[str, Any]:
+def _ordered(x: np.ndarray) -> np.ndarray:
+    """float32 bit patterns as integers ordered like the floats (sign-magnitude to two's complement), so a
+    difference of two is the number of float32 values between them: ulps."""
+    i = x.astype(np.float32).view(np.int32).astype(np.int64)
+    return np.where(i < 0, -(i & 0x7FFFFFFF), i)
+
+
+def first_updates(updates: int, dump: str) -> List[str]:
+    """Runs every pins preset to ``updates`` training iterations; saves its float leaves to ``dump``."""
     from sparse_rl_jax import config as cfg_lib
     from sparse_rl_jax import runner
     from tests import pins
     os.makedirs(dump, exist_ok=True)
-    out = {}
+    done = []
     for method, algo in pins.cases():
         config = pins.config_of(method, algo)
         per_iteration = config.env.num_envs * config.env.action_repeat
@@ -142,25 +151,31 @@ def first_updates(updates: int, dump: str, against: str) -> Dict[str, Any]:
         config = cfg_lib.replace(config, total_env_steps=steps, eval_every=steps - config.warmup_env_steps)
         result = runner.train(config, num_seeds=pins.SEEDS)
         mine = {p: v for p, v in pins.leaves(result.states) if np.issubdtype(v.dtype, np.floating)}
-        name = f"{method}_{algo}.npz".replace("+", "_")
-        np.savez(os.path.join(dump, name), **mine)
-        row: Dict[str, Any] = {"leaves": len(mine)}
-        if against:
-            theirs = np.load(os.path.join(against, name))
-            worst, differ, total = 0, 0, 0
-            for path, a in mine.items():
-                b = theirs[path]
-                ia = a.astype(np.float32).view(np.int32).astype(np.int64)
-                ib = b.astype(np.float32).view(np.int32).astype(np.int64)
-                # ulps apart, on the number line of float32 bit patterns (sign-magnitude to ordered ints)
-                ia = np.where(ia < 0, -(ia & 0x7FFFFFFF), ia)
-                ib = np.where(ib < 0, -(ib & 0x7FFFFFFF), ib)
-                d = np.abs(ia - ib)
-                worst, differ, total = max(worst, int(d.max(initial=0))), differ + int((d > 0).sum()), total + d.size
-            row.update(max_ulps=worst, differing_share=differ / max(total, 1))
-        out[f"{method}/{algo}"] = row
-        print(f"{method}/{algo}: {row}", flush=True)
-    return {"updates": updates, "against": against, "presets": out}
+        np.savez(os.path.join(dump, f"{method}_{algo}.npz".replace("+", "_")), **mine)
+        done.append(f"{method}/{algo}")
+        print(f"{method}/{algo}: {len(mine)} float leaves saved", flush=True)
+    return done
+
+
+def compare_dumps(mine_dir: str, theirs_dir: str) -> Dict[str, Any]:
+    """Per preset: the largest difference in ulps (and its leaf), the largest relative difference among
+    entries above 1e-6 in magnitude, and the share of entries that differ."""
+    out = {}
+    for name in sorted(n for n in os.listdir(mine_dir) if n.endswith(".npz")):
+        mine, theirs = np.load(os.path.join(mine_dir, name)), np.load(os.path.join(theirs_dir, name))
+        worst, where, rel, differ, total = 0, "", 0.0, 0, 0
+        for path in mine.files:
+            a, b = mine[path], theirs[path]
+            d = np.abs(_ordered(a) - _ordered(b))
+            if d.size and int(d.max()) > worst:
+                worst, where = int(d.max()), path
+            big = np.maximum(np.abs(a), np.abs(b)) > 1e-6
+            if big.any():
+                rel = max(rel, float((np.abs(a - b)[big] / np.maximum(np.abs(a), np.abs(b))[big]).max()))
+            differ, total = differ + int((d > 0).sum()), total + d.size
+        key = name[:-4].replace("_importance", "+importance").replace("_", "/")
+        out[key] = {"max_ulps": worst, "at": where, "max_relative": rel, "differing_share": differ / max(total, 1)}
+    return out
 
 
 def compare_cell(before: str, after: str) -> Dict[str, Any]:
@@ -191,9 +206,8 @@ def _write(out_dir: str, kind: str, record: Dict[str, Any]) -> str:
     tag = record["versions"]["jax"]
     extra = {"digest": lambda: f"_{record['cell'].replace('/', '_')}_{record['env_steps']}",
              "compare-cell": lambda: f"_{record['cell'].replace('/', '_')}",
-             "first-updates": lambda: f"_{record['updates']}_vs_" + (
-                 json.load(open(os.path.join(record["against"], "versions.json")))["jax"]
-                 if record["against"] else "none")}.get(kind, lambda: "")()
+             "first-updates": lambda: f"_{record['updates']}_vs_jax{record['against_versions']['jax']}",
+             }.get(kind, lambda: "")()
     path = os.path.join(out_dir, f"jax39103_{kind}{extra}_jax{tag}.json")
     n = 1
     while os.path.exists(path):  # never overwrite a record: a rerun is a record of its own
@@ -224,16 +238,14 @@ def summary(out_dir: str) -> str:
                          f"Welch 95% CI [{d['welch_95ci'][0]:.1f}, {d['welch_95ci'][1]:.1f}], "
                          f"p = {d['p_value']:.2f} |")
         elif r["kind"] == "first-updates":
-            if not r["against"]:
-                continue
             rows = r["presets"]
             same = [k for k, x in rows.items() if x["max_ulps"] == 0]
             worst = max(rows.items(), key=lambda kv: kv[1]["max_ulps"])
-            theirs = r["against_jax"]
+            rel = max(x["max_relative"] for x in rows.values())
             lines.append(f"| first {r['updates']} update(s) of the {len(rows)} pins presets, against jax "
-                         f"{theirs} | {v['jax']} | {v['python']} | bit-identical: {len(same)}/{len(rows)}; "
-                         f"largest difference {worst[1]['max_ulps']} ulps ({worst[0]}, "
-                         f"{100 * worst[1]['differing_share']:.2g}% of its entries differ) |")
+                         f"{r['against_versions']['jax']} | {v['jax']} | {v['python']} | bit-identical: "
+                         f"{len(same)}/{len(rows)}; largest difference {worst[1]['max_ulps']} ulps ({worst[0]}, "
+                         f"{worst[1]['at']}); largest relative difference {rel:.2g} |")
         else:
             last = r["eval_returns"][-1]
             lines.append(f"| digest {r['cell']} {r['env_steps']:,} steps x {r['seeds']} seeds | {v['jax']} | "
@@ -244,14 +256,14 @@ def summary(out_dir: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", choices=("probe", "digest", "first-updates", "compare-cell"), help="what to measure")
+    parser.add_argument("mode", nargs="?", choices=("probe", "digest", "first-updates", "compare-dumps", "compare-cell"), help="what to measure")
     parser.add_argument("--out", default="docs/results/platform", help="folder of the JSON records")
     parser.add_argument("--cell", default="halfcheetah/td3/rlx2", help="digest: a small-tier cell")
     parser.add_argument("--steps", type=int, default=20_000, help="digest: env steps")
     parser.add_argument("--seeds", type=int, default=3, help="digest: vmapped seeds")
     parser.add_argument("--updates", type=int, default=1, help="first-updates: training iterations")
     parser.add_argument("--dump", default="", help="first-updates: folder for this version's .npz states")
-    parser.add_argument("--against", default="", help="first-updates: another version's --dump folder")
+    parser.add_argument("--against", default="", help="first-updates, compare-dumps: another version's --dump")
     parser.add_argument("--before", default="", help="compare-cell: the published record's folder")
     parser.add_argument("--before_jax", default="0.10.2", help="compare-cell: the JAX that computed --before")
     parser.add_argument("--after", default="", help="compare-cell: the rerun's record folder")
@@ -269,14 +281,19 @@ def main(argv=None) -> int:
     elif args.mode == "first-updates":
         if not args.dump:
             parser.error("first-updates needs --dump FOLDER")
-        versions = _versions()
         os.makedirs(args.dump, exist_ok=True)
         with open(os.path.join(args.dump, "versions.json"), "w") as f:
-            json.dump(versions, f)
-        record = {"kind": "first-updates", "versions": versions, **first_updates(args.updates, args.dump, args.against)}
-        if args.against:
-            record["against_jax"] = json.load(open(os.path.join(args.against, "versions.json")))["jax"]
-            print(f"wrote {_write(args.out, 'first-updates', record)}")
+            json.dump({**_versions(), "updates": args.updates}, f)
+        first_updates(args.updates, args.dump)
+    if args.mode in ("first-updates", "compare-dumps") and args.against:
+        if not args.dump:
+            parser.error(f"{args.mode} needs --dump FOLDER (and --against FOLDER to compare)")
+        mine, theirs = (json.load(open(os.path.join(d, "versions.json"))) for d in (args.dump, args.against))
+        if mine.get("updates") != theirs.get("updates"):
+            parser.error(f"--dump ran {mine.get('updates')} update(s), --against {theirs.get('updates')}")
+        record = {"kind": "first-updates", "versions": mine, "against_versions": theirs,
+                  "updates": mine["updates"], "presets": compare_dumps(args.dump, args.against)}
+        print(f"wrote {_write(args.out, 'first-updates', record)}")
     elif args.mode == "compare-cell":
         if not (args.before and args.after):
             parser.error("compare-cell needs --before and --after record folders")
