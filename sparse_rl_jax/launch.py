@@ -24,7 +24,7 @@ from absl import flags
 from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
-from sparse_rl_jax import callbacks, checkpoint, cli, config_flag, plotting, run_logging, runs
+from sparse_rl_jax import callbacks, checkpoint, cli, config_flag, plotting, run_logging, runlock, runs
 from sparse_rl_jax import config as cfg_lib
 from sparse_rl_jax import distributed as dist
 from sparse_rl_jax import metrics as metrics_lib
@@ -131,12 +131,29 @@ class Plan:
     plots: bool
     data_shards: int = 0  # > 0: data-parallel with this many shards per seed
     sharded: bool = False  # run over a device mesh (`distributed`), not the plain single-device program
+    lock: Optional[runlock.RunLock] = None  # the work dir's writer lock (process 0), held until execute ends
+
+
+def lock_workdir(workdir: str) -> Optional[runlock.RunLock]:
+    """Take the work dir's writer lock on the process that writes it (`runlock`); `UsageError` when another
+    live process holds it."""
+    if not dist.is_primary():
+        return None
+    try:
+        return runlock.RunLock(workdir).acquire()
+    except runlock.RunLocked as err:
+        raise UsageError(f"invalid --workdir: {err}") from None
+    except OSError as err:
+        raise UsageError(f"invalid --workdir={workdir!r}: cannot take its writer lock ({err.strerror})") from None
 
 
 def plan_run(request: Request) -> Plan:
     """Resolve and check everything; raise `UsageError` before any compilation or any write."""
     workdir = local_path(request.workdir)
     if request.resume:
+        if not os.path.isdir(workdir):
+            raise UsageError(f"invalid --workdir={workdir!r} with --resume: no such directory (nothing to resume)")
+        lock = lock_workdir(workdir)  # before the checkpoint is read: a live writer may be adding one
         config, seeds, restored = _resume_plan(request, workdir)
         shards = restored.data_shards
         sharded = check_layout(config, seeds, shards)
@@ -147,13 +164,19 @@ def plan_run(request: Request) -> Plan:
         config = config_flag.check(request.config)
         seeds, restored, shards = request.seeds or 1, None, request.data_shards or 0
         sharded = check_layout(config, seeds, shards)  # before the work dir is created
-        existing = [name for name in RUN_FILES if os.path.exists(os.path.join(workdir, name))]
-        if existing:
-            raise UsageError(f"invalid --workdir={workdir!r}: it already holds a run ({', '.join(existing)}); "
-                             "pass --resume to continue it, or choose a new --workdir (nothing was changed)")
+        _check_no_run(workdir)
         check_workdir(workdir, create=True)
+        lock = lock_workdir(workdir)
+        _check_no_run(workdir)  # again under the lock: a launch racing this one may have started meanwhile
     return Plan(config, workdir, seeds, restored, request.checkpoint_every, request.keep_checkpoints,
-                request.plots, shards, sharded)
+                request.plots, shards, sharded, lock)
+
+
+def _check_no_run(workdir: str) -> None:
+    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(workdir, name))]
+    if existing:
+        raise UsageError(f"invalid --workdir={workdir!r}: it already holds a run ({', '.join(existing)}); "
+                         "pass --resume to continue it, or choose a new --workdir (nothing was changed)")
 
 
 def flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -173,8 +196,6 @@ def config_conflicts(saved: Dict[str, Any], resolved: Dict[str, Any]) -> List[st
 
 
 def _resume_plan(request: Request, workdir: str):
-    if not os.path.isdir(workdir):
-        raise UsageError(f"invalid --workdir={workdir!r} with --resume: no such directory (nothing to resume)")
     try:
         meta = checkpoint.read_meta(workdir)
     except checkpoint.CheckpointError as err:
@@ -237,7 +258,16 @@ def check_layout(config, seeds: int, data_shards: int) -> bool:
 
 # ---------------------------------------------------------------------------- executing it
 def execute(plan: Plan, stop: Optional[callbacks.StopRequest] = None) -> Dict[str, Any]:
-    """Train (or finish) the planned run and write every output; returns the summary."""
+    """Train (or finish) the planned run and write every output; returns the summary. The work dir's
+    writer lock is released at the end, however the run ends."""
+    try:
+        return _execute(plan, stop)
+    finally:
+        if plan.lock is not None:
+            plan.lock.release()
+
+
+def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any]:
     config, workdir, restored = plan.config, plan.workdir, plan.restored
     primary = dist.is_primary()
     say = print if primary else (lambda *args, **kwargs: None)

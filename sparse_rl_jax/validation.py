@@ -54,6 +54,9 @@ def validate(config: cfg.Config) -> cfg.Config:
     _check(abs(upi - round(upi)) < 1e-9 and round(upi) >= 1, "updates_per_env_step",
            config.updates_per_env_step,
            f"updates_per_env_step * env.num_envs must be a positive integer (num_envs={config.env.num_envs})")
+    _check(config.train_iterations >= 1, "total_env_steps", config.total_env_steps,
+           f"must exceed warmup_env_steps={config.warmup_env_steps} by at least one iteration "
+           f"({config.env_steps_per_iteration} env steps), or the run trains nothing")
     _validate_sparsity(config)
     _validate_replay(config)
     return config

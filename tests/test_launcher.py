@@ -353,6 +353,8 @@ BAD = [
     (["--config.sparsity.critic=-0.1"], "--config.sparsity.critic=-0.1", "[0, 1)"),
     (["--config.total_env_steps=0"], "--config.total_env_steps=0", "must be an integer >= 1"),
     (["--config.eval_every=-5"], "--config.eval_every=-5", "must be an integer >= 1"),
+    (["--config.total_env_steps=100", "--config.warmup_env_steps=100"], "--config.total_env_steps=100",
+     "must exceed warmup_env_steps=100 by at least one iteration"),
     (["--config.agent.exploration_noise=-0.1"], "--config.agent.exploration_noise=-0.1", "must be a number >= 0"),
     (["--config.replay.nstep=5000"], "--config.replay.nstep=5000", "an integer in [1, 16]"),
     (["--config.agent.batch_size=5000"], "--config.agent.batch_size=5000", "minimum buffer size (400"),
