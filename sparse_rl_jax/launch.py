@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -148,15 +149,17 @@ def lock_workdir(workdir: str) -> Optional[runlock.RunLock]:
 
 
 def plan_run(request: Request) -> Plan:
-    """Resolve and check everything; raise `UsageError` before any compilation or any write."""
+    """Resolve and check everything; raise `UsageError` before any compilation or any write. The plan
+    holds the work dir's writer lock (`lock_workdir`); a plan that fails releases it before raising."""
     workdir = local_path(request.workdir)
     if request.resume:
         if not os.path.isdir(workdir):
             raise UsageError(f"invalid --workdir={workdir!r} with --resume: no such directory (nothing to resume)")
         lock = lock_workdir(workdir)  # before the checkpoint is read: a live writer may be adding one
-        config, seeds, restored = _resume_plan(request, workdir)
-        shards = restored.data_shards
-        sharded = check_layout(config, seeds, shards)
+        with _released_on_error(lock):
+            config, seeds, restored = _resume_plan(request, workdir)
+            shards = restored.data_shards
+            sharded = check_layout(config, seeds, shards)
     else:
         if request.config is None:
             raise UsageError("--config is required for a new run, e.g. --config=experiments/configs/preset.py:rlx2,td3 "
@@ -167,9 +170,21 @@ def plan_run(request: Request) -> Plan:
         _check_no_run(workdir)
         check_workdir(workdir, create=True)
         lock = lock_workdir(workdir)
-        _check_no_run(workdir)  # again under the lock: a launch racing this one may have started meanwhile
+        with _released_on_error(lock):
+            _check_no_run(workdir)  # again under the lock: a launch racing this one may have started meanwhile
     return Plan(config, workdir, seeds, restored, request.checkpoint_every, request.keep_checkpoints,
                 request.plots, shards, sharded, lock)
+
+
+@contextlib.contextmanager
+def _released_on_error(lock: Optional[runlock.RunLock]):
+    # a raised error keeps this frame (and the lock in it) alive in its traceback: release it explicitly
+    try:
+        yield
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
 
 def _check_no_run(workdir: str) -> None:

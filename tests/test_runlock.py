@@ -59,3 +59,12 @@ def test_a_dead_holder_leaves_no_stale_lock(holder):
     finally:
         plan.lock.release()
     runlock.RunLock(str(workdir)).acquire().release()  # released: free again
+
+
+def test_a_failed_plan_releases_the_lock(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    with pytest.raises(UsageError) as info:  # nothing to resume
+        launch.plan_run(launch.Request(str(workdir), None, resume=True))
+    assert info.traceback  # the traceback (and plan_run's frame in it) is still alive here
+    runlock.RunLock(str(workdir)).acquire().release()
