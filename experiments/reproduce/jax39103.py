@@ -2,28 +2,24 @@
 
 The bug: under ``jax.jit`` on CPU, XLA 0.10.2 returns a wrong value for a vmapped matrix-vector product
 followed by a reduction at some batch sizes (the issue's case: ``vmap(lambda r: sum((M @ r) ** 2))`` over
-32,769 float32 rows of 3, or 16,385 float64 rows); 0.10.1 and the 0.11 line compute it right. Two
-measurements, each written as one JSON record per JAX version under ``--out``:
+32,769 float32 rows of 3, or 16,385 float64 rows); 0.10.1 and the 0.11 line compute it right. Each
+measurement is written as one JSON record under ``--out`` (a rerun adds a record, never overwrites one):
 
     python -m experiments.reproduce.jax39103 probe  --out docs/results/platform
-    python -m experiments.reproduce.jax39103 digest --out docs/results/platform \\
-        --cell halfcheetah/td3/rlx2 --steps 20000 --seeds 3
+    python -m experiments.reproduce.jax39103 first-updates --dump /tmp/fu_new --against /tmp/fu_old
+    python -m experiments.reproduce.jax39103 compare-cell --cell halfcheetah/td3/rlx2 \\
+        --before docs/results/small/runs/halfcheetah/td3/rlx2 --after <the rerun's record>
 
 * ``probe``: the issue's reproducer, then the same pattern over a grid of shapes (rows x inner x outer,
   among them the ones of this project's programs), each compared with a float64 NumPy reference; a row
   is wrong when its error exceeds 1e-5 of the sum of absolute products (float32 rounding is ~1e-7).
-* ``digest``: one small-tier reproduction cell (``experiments/reproduce/config.py:small,<cell>``) cut to
-  ``--steps`` env steps, with ``--seeds`` vmapped seeds, run through ``runner.train``; its record holds the
-  SHA-256 of the final train state and metrics (``tests.pins.digest``) and the per-seed returns. Two JAX
-  versions give bit-identical digests only if every op of that program computed the same bits on both.
-
 * ``first-updates``: every ``tests/pins.py`` preset cut to ``--updates`` training iterations after its
   warm-up; the final states' float leaves are saved (``--dump``, an ``.npz`` per preset, not committed)
   and, with ``--against`` another version's dump folder (or later, ``compare-dumps --dump A --against
   B``), compared element by element: the record holds, per preset, the largest difference in float32
   units in the last place (ulps) and where, the largest relative difference, and the share of entries
-  that differ. A miscompiled op gives wrong values (the issue's: 33% off); a changed summation order
-  gives differences of a few ulps that training then amplifies.
+  that differ. A miscompiled op gives wrong values (0.8% and 67% off in the probe here); a changed
+  summation order gives rounding-sized differences that training then amplifies.
 
 * ``compare-cell``: two finished records of one reproduction cell (``--before``, ``--after``: folders with
   ``metrics/seed_<i>.jsonl``), e.g. the committed 0.10.2 record and a rerun on the new set: per seed the
@@ -41,7 +37,6 @@ import json
 import os
 import platform
 import sys
-import time
 from typing import Any, Dict, List
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -112,22 +107,6 @@ def shape_grid() -> List[Dict[str, Any]]:
             out.append({"inner": inner, "outer": outer, "rows": n, "max_error": float(err.max()),
                         "wrong_rows": int((err > TOLERANCE).sum())})
     return out
-
-
-def digest_run(cell: str, steps: int, seeds: int) -> Dict[str, Any]:
-    from experiments.reproduce import grid
-    from sparse_rl_jax import runner
-    from tests import pins
-    tier = grid.TIERS["small"]
-    config = grid.make_config(grid.parse_cell(cell), tier)
-    from sparse_rl_jax import config as cfg_lib
-    config = cfg_lib.replace(config, total_env_steps=steps)
-    t0 = time.time()
-    result = runner.train(config, num_seeds=seeds)
-    evals = [[int(s), [float(v) for v in np.asarray(m["eval/episode_reward"])]]
-             for s, m in result.history if "eval/episode_reward" in m]
-    return {"cell": cell, "env_steps": steps, "seeds": seeds, "sha256": pins.digest(result.states, result.history),
-            "eval_returns": evals, "wall_s": round(time.time() - t0, 1)}
 
 
 def _ordered(x: np.ndarray) -> np.ndarray:
@@ -204,8 +183,7 @@ def _write(out_dir: str, kind: str, record: Dict[str, Any]) -> str:
     from sparse_rl_jax import run_logging
     os.makedirs(out_dir, exist_ok=True)
     tag = record["versions"]["jax"]
-    extra = {"digest": lambda: f"_{record['cell'].replace('/', '_')}_{record['env_steps']}",
-             "compare-cell": lambda: f"_{record['cell'].replace('/', '_')}",
+    extra = {"compare-cell": lambda: f"_{record['cell'].replace('/', '_')}",
              "first-updates": lambda: f"_{record['updates']}_vs_jax{record['against_versions']['jax']}",
              }.get(kind, lambda: "")()
     path = os.path.join(out_dir, f"jax39103_{kind}{extra}_jax{tag}.json")
@@ -246,21 +224,14 @@ def summary(out_dir: str) -> str:
                          f"{r['against_versions']['jax']} | {v['jax']} | {v['python']} | bit-identical: "
                          f"{len(same)}/{len(rows)}; largest difference {worst[1]['max_ulps']} ulps ({worst[0]}, "
                          f"{worst[1]['at']}); largest relative difference {rel:.2g} |")
-        else:
-            last = r["eval_returns"][-1]
-            lines.append(f"| digest {r['cell']} {r['env_steps']:,} steps x {r['seeds']} seeds | {v['jax']} | "
-                         f"{v['python']} | sha256 {r['sha256'][:16]}; final eval returns "
-                         f"{', '.join(f'{x:.1f}' for x in last[1])} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", choices=("probe", "digest", "first-updates", "compare-dumps", "compare-cell"), help="what to measure")
+    parser.add_argument("mode", nargs="?", choices=("probe", "first-updates", "compare-dumps", "compare-cell"), help="what to measure")
     parser.add_argument("--out", default="docs/results/platform", help="folder of the JSON records")
-    parser.add_argument("--cell", default="halfcheetah/td3/rlx2", help="digest: a small-tier cell")
-    parser.add_argument("--steps", type=int, default=20_000, help="digest: env steps")
-    parser.add_argument("--seeds", type=int, default=3, help="digest: vmapped seeds")
+    parser.add_argument("--cell", default="halfcheetah/td3/rlx2", help="compare-cell: the cell's name")
     parser.add_argument("--updates", type=int, default=1, help="first-updates: training iterations")
     parser.add_argument("--dump", default="", help="first-updates: folder for this version's .npz states")
     parser.add_argument("--against", default="", help="first-updates, compare-dumps: another version's --dump")
@@ -270,14 +241,11 @@ def main(argv=None) -> int:
     parser.add_argument("--summary", action="store_true", help="print the table of every record in --out")
     args = parser.parse_args(argv)
     if not args.mode and not args.summary:
-        parser.error("give a mode (probe or digest), or --summary")
+        parser.error("give a mode (probe, first-updates, compare-dumps, compare-cell), or --summary")
     if args.mode == "probe":
         record = {"kind": "probe", "versions": _versions(), "reproducer": issue_reproducer(),
                   "grid": shape_grid(), "tolerance": TOLERANCE}
         print(f"wrote {_write(args.out, 'probe', record)}")
-    elif args.mode == "digest":
-        record = {"kind": "digest", "versions": _versions(), **digest_run(args.cell, args.steps, args.seeds)}
-        print(f"wrote {_write(args.out, 'digest', record)}")
     elif args.mode == "first-updates":
         if not args.dump:
             parser.error("first-updates needs --dump FOLDER")
