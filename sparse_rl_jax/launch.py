@@ -287,6 +287,8 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
     primary = dist.is_primary()
     say = print if primary else (lambda *args, **kwargs: None)
     _barrier("sparse_rl_jax: every process checked the work dir")  # before process 0 writes into it
+    if plan.lock is not None:
+        plan.lock.announce()
     if restored is None and primary:
         write_config(workdir, config)
     runner = runner_lib.Runner(config, plan.data_shards)  # one device is a one-device mesh

@@ -13,7 +13,7 @@ from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLD = ("import sys, time; from sparse_rl_jax import runlock; lock = runlock.RunLock(sys.argv[1]).acquire(); "
-        "print('held', flush=True); time.sleep(600)")
+        "lock.announce(); print('held', flush=True); time.sleep(600)")
 
 
 @pytest.fixture
@@ -28,13 +28,18 @@ def holder(tmp_path):
     proc.wait()
 
 
+def _snapshot(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
 def test_second_writer_is_refused_naming_the_holder(holder):
     workdir, proc = holder
+    before = _snapshot(workdir)
     with pytest.raises(UsageError, match=rf"being written by another process \(host .*, pid {proc.pid}, since "):
         launch.plan_run(launch.Request(str(workdir), tiny_config()))
     with pytest.raises(UsageError, match=f"pid {proc.pid}"):  # --resume too, before any checkpoint is read
         launch.plan_run(launch.Request(str(workdir), None, resume=True))
-    assert sorted(os.listdir(workdir)) == [runlock.LOCK_NAME]  # nothing of a run was written
+    assert _snapshot(workdir) == before == {runlock.WRITER: before[runlock.WRITER]}  # nothing was written
 
 
 def test_the_launcher_exits_2_with_one_line(holder):
@@ -66,5 +71,6 @@ def test_a_failed_plan_releases_the_lock(tmp_path):
     workdir.mkdir()
     with pytest.raises(UsageError) as info:  # nothing to resume
         launch.plan_run(launch.Request(str(workdir), None, resume=True))
+    assert os.listdir(workdir) == []  # taking the lock creates nothing
     assert info.traceback  # the traceback (and plan_run's frame in it) is still alive here
     runlock.RunLock(str(workdir)).acquire().release()

@@ -184,7 +184,7 @@ def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkey
     guard = signal.signal(signal.SIGTERM, lambda *args: None)  # if the sweep installs no handler: not pytest's end
     try:
         status = sweep_cli.main(["sweep", f"--workdir={tmp_path}", "--methods=static", "--sparsities=0.5",
-                                 "--nodense", "--seeds=1", "--set", "total_env_steps=640"])
+                                 "--nodense", "--seeds=1", "--set", "total_env_steps=640", "--set", "warmup_env_steps=128"])
     finally:
         signal.signal(signal.SIGTERM, guard)
     err = capsys.readouterr().err.strip()

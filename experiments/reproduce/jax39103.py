@@ -21,6 +21,11 @@ measurement is written as one JSON record under ``--out`` (a rerun adds a record
   that differ. A miscompiled op gives wrong values (0.8% and 67% off in the probe here); a changed
   summation order gives rounding-sized differences that training then amplifies.
 
+* ``dots``: the optimized HLO of one reproduction cell's compiled training period and evaluation
+  (``--tier``, ``--cell``, ``--seeds``), every matrix product (``dot``) in it listed by shape: the bug
+  needs a product with many rows (it showed at 16,385 and 32,769), so the record says how many rows the
+  largest product of the real program has, beside the sizes the probe checked.
+
 * ``compare-cell``: two finished records of one reproduction cell (``--before``, ``--after``: folders with
   ``metrics/seed_<i>.jsonl``), e.g. the committed 0.10.2 record and a rerun on the new set: per seed the
   final return (``aggregate.final_return``), mean ± sample std of each, and the difference of means with
@@ -177,6 +182,37 @@ def compare_dumps(mine_dir: str, theirs_dir: str) -> Dict[str, Any]:
     return out
 
 
+def dots(tier_name: str, cell: str, seeds: int) -> Dict[str, Any]:
+    import re
+    from collections import Counter
+
+    from experiments.reproduce import grid
+    from sparse_rl_jax import distributed as dist
+    from sparse_rl_jax import runner as runner_lib
+    from sparse_rl_jax import trainer as trainer_lib
+    from jax.sharding import PartitionSpec as P
+    config = grid.make_config(grid.parse_cell(cell), grid.TIERS[tier_name])
+    run = runner_lib.Runner(config, num_seeds=seeds)
+    keys = trainer_lib.seed_keys(config.seed, seeds)
+    states = run.init(keys)
+    texts = {"training period": run.chunk_fn.lower(states, np.int32(0)).compile().as_text(),
+             "evaluation": run.eval_fn.lower(trainer_lib.policy_params(states),
+                                             dist.to_global(np.asarray(keys), run.mesh, P(dist.SEED)))
+             .compile().as_text()}
+    pattern = re.compile(r"= (\w+)\[([\d,]*)\]\{?[\d,]*\}? dot\(")
+    out: Dict[str, Any] = {"tier": tier_name, "cell": cell, "seeds": seeds}
+    for name, text in texts.items():
+        shapes = Counter(f"{dtype}[{dims}]" for dtype, dims in pattern.findall(text))
+        largest = max((int(np.prod([int(d) for d in k.split("[")[1].rstrip("]").split(",") if d] or [1])), k)
+                      for k in shapes) if shapes else (0, "")
+        out[name] = {"dots": sum(shapes.values()), "distinct_shapes": len(shapes),
+                     "largest_output": largest[1], "largest_output_entries": largest[0],
+                     "largest_dimension": max((int(d) for k in shapes
+                                               for d in k.split("[")[1].rstrip("]").split(",") if d), default=0),
+                     "shapes": dict(sorted(shapes.items()))}
+    return out
+
+
 def compare_cell(before: str, after: str) -> Dict[str, Any]:
     from scipy import stats
 
@@ -203,7 +239,8 @@ def _write(out_dir: str, kind: str, record: Dict[str, Any]) -> str:
     from sparse_rl_jax import run_logging
     os.makedirs(out_dir, exist_ok=True)
     tag = record["versions"]["jax"]
-    extra = {"compare-cell": lambda: f"_{record['cell'].replace('/', '_')}",
+    extra = {"dots": lambda: f"_{record['tier']}_{record['cell'].replace('/', '_').replace('+', '_')}_{record['seeds']}",
+             "compare-cell": lambda: f"_{record['cell'].replace('/', '_')}",
              "first-updates": lambda: f"_{record['updates']}_vs_jax{record['against_versions']['jax']}",
              }.get(kind, lambda: "")()
     path = os.path.join(out_dir, f"jax39103_{kind}{extra}_jax{tag}.json")
@@ -235,6 +272,12 @@ def summary(out_dir: str) -> str:
                          f"{len(a['final_return_per_seed'])} seeds); difference {d['after_minus_before']:+.1f}, "
                          f"Welch 95% CI [{d['welch_95ci'][0]:.1f}, {d['welch_95ci'][1]:.1f}], "
                          f"p = {d['p_value']:.2f} |")
+        elif r["kind"] == "dots":
+            parts = "; ".join(f"{name}: {r[name]['dots']} products, largest output {r[name]['largest_output']}, "
+                              f"no dimension above {r[name]['largest_dimension']:,}"
+                              for name in ("training period", "evaluation"))
+            lines.append(f"| matrix products of {r['tier']}/{r['cell']} x {r['seeds']} seeds | {v['jax']} | "
+                         f"{v['python']} | {parts} |")
         elif r["kind"] == "first-updates":
             rows = r["presets"]
             same = [k for k, x in rows.items() if x["max_ulps"] == 0]
@@ -256,9 +299,11 @@ def summary(out_dir: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", choices=("probe", "first-updates", "compare-dumps", "compare-cell"), help="what to measure")
+    parser.add_argument("mode", nargs="?", choices=("probe", "first-updates", "compare-dumps", "dots", "compare-cell"), help="what to measure")
     parser.add_argument("--out", default="docs/results/platform", help="folder of the JSON records")
-    parser.add_argument("--cell", default="halfcheetah/td3/rlx2", help="compare-cell: the cell's name")
+    parser.add_argument("--cell", default="halfcheetah/td3/rlx2", help="dots, compare-cell: the cell")
+    parser.add_argument("--tier", default="small", help="dots: the reproduction tier of --cell")
+    parser.add_argument("--seeds", type=int, default=3, help="dots: vmapped seeds")
     parser.add_argument("--updates", type=int, default=1, help="first-updates: training iterations")
     parser.add_argument("--dump", default="", help="first-updates: folder for this version's .npz states")
     parser.add_argument("--against", default="", help="first-updates, compare-dumps: another version's --dump")
@@ -289,6 +334,9 @@ def main(argv=None) -> int:
         record = {"kind": "first-updates", "versions": mine, "against_versions": theirs,
                   "updates": mine["updates"], "presets": compare_dumps(args.dump, args.against)}
         print(f"wrote {_write(args.out, 'first-updates', record)}")
+    elif args.mode == "dots":
+        record = {"kind": "dots", "versions": _versions(), **dots(args.tier, args.cell, args.seeds)}
+        print(f"wrote {_write(args.out, 'dots', record)}")
     elif args.mode == "compare-cell":
         if not (args.before and args.after):
             parser.error("compare-cell needs --before and --after record folders")
