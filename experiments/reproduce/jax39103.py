@@ -209,7 +209,9 @@ def dots(tier_name: str, cell: str, seeds: int) -> Dict[str, Any]:
                      "largest_output": largest[1], "largest_output_entries": largest[0],
                      "largest_dimension": max((int(d) for k in shapes
                                                for d in k.split("[")[1].rstrip("]").split(",") if d), default=0),
-                     "shapes": dict(sorted(shapes.items()))}
+                     "shapes": dict(sorted(shapes.items())),
+                     # a product XLA hands to a library call instead of emitting a dot would hide here
+                     "custom_calls": dict(Counter(re.findall(r'custom_call_target="([^"]+)"', text)))}
     return out
 
 
@@ -275,6 +277,7 @@ def summary(out_dir: str) -> str:
         elif r["kind"] == "dots":
             parts = "; ".join(f"{name}: {r[name]['dots']} products, largest output {r[name]['largest_output']}, "
                               f"no dimension above {r[name]['largest_dimension']:,}"
+                              + (f", custom calls {r[name].get('custom_calls')}" if r[name].get("custom_calls") else "")
                               for name in ("training period", "evaluation"))
             lines.append(f"| matrix products of {r['tier']}/{r['cell']} x {r['seeds']} seeds | {v['jax']} | "
                          f"{v['python']} | {parts} |")
