@@ -123,8 +123,9 @@ def compare_files(old_path: str, new_path: str) -> int:
             continue
         verdict = compare(old[key], new[key])
         same += verdict == "same"
+        shown = verdict.replace("|", "\\|")  # a markdown cell
         print(f"| {key} | {np.mean(old[key]['final_return']):.2f} | {np.mean(new[key]['final_return']):.2f} | "
-              f"{verdict} |")
+              f"{shown} |")
     print(f"\n{same}/{len(keys)} presets bit for bit")
     return 0
 
