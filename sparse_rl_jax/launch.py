@@ -167,7 +167,7 @@ def plan_run(request: Request) -> Plan:
         config = config_flag.check(request.config)
         seeds, restored, shards = request.seeds or 1, None, request.data_shards or 0
         sharded = check_layout(config, seeds, shards)  # before the work dir is created
-        _check_no_run(workdir)
+        _check_no_run(workdir)  # first without the lock: a work dir holding a run is left untouched
         check_workdir(workdir, create=True)
         lock = lock_workdir(workdir)
         with _released_on_error(lock):

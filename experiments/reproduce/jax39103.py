@@ -56,11 +56,11 @@ ROWS = (100, 255, 256, 768, 1024, 4097, 8193, 16384, 16385, 32767, 32768, 32769,
 TOLERANCE = 1e-5
 
 
-def _versions() -> Dict[str, str]:
-    import jaxlib
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "machine": platform.machine(),
-            "cpu": _cpu_model()}
+def _versions() -> Dict[str, Any]:
+    """A run's platform record (`run_logging.platform_info`) and the CPU model: XLA:CPU's code differs by
+    CPU, and so did the bug's reach in the issue's reports."""
+    from sparse_rl_jax import run_logging
+    return {**run_logging.platform_info(), "cpu": _cpu_model()}
 
 
 def _cpu_model() -> str:
@@ -121,24 +121,20 @@ def _ordered(x: np.ndarray) -> np.ndarray:
     return np.where(i < 0, -(i & 0x7FFFFFFF), i)
 
 
-def first_updates(updates: int, dump: str) -> List[str]:
+def first_updates(updates: int, dump: str) -> None:
     """Runs every pins preset to ``updates`` training iterations; saves its float leaves to ``dump``."""
     from sparse_rl_jax import config as cfg_lib
     from sparse_rl_jax import runner
     from tests import pins
     os.makedirs(dump, exist_ok=True)
-    done = []
     for method, algo in pins.cases():
         config = pins.config_of(method, algo)
-        per_iteration = config.env.num_envs * config.env.action_repeat
-        steps = config.warmup_env_steps + updates * per_iteration
+        steps = config.warmup_env_steps + updates * config.env_steps_per_iteration
         config = cfg_lib.replace(config, total_env_steps=steps, eval_every=steps - config.warmup_env_steps)
         result = runner.train(config, num_seeds=pins.SEEDS)
         mine = {p: v for p, v in pins.leaves(result.states) if np.issubdtype(v.dtype, np.floating)}
         np.savez(os.path.join(dump, f"{method}_{algo}.npz".replace("+", "_")), **mine)
-        done.append(f"{method}/{algo}")
         print(f"{method}/{algo}: {len(mine)} float leaves saved", flush=True)
-    return done
 
 
 def _part(path: str) -> str:
@@ -202,13 +198,13 @@ def dots(tier_name: str, cell: str, seeds: int) -> Dict[str, Any]:
     pattern = re.compile(r"= (\w+)\[([\d,]*)\]\{?[\d,]*\}? dot\(")
     out: Dict[str, Any] = {"tier": tier_name, "cell": cell, "seeds": seeds}
     for name, text in texts.items():
-        shapes = Counter(f"{dtype}[{dims}]" for dtype, dims in pattern.findall(text))
-        largest = max((int(np.prod([int(d) for d in k.split("[")[1].rstrip("]").split(",") if d] or [1])), k)
-                      for k in shapes) if shapes else (0, "")
+        found = pattern.findall(text)
+        shapes = Counter(f"{dtype}[{dims}]" for dtype, dims in found)
+        dims = {f"{dtype}[{d}]": [int(x) for x in d.split(",") if x] for dtype, d in found}
+        largest = max(((int(np.prod(v)), k) for k, v in dims.items()), default=(0, ""))
         out[name] = {"dots": sum(shapes.values()), "distinct_shapes": len(shapes),
                      "largest_output": largest[1], "largest_output_entries": largest[0],
-                     "largest_dimension": max((int(d) for k in shapes
-                                               for d in k.split("[")[1].rstrip("]").split(",") if d), default=0),
+                     "largest_dimension": max((x for v in dims.values() for x in v), default=0),
                      "shapes": dict(sorted(shapes.items())),
                      # a product XLA hands to a library call instead of emitting a dot would hide here
                      "custom_calls": dict(Counter(re.findall(r'custom_call_target="([^"]+)"', text)))}
@@ -302,7 +298,8 @@ def summary(out_dir: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", choices=("probe", "first-updates", "compare-dumps", "dots", "compare-cell"), help="what to measure")
+    modes = ("probe", "first-updates", "compare-dumps", "dots", "compare-cell")
+    parser.add_argument("mode", nargs="?", choices=modes, help="what to measure")
     parser.add_argument("--out", default="docs/results/platform", help="folder of the JSON records")
     parser.add_argument("--cell", default="halfcheetah/td3/rlx2", help="dots, compare-cell: the cell")
     parser.add_argument("--tier", default="small", help="dots: the reproduction tier of --cell")
@@ -316,7 +313,9 @@ def main(argv=None) -> int:
     parser.add_argument("--summary", action="store_true", help="print the table of every record in --out")
     args = parser.parse_args(argv)
     if not args.mode and not args.summary:
-        parser.error("give a mode (probe, first-updates, compare-dumps, compare-cell), or --summary")
+        parser.error(f"give a mode ({', '.join(modes)}), or --summary")
+    if args.mode == "compare-dumps" and not (args.dump and args.against):
+        parser.error("compare-dumps needs --dump FOLDER and --against FOLDER")
     if args.mode == "probe":
         record = {"kind": "probe", "versions": _versions(), "reproducer": issue_reproducer(),
                   "grid": shape_grid(), "tolerance": TOLERANCE}
@@ -329,15 +328,13 @@ def main(argv=None) -> int:
             json.dump({**_versions(), "updates": args.updates}, f)
         first_updates(args.updates, args.dump)
     if args.mode in ("first-updates", "compare-dumps") and args.against:
-        if not args.dump:
-            parser.error(f"{args.mode} needs --dump FOLDER (and --against FOLDER to compare)")
         mine, theirs = (json.load(open(os.path.join(d, "versions.json"))) for d in (args.dump, args.against))
         if mine.get("updates") != theirs.get("updates"):
             parser.error(f"--dump ran {mine.get('updates')} update(s), --against {theirs.get('updates')}")
         record = {"kind": "first-updates", "versions": mine, "against_versions": theirs,
                   "updates": mine["updates"], "presets": compare_dumps(args.dump, args.against)}
         print(f"wrote {_write(args.out, 'first-updates', record)}")
-    elif args.mode == "dots":
+    if args.mode == "dots":
         record = {"kind": "dots", "versions": _versions(), **dots(args.tier, args.cell, args.seeds)}
         print(f"wrote {_write(args.out, 'dots', record)}")
     elif args.mode == "compare-cell":
