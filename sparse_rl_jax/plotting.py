@@ -140,3 +140,52 @@ def run_plots(workdir: str, history: List[list], masks: Dict[str, np.ndarray], l
     if rlx2_panels:
         paths.append(buffer_and_nstep(history, os.path.join(out, "buffer_nstep.png")))
     return paths
+
+
+def mean_ci_curves(curves: Dict[str, tuple], path: str, title: str = "Learning curves") -> str:
+    """Eval return vs env steps from ``{label: (steps[T], returns[T, seeds])}``: the mean over seeds with
+    its 95% t-interval band (not the min-max spread: the band says where the mean is)."""
+    from scipy import stats as sps
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, (steps, values) in curves.items():
+        n = values.shape[1]
+        mean = values.mean(axis=1)
+        line, = ax.plot(steps, mean, label=f"{label} ({n} seeds)")
+        if n > 1:
+            half = sps.t.ppf(0.975, n - 1) * values.std(axis=1, ddof=1) / math.sqrt(n)
+            ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="x-small", ncol=2)
+    return _save(fig, path)
+
+
+def performance_profiles(taus: np.ndarray, profiles: Dict[str, tuple], path: str) -> str:
+    """rliable's performance profiles: the fraction of runs whose normalised score exceeds tau, with the
+    bootstrap band, one line per method (``profiles[name] = (fractions[T], band[2, T])``)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, (frac, band) in profiles.items():
+        line, = ax.plot(taus, frac, label=label)
+        ax.fill_between(taus, band[0], band[1], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("normalised score tau (final return / dense reference)")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    return _save(fig, path)
+
+
+def interval_bars(values: Dict[str, tuple], path: str, xlabel: str) -> str:
+    """One horizontal interval per name from ``{name: (point, lo, hi)}``."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1))
+    for i, n in enumerate(names):
+        p, lo, hi = values[n]
+        ax.plot([lo, hi], [i, i], linewidth=6, alpha=0.4, color="C0")
+        ax.plot([p], [i], "o", color="C0")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)

@@ -94,6 +94,14 @@ def rlx2(algo: str) -> Overrides:
     }
 
 
+def set_(algo: str) -> Overrides:
+    """SET as RLx2 ran it beside RigL: RLx2's topology schedule (every 10k of a network's own updates,
+    drop fraction 0.5 cosine, skipped optimizer step, shared target masks, magnitude-init ERK masks) with
+    SET's scores (per-sign magnitude drop, random growth at zero), one-step targets and a FIFO buffer."""
+    out = {k: v for k, v in rlx2(algo).items() if not k.startswith("replay.")}
+    return out
+
+
 def gmp(algo: str) -> Overrides:
     """Gradual magnitude pruning (Zhu & Gupta schedule, 20%-80% of training, every 1000 updates)."""
     a, c = RLX2_SPARSITY[algo]["halfcheetah"]
@@ -121,7 +129,7 @@ def _task_settings(method: str, algo: str, task: str) -> Overrides:
     base = method.partition("+")[0]
     out = _backbone(algo, task)
     out["total_env_steps"] = 3_000_000  # RLx2's budget, which its baselines (dense, static, RigL) share
-    if base in ("static", "rigl", "rlx2", "gmp"):
+    if base in ("static", "set", "rigl", "rlx2", "gmp"):
         a, c = RLX2_SPARSITY[algo][task]
         out.update({"sparsity.actor": a, "sparsity.critic": c})
     if base == "rlx2" and algo == "sac":
@@ -160,6 +168,6 @@ def make_config(method: str = "dense", algo: str = "td3", task: Optional[str] = 
 
 
 for _name, _cls, _preset in (("dense", methods.Static, dense), ("static", methods.Static, static),
-                             ("ds", methods.SET, ds), ("rigl", methods.RigL, rigl),
+                             ("ds", methods.SET, ds), ("set", methods.SET, set_), ("rigl", methods.RigL, rigl),
                              ("rlx2", methods.RLx2, rlx2), ("gmp", methods.GMP, gmp)):
     methods.register(_name, _cls, _preset)

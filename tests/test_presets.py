@@ -83,8 +83,17 @@ def test_importance_horizon_follows_each_networks_period():
     assert ds.actor_method.importance.horizon == 500  # DS's actor: 1000 critic updates = 500 of its own
 
 
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+def test_set_is_rlx2s_baseline_on_rlx2s_schedule(algo):
+    """SET as RLx2 ran it: RLx2's topology and masks with SET's scores, without RLx2's value learning."""
+    sset, rlx2 = (presets.make_config(m, algo, "walker2d") for m in ("set", "rlx2"))
+    assert methods.REGISTRY["set"].cls is methods.SET
+    assert sset.topology == rlx2.topology and sset.sparsity == rlx2.sparsity
+    assert (sset.replay.nstep, sset.replay.dynamic) == (1, False) and rlx2.replay.nstep == 3
+
+
 def test_registry_names_written_once():
-    assert set(methods.REGISTRY) == {"dense", "static", "ds", "rigl", "rlx2", "gmp"}
+    assert set(methods.REGISTRY) == {"dense", "static", "ds", "set", "rigl", "rlx2", "gmp"}
     names = methods.method_names()
     assert {"ds+importance", "rigl+importance", "rlx2+importance", "gmp+importance"} <= set(names)
     assert "static+importance" not in names and "dense+importance" not in names

@@ -1,163 +1,271 @@
-"""The reproduction grid: every cell's config, the budget scaling, and the aggregated figures."""
-import dataclasses
+"""The study: every cell's config, fair pairs, the scaling rule, choices, records, statistics and report."""
+import json
+import math
 import os
-import shutil
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
-from experiments.reproduce import aggregate, grid
+from experiments.reproduce import __main__ as runner
+from experiments.reproduce import choices, grid, records, report, stats
 from sparse_rl_jax import presets, run_logging, validation
 
 SMALL, PAPER = grid.TIERS["small"], grid.TIERS["paper"]
+CHOICES = ({"buffer": "scaled", "period": "paper"}, {"buffer": "full", "period": "scaled"})
+
+
+def _config(key, tier=SMALL, chosen=CHOICES[0]):
+    return grid.make_config(grid.parse_cell(key), tier, chosen)
 
 
 def test_every_cell_of_every_tier_validates():
     for tier in (SMALL, PAPER):
         assert len(set(tier.cells)) == len(tier.cells)
         for cell in tier.cells:
-            validation.validate(grid.make_config(cell, tier))
-            assert cell.reference in tier.cells, cell.key  # every cell has its dense run in the grid
+            for chosen in CHOICES:
+                validation.validate(grid.make_config(cell, tier, chosen))
 
 
-def test_small_tier_is_the_issue_grid():
-    keys = {c.key for c in SMALL.cells}
-    for m in ("dense", "static", "rigl", "rlx2", "rlx2+importance", "ds", "ds+importance",
-              "ds@rlx2_sparsity", "ds+importance@rlx2_sparsity"):
-        assert f"halfcheetah/td3/{m}" in keys
-    for m in ("dense", "ds", "ds+importance", "rlx2", "rlx2+importance"):
-        assert f"hopper/td3/{m}" in keys
-    for m in ("dense", "rlx2", "rlx2+importance"):
-        assert f"halfcheetah/sac/{m}" in keys
-    # dense references come before every cell compared with them
-    order = [c.key for c in SMALL.cells]
-    for c in SMALL.cells:
-        assert order.index(c.reference.key) <= order.index(c.key)
+def _matched(tier, cmp_name, other, task, algo, chosen):
+    """A comparison's name as the report resolves it: "dense" the recipe-matched dense of the other side's
+    family, a family's own method the arm of the chosen period rule."""
+    if cmp_name != "dense":
+        return grid.resolve(tier, task, algo, cmp_name, chosen["period"])
+    fam = grid.parse_name(task, algo, other).family
+    return grid.Cell(task, algo, "dense", (fam, chosen["buffer"]))
 
 
-def test_small_tier_scales_schedules_by_the_budget_ratio():
-    ds = grid.make_config(grid.parse_cell("halfcheetah/td3/ds"), SMALL)
-    paper_ds = presets.make_config("ds", "td3", "halfcheetah")
-    assert grid.scale(grid.parse_cell("halfcheetah/td3/ds"), SMALL) == pytest.approx(0.1)
-    assert (ds.total_env_steps, ds.topology.period, ds.topology.stop_margin) == (100_000, 100, 5_000)
-    assert ds.sparsity.er_lambdas == paper_ds.sparsity.er_lambdas == (7, 64)
-    assert (ds.agent.actor_lr, ds.agent.batch_size) == (1e-3, 100)  # not step counts: the paper's
-    rlx2 = grid.make_config(grid.parse_cell("hopper/td3/rlx2"), SMALL)
-    assert (rlx2.topology.period, rlx2.replay.nstep_delay, rlx2.replay.check_every) == (333, 10_000, 333)
-    assert (rlx2.replay.capacity, rlx2.replay.min_size) == (33_333, 3_333)
-    assert (rlx2.sparsity.actor, rlx2.sparsity.critic) == presets.RLX2_SPARSITY["td3"]["hopper"]
-    for cell in SMALL.cells:  # the same warm-up and evaluation cadence everywhere
-        c = grid.make_config(cell, SMALL)
-        assert (c.warmup_env_steps, c.eval_every, c.total_env_steps) == (5_000, 5_000, 100_000)
+def test_fair_pairs_differ_only_in_the_methods_own_keys():
+    """Every comparison the report makes, on every task and algorithm of both tiers where both cells run:
+    the two configs differ only in the keys the comparison is about, and never in buffer capacity."""
+    checked = 0
+    for tier in (SMALL, PAPER):
+        groups = {(c.task, c.algo) for c in tier.cells}
+        for task, algo in groups:
+            for cmp, chosen in ((c, ch) for c in grid.COMPARISONS for ch in CHOICES):
+                a = _matched(tier, cmp.a, cmp.b, task, algo, chosen)
+                b = _matched(tier, cmp.b, cmp.a, task, algo, chosen)
+                if a in tier.cells and b in tier.cells:
+                    ca, cb = grid.make_config(a, tier, chosen), grid.make_config(b, tier, chosen)
+                    bad = [k for k in grid.differing_keys(ca, cb) if not grid.allowed(k, cmp.allowed)]
+                    assert not bad, f"{tier.name} {a.key} vs {b.key}: also differ in {bad}"
+                    assert ca.replay.capacity == cb.replay.capacity
+                    checked += 1
+    assert checked > 150
 
 
-def test_regimes():
-    hi = grid.make_config(grid.parse_cell("halfcheetah/td3/ds+importance@rlx2_sparsity"), SMALL)
-    ds = grid.make_config(grid.parse_cell("halfcheetah/td3/ds+importance"), SMALL)
-    assert hi.sparsity.er_lambdas is None and (hi.sparsity.actor, hi.sparsity.critic) == (0.9, 0.85)
-    assert dataclasses.replace(hi.sparsity, er_lambdas=(7, 64), actor=0.0, critic=0.0) == ds.sparsity
-    assert hi.topology == ds.topology and hi.agent == ds.agent
-    dense_ds = grid.make_config(grid.parse_cell("hopper/td3/dense@ds_settings"), PAPER)
-    assert (dense_ds.agent.actor_lr, dense_ds.agent.weight_decay, dense_ds.agent.weight_decay_mode,
-            dense_ds.agent.batch_size, dense_ds.total_env_steps) == (1e-3, 2e-4, "coupled", 100, 1_000_000)
-    assert dense_ds.sparsity.actor == dense_ds.sparsity.critic == 0.0
-    assert grid.parse_cell("hopper/td3/ds").reference == grid.parse_cell("hopper/td3/dense@ds_settings")
-    assert grid.parse_cell("hopper/td3/rlx2").reference == grid.parse_cell("hopper/td3/dense")
-    assert grid.parse_cell("ant/sac/ds").reference == grid.parse_cell("ant/sac/dense")
-    with pytest.raises(ValueError, match="rlx2_sparsity is for DS"):
-        grid.overrides(grid.Cell("hopper", "td3", "rlx2", "rlx2_sparsity"), SMALL)
+def test_fair_pair_check_can_fail():
+    rigl, ds = _config("halfcheetah/td3/rigl"), _config("halfcheetah/td3/ds+importance")
+    bad = [k for k in grid.differing_keys(rigl, ds) if not grid.allowed(k, ("method",))]
+    assert "agent.actor_lr" in bad and "agent.batch_size" in bad
 
 
-def test_paper_tier_is_the_paper_presets():
-    for cell in PAPER.cells:
-        if cell.regime == "paper":
-            assert grid.make_config(cell, PAPER) == presets.make_config(cell.method, cell.algo, cell.task), cell.key
+def test_periods_stay_and_run_length_fractions_scale():
+    rlx2 = _config("halfcheetah/td3/rlx2@paper_period")
+    assert (rlx2.total_env_steps, rlx2.topology.period, rlx2.replay.check_every) == (100_000, 10_000, 10_000)
+    assert rlx2.replay.nstep_delay == 10_000  # 300k of 3M -> 10k of 100k
+    assert _config("halfcheetah/td3/rlx2@scaled_period").topology.period == 333
+    ds = _config("halfcheetah/td3/ds@paper_period")
+    assert (ds.topology.period, ds.topology.stop_margin) == (1000, 5_000)  # DS's last 50k of 1M -> 5k
+    assert _config("halfcheetah/td3/ds@scaled_period").topology.period == 100
+    for name in ("rigl", "set", "rlx2+importance"):  # RLx2's baselines follow the family's period rule
+        assert _config(f"halfcheetah/td3/{name}").topology.period == 10_000
+        assert _config(f"halfcheetah/td3/{name}", chosen=CHOICES[1]).topology.period == 333
 
 
-def test_cell_selection_errors():
-    assert [c.key for c in grid.select(SMALL, ["hopper/td3/rlx2", "halfcheetah/td3/dense"])] == [
-        "halfcheetah/td3/dense", "hopper/td3/rlx2"]  # grid order
+def test_buffers_scale_with_the_recipe_and_baselines_share_rlx2s_schedule():
+    scaled, full = _config("halfcheetah/td3/dense@rlx2.scaled"), _config("halfcheetah/td3/dense@rlx2.full")
+    assert (scaled.replay.capacity, full.replay.capacity) == (33_333, 100_000)
+    rlx2 = _config("walker2d/td3/rlx2", chosen=CHOICES[1])
+    assert (rlx2.replay.capacity, rlx2.replay.min_size, rlx2.replay.oldest) == (100_000, 10_000, 205)
+    assert _config("walker2d/td3/rlx2").replay.oldest == 68  # 8 x 256 x 33,333 / 1M
+    rigl, static, sset = (_config(f"halfcheetah/td3/{m}") for m in ("rigl", "static", "set"))
+    paper = presets.make_config("rlx2", "td3", "halfcheetah")
+    for c in (rigl, static, sset):
+        assert c.sparsity == paper.sparsity and c.sparsity.mask_init == "magnitude"
+        assert (c.replay.nstep, c.replay.dynamic) == (1, False)
+    assert rigl.topology == sset.topology == _config("walker2d/td3/rlx2").topology
+    vl = _config("halfcheetah/td3/dense@vl")
+    assert (vl.replay.nstep, vl.replay.dynamic, vl.sparsity.actor) == (3, True, 0.0)
+    ds_dense = _config("hopper/td3/dense@ds.full", PAPER)
+    assert (ds_dense.agent.actor_lr, ds_dense.agent.weight_decay, ds_dense.agent.weight_decay_mode,
+            ds_dense.agent.batch_size, ds_dense.total_env_steps) == (1e-3, 2e-4, "coupled", 100, 1_000_000)
+
+
+def test_cells_wait_for_their_familys_choices():
+    rigl = grid.parse_cell("halfcheetah/td3/rigl")
+    with pytest.raises(grid.MissingChoice, match="buffer choice"):
+        grid.make_config(rigl, SMALL, {})
+    with pytest.raises(grid.MissingChoice, match="period rule"):
+        grid.make_config(rigl, SMALL, {"buffer": "full"})
+    grid.make_config(grid.parse_cell("halfcheetah/td3/rlx2@paper_period"), SMALL, {"buffer": "full"})  # an arm
+    grid.make_config(grid.parse_cell("hopper/td3/rlx2"), PAPER, {"buffer": "full"})  # no scaling, no rule
+    grid.make_config(grid.parse_cell("halfcheetah/td3/dense@rlx2.full"), SMALL, {})  # a recipe
+    for bad in ("hopper/rlx2", "hopper/td3/rlx2@fast"):
+        with pytest.raises(ValueError, match="invalid cell"):
+            grid.parse_cell(bad)
     with pytest.raises(ValueError, match="not in the small tier"):
         grid.select(SMALL, ["ant/td3/rlx2"])
-    with pytest.raises(ValueError, match="expected <task>/<algo>"):
-        grid.parse_cell("hopper/rlx2")
-    with pytest.raises(ValueError, match="regime must be one of"):
-        grid.parse_cell("hopper/td3/rlx2@fast")
 
 
-def _history(returns, walltime=10.0):
-    """A canonical history with one evaluation per 5k steps; ``returns[t][seed]``."""
-    return [[5_000 * (t + 1), {run_logging.RETURN_KEY: list(r), "training/walltime": [walltime] * len(r)}]
-            for t, r in enumerate(returns)]
+def test_choices_are_made_from_data_once(tmp_path):
+    results = str(tmp_path)
+    rigl = grid.parse_cell("halfcheetah/td3/rigl")
+    walker = grid.parse_cell("walker2d/td3/rigl")
+    finals = {"halfcheetah/td3/dense@rlx2.scaled": np.array([100., 110, 120]),
+              "halfcheetah/td3/dense@rlx2.full": np.array([150., 140, 160])}
+    final = lambda c: finals.get(c.key)  # noqa: E731
+    assert choices.choose(results, SMALL, rigl, final) == {"buffer": "full"}  # the ablation is not done yet
+    finals.update({"halfcheetah/td3/rlx2@paper_period": np.array([100., 101, 99, 100]),
+                   "halfcheetah/td3/rlx2@scaled_period": np.array([101., 100, 102, 99])})
+    assert choices.choose(results, SMALL, rigl, final) == {"buffer": "full", "period": "paper"}  # not better
+    # the period rule is the family's, on every task; the buffer is each task's own
+    assert choices.of(results, SMALL, walker) == {"period": "paper"}
+    finals["halfcheetah/td3/dense@rlx2.scaled"] = np.array([900., 900, 900])  # made choices never change
+    assert choices.choose(results, SMALL, rigl, final)["buffer"] == "full"
+    made = json.load(open(choices.path(results, SMALL)))
+    assert made["halfcheetah/td3/rlx2"]["buffer"]["mean_final_return"] == {"scaled": 110.0, "full": 150.0}
+    assert made["family/rlx2"]["period"]["decided_on"] == "halfcheetah/td3"
+    finals["halfcheetah/td3/rlx2@scaled_period"] = np.array([200., 210, 190, 205])  # clearly better
+    assert choices.choose(str(tmp_path / "other"), SMALL, rigl, final)["period"] == "scaled"
 
 
-def test_aggregate_figures_by_hand(tmp_path):
-    dense = grid.parse_cell("hopper/td3/dense@ds_settings")
-    ds = grid.parse_cell("hopper/td3/ds")
-    summary = {"mean": {"sparsity_actor": 0.5, "sparsity_critic": 0.4, "total_size": 0.55, "train_flops": 0.6,
-                        "inference_flops": 0.5}}
-    dense_returns = [[10, 20], [100, 200], [300, 300], [400, 400], [500, 500]]
-    ds_returns = [[50, 70], [400, 500], [600, 600], [700, 800], [900, 1000]]
-    runs = {dense: {"history": _history(dense_returns), "summary": summary},
-            ds: {"history": _history(ds_returns), "summary": summary}}
-    rows = {r["cell"]: r for r in aggregate.cell_rows(runs)}
-    # final: mean of the last 3 evaluations per seed, then over seeds
-    assert rows["dense@ds_settings"]["final_return"] == pytest.approx(400.0)
-    ds_final = np.mean([(600 + 700 + 900) / 3, (600 + 800 + 1000) / 3])
-    assert rows["ds"]["final_return"] == pytest.approx(ds_final)
-    assert rows["ds"]["pct_dense"] == pytest.approx(100 * ds_final / 400)
-    assert rows["ds"]["steps_to_dense"] == 10_000  # seed mean 450 >= 400 at the second evaluation
-    assert rows["dense@ds_settings"]["steps_to_dense"] == 20_000
-    assert rows["ds"]["wall_time_s"] == pytest.approx(50.0)
-    assert rows["ds"]["env_steps"] == 25_000 and rows["ds"]["seeds"] == 2
-    # a shorter cell is compared with the reference's evaluations up to its own last step
-    short = {dense: runs[dense], ds: {"history": _history(ds_returns[:3]), "summary": summary}}
-    row = [r for r in aggregate.cell_rows(short) if r["cell"] == "ds"][0]
-    assert row["pct_dense"] == pytest.approx(100 * row["final_return"] / np.mean([(10 + 100 + 300) / 3,
-                                                                                     (20 + 200 + 300) / 3]))
+# ------------------------------------------------------------------------------------------ stats
+def test_welch_matches_scipy_and_ratio_interval_covers():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(10, 2, 10), rng.normal(8, 3, 12)
+    d = stats.welch(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False, alternative="greater")
+    assert d.p_greater == pytest.approx(ref.pvalue) and d.p_less == pytest.approx(1 - ref.pvalue)
+    ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (d.lo, d.hi) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    # Fieller's interval covers the true ratio about 95% of the time
+    hits = 0
+    for _ in range(400):
+        x, y = rng.normal(90, 20, 10), rng.normal(100, 20, 10)
+        r = stats.ratio(x, y)
+        hits += r.lo <= 0.9 <= r.hi
+    assert 0.91 <= hits / 400 <= 0.99
+    assert stats.ratio([1., 2, 3], [-1., 0, 1]).lo == -math.inf  # reference not away from zero
 
 
-def test_aggregate_writes_tables_curves_and_plots(tmp_path):
-    """The files of a tier, from run directories laid out as the launcher writes them."""
-    root, results = str(tmp_path / "runs"), str(tmp_path / "results")
-    cells = [grid.parse_cell("halfcheetah/sac/dense"), grid.parse_cell("halfcheetah/sac/rlx2")]
-    for cell, scale in zip(cells, (1.0, 0.9)):
-        workdir = grid.cell_dir(root, SMALL, cell)
-        log = run_logging.RunLog(workdir, 2, tensorboard=False)
-        for steps, m in _history([[100 * scale * t, 120 * scale * t] for t in range(1, 5)]):
-            log.append(steps, m)
-        log.close()
-        run_logging.write_json(os.path.join(workdir, "summary.json"), {"mean": {"total_size": 0.2}})
-    rows = aggregate.write(root, results, SMALL)
-    assert [r["cell"] for r in rows] == ["dense", "rlx2"]
+def test_equivalence_holm_and_verdicts():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(1000, 10, 10)
+    same = stats.equivalence(ref + rng.normal(0, 5, 10), ref, 0.03)
+    assert same.p < 0.05 and same.smallest_margin < 0.03
+    far = stats.equivalence(ref * 0.8, ref, 0.03)
+    assert far.p > 0.5 and far.p_outside < 0.05 and far.smallest_margin > 0.15
+    noisy = stats.equivalence(rng.normal(1000, 400, 3), rng.normal(1000, 400, 3), 0.03)
+    assert noisy.p > 0.05 and noisy.p_outside > 0.05  # neither: inconclusive
+    assert stats.holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(stats.holm([0.01, float("nan")])[1])
+    assert stats.verdict(0.01, 0.9) == "holds" and stats.verdict(0.9, 0.01) == "does not hold"
+    assert stats.verdict(0.2, 0.3) == "inconclusive"
+
+
+def test_rliable_aggregates_are_reproducible_and_leave_numpys_generator_alone():
+    rng = np.random.default_rng(2)
+    scores = {"a": rng.normal(1.0, 0.1, (10, 2)), "b": rng.normal(0.8, 0.1, (10, 2))}
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    one = stats.rl_aggregates(scores, [("a", "b")], reps=500)
+    assert np.array_equal(np.random.get_state()[1], before)
+    two = stats.rl_aggregates(scores, [("a", "b")], reps=500)
+    assert one.iqm == two.iqm and one.improvement == two.improvement
+    iqm, lo, hi = one.iqm["a"]
+    assert lo < iqm < hi and abs(iqm - 1.0) < 0.1
+    assert one.improvement[("a", "b")][0] > 0.8
+
+
+# ---------------------------------------------------------------------------------------- records
+def _batch(results, cell, first, returns, train_flops=0.5, tier=SMALL):
+    """A finished batch's record as the runner keeps it: ``returns[t][seed]`` at 5k-step evaluations."""
+    run = os.path.join(results, "_run", cell.dirname, records.batch_name(first, len(returns[0])))
+    log = run_logging.RunLog(run, len(returns[0]), tensorboard=False)
+    for t, r in enumerate(returns):
+        log.append(5_000 * (t + 1), {run_logging.RETURN_KEY: list(map(float, r)),
+                                     "training/walltime": [10.0] * len(r)})
+    log.close()
+    run_logging.write_json(os.path.join(run, "config.json"), {"method": cell.method})
+    run_logging.write_json(os.path.join(run, records.PROVENANCE), {"commit": "abcdef0123"})
+    run_logging.write_json(os.path.join(run, "summary.json"), {"mean": {"train_flops": train_flops}})
+    return records.keep(run, results, tier, cell)
+
+
+def test_batches_add_seeds_and_are_never_replaced(tmp_path):
+    results = str(tmp_path)
+    cell = grid.parse_cell("walker2d/td3/rlx2")
+    _batch(results, cell, 0, [[1, 2], [3, 4], [5, 6]])
+    with pytest.raises(records.RecordExists):
+        _batch(results, cell, 0, [[9, 9], [9, 9], [9, 9]])
+    _batch(results, cell, 2, [[7, 8, 9], [7, 8, 9], [7, 8, 9]])
+    data = records.load(results, SMALL, cell)
+    assert data.seeds == [0, 1, 2, 3, 4] and data.returns.shape == (3, 5)
+    assert data.returns[-1].tolist() == [5, 6, 7, 8, 9]
+    assert records.next_seed(results, str(tmp_path / "none"), SMALL, cell) == 5
+
+
+def test_launch_args_start_a_batch_with_its_first_seed_and_resume_it(tmp_path):
+    cell = grid.parse_cell("halfcheetah/td3/rigl")
+    batch = str(tmp_path / "seeds_10-19")
+    cmd = runner.launch_args(SMALL, cell, batch, 10, 10, "docs/results", ["total_env_steps=20000"])
+    assert "--config.seed=10" in cmd and cmd[cmd.index("--seeds") + 1] == "10"
+    assert any(a.endswith(f":small,{cell.key},{os.path.abspath('docs/results')}") for a in cmd)
+    os.makedirs(os.path.join(batch, "checkpoints"))
+    assert runner.launch_args(SMALL, cell, batch, 10, 10, "r", [])[-1] == "--resume"
+    assert runner.partial_batch(str(tmp_path)) == batch
+
+
+# ----------------------------------------------------------------------------------------- report
+def _curves(final, n=10, seed=0, scale=30.0):
+    """Evaluation returns [T=6][n] rising to about ``final`` per seed."""
+    rng = np.random.default_rng(seed)
+    ends = final + rng.normal(0, scale, n)
+    return [list(ends * f) for f in (0.1, 0.3, 0.5, 1.0, 1.0, 1.0)]
+
+
+def test_report_from_records(tmp_path, monkeypatch):
+    """Claims, verdicts with Holm, references and files, from committed records alone."""
+    monkeypatch.setattr(stats, "BOOTSTRAP_REPS", 2_000)
+    results = str(tmp_path / "results")
+    cells = {"dense@rlx2.scaled": 800, "dense@rlx2.full": 1000, "dense@ds.scaled": 700, "dense@ds.full": 900,
+             "rlx2@paper_period": 1000, "rlx2@scaled_period": 950, "rigl": 700, "static": 690, "rlx2+importance": 1300}
+    for i, (name, final) in enumerate(cells.items()):
+        _batch(results, grid.parse_name("halfcheetah", "td3", name), 0, _curves(final, seed=i),
+               train_flops=0.8 if "importance" in name else 0.4)
+    json.dump({"halfcheetah/td3/rlx2": {"buffer": {"value": "full"}}, "family/rlx2": {"period": {"value": "paper"}}},
+              open(choices.path(results, SMALL), "w"))
+    md = tmp_path / "RESULTS.md"
+    md.write_text("intro\n<!-- study:small begin -->\nSTALE TEXT\n<!-- study:small end -->\noutro\n")
+    assert report.write(results, SMALL, markdown=str(md)) == 9
+    study = report.load(results, SMALL)
+    assert study.reference("halfcheetah", "td3").name == "dense@rlx2.full"
+    rows = {(r["claim"], r["against"]): r for r in report.claim_rows(study)}
+    assert rows[("RLx2 above RigL at the same sparsity and schedule", "-")]["verdict"] == "holds"
+    assert rows[("importance scoring improves RLx2", "-")]["verdict"] == "holds"
+    within = rows[("RLx2 within 3% of dense at its sparsities", "recipe-matched")]
+    assert within["b"] == "dense@rlx2.full" and within["verdict"] in stats.VERDICTS
+    assert ("RLx2 within 3% of dense at its sparsities", "reference") not in rows  # the same cell: one row
+    ds_rows = [r for r in rows.values() if r["a"].startswith("ds")]
+    assert not ds_rows  # no DS cell ran: nothing about DS is claimed
+    flops = rows[("importance scoring improves RLx2, at equal training FLOPs", "-")]
+    assert "50% of a's FLOPs" in flops["interval"]
+    assert flops["a_mean"] < rows[("importance scoring improves RLx2", "-")]["a_mean"]
+    holm = stats.holm([r["p_holds"] for r in report.claim_rows(study)])
+    assert [r["p_holds_holm"] for r in report.claim_rows(study)] == pytest.approx(holm)
+    text = md.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "STALE" not in text
+    assert "| halfcheetah | td3 | RLx2 above RigL" in text and "**holds**" in text
     out = os.path.join(results, "small")
-    assert rows[1]["pct_dense"] == pytest.approx(90.0)
-    table = open(os.path.join(out, "table.md")).read()
-    assert "| halfcheetah | sac | rlx2 | 2 |" in table and "Not finished yet (17 of 19)" in table
-    assert os.path.getsize(os.path.join(out, "halfcheetah_sac.png")) > 0
-    curve = open(os.path.join(out, "curves", "halfcheetah_sac_rlx2.csv")).read().splitlines()
-    assert curve[0] == "env_steps,seed_0,seed_1,mean" and len(curve) == 5
-    # the committed records alone (run directories lost with the machine) give the same table
-    for cell in cells:
-        aggregate.keep_record(grid.cell_dir(root, SMALL, cell), results, SMALL, cell)
-    shutil.rmtree(root)
-    assert aggregate.write(root, results, SMALL) == rows
-    assert os.path.exists(os.path.join(out, "runs", "halfcheetah", "sac", "rlx2", "metrics", "seed_1.jsonl"))
-
-
-def test_claim_verdicts():
-    def row(cell, final, std, steps_to=None):
-        return {"task": "hopper", "algo": "td3", "cell": cell, "final_return": final, "final_return_std": std,
-                "steps_to_dense": steps_to, "env_steps": 100_000}
-
-    rows = [row("dense@ds_settings", 1000, 10), row("ds", 1100, 10, steps_to=40_000),
-            row("ds+importance", 1105, 30), row("dense", 1000, 10), row("rlx2", 975, 5)]
-    got = {c["claim"]: c["verdict"] for c in aggregate.claims(rows)}
-    assert got["DS-TD3 at DS's ~50% ER densities >= dense TD3 (DS's settings)"] == "holds"
-    assert got["importance scoring improves DS at DS's densities"] == "not separable"
-    assert got["RLx2 within 3% of dense at its sparsities"] == "not separable"  # 975 vs 970 +- 11
-    assert got["DS reaches dense's final return within 40-50% of the steps"] == "holds"
-    rows[-1] = row("rlx2", 900, 5)
-    got = {c["claim"]: c["verdict"] for c in aggregate.claims(rows)}
-    assert got["RLx2 within 3% of dense at its sparsities"] == "does not hold"
-    assert "RLx2 above RigL at the same sparsity" not in got  # no rigl cell: not tested
+    for name in ("cells.csv", "claims.csv", "cells.md", "aggregates.md", "profile.png", "iqm.png",
+                 "halfcheetah_td3.png", "report.md"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    curve = open(os.path.join(out, "curves", "halfcheetah_td3_rlx2__paper_period.csv")).read().splitlines()
+    assert curve[0].startswith("env_steps,seed_0,") and curve[0].endswith("mean,ci_lo,ci_hi")
+    cells_rows = {r["cell"]: r for r in report.cell_rows(study)}
+    rlx2 = cells_rows["rlx2@paper_period"]
+    assert rlx2["matched_dense"] == "dense@rlx2.full" and rlx2["commits"] == "abcdef01"
+    assert rlx2["pct_ref_lo"] < rlx2["pct_ref"] < rlx2["pct_ref_hi"]
+    assert rows[("RLx2 above RigL at the same sparsity and schedule", "-")]["a"] == "rlx2@paper_period"

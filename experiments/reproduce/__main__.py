@@ -1,23 +1,24 @@
 """The reproduction study: one resumable command per tier.
 
-    python -m experiments.reproduce --tier small                 # the 2-core CPU grid (15-25 min a cell here)
-    python -m experiments.reproduce --tier small --cells halfcheetah/td3/dense,halfcheetah/td3/rlx2
-    python -m experiments.reproduce --tier paper --seeds 8       # the papers' budgets, for a GPU/TPU
-    python -m experiments.reproduce --tier small --aggregate_only
+    python -m experiments.reproduce --tier small                 # the 2-core CPU grid (about 1 h a cell here)
+    python -m experiments.reproduce --tier small --cells halfcheetah/td3/dense@rlx2.scaled,halfcheetah/td3/rlx2
+    python -m experiments.reproduce --tier paper                 # the papers' budgets, for a GPU/TPU
+    python -m experiments.reproduce --tier small --report_only   # tables and figures from the records
     python -m experiments.reproduce --list [--tier paper]
 
-Each cell (`experiments.reproduce.grid`) is one launcher run, ``python -m experiments.train
---config=experiments/reproduce/config.py:<tier>,<cell> --seeds N``, in its own work directory
-``<workdir>/<tier>/<task>/<algo>/<cell>/``, with the seeds vmapped in one compiled program and a
-checkpoint every evaluation period. A finished cell's record (summary, config, per-seed metrics: a few kB)
-is copied to ``<results>/<tier>/runs/`` for committing, since run directories stay on one machine. A rerun
-skips cells whose ``summary.json`` exists in either, resumes a cell cut
-off mid-run from its newest checkpoint (``--resume``), and starts the rest, in grid order (the dense
-references first). After each cell, and with ``--aggregate_only``, the finished cells are collected into
-``<results>/<tier>/``: one CSV of evaluation returns per cell, ``cells.csv`` and ``table.md`` with the
-per-cell figures, and one learning-curve plot per task and algorithm (`experiments.reproduce.aggregate`).
+Each cell (`experiments.reproduce.grid`) runs as launcher runs (``python -m experiments.train
+--config=experiments/reproduce/config.py:<tier>,<cell> --seeds N --config.seed=FIRST``), one per
+**batch** of seeds, in ``<workdir>/<tier>/<task>/<algo>/<cell>/seeds_<first>-<last>/``, with the seeds
+vmapped in one compiled program and a checkpoint every evaluation period. A finished batch's record
+(`experiments.reproduce.records`: config, summary, per-seed metrics, provenance) is copied to
+``<results>/<tier>/runs/`` for committing. A rerun resumes a batch cut off mid-run from its newest
+checkpoint, adds a batch with the next free seeds to a cell that has fewer than ``--seeds`` (``--seeds
+20`` on a finished 10-seed cell runs seeds 10-19), and starts the rest, in grid order. A cell that needs
+a family choice (`experiments.reproduce.choices`) makes it from the records once its deciding cells are
+done, and waits (is skipped with a note) until then.
 
-A cell that fails (non-zero exit of its run) is reported and left for the next rerun; the others go on.
+After each batch, and with ``--report_only``, the records are turned into ``<results>/<tier>/``'s tables
+and figures (`experiments.reproduce.report`). A batch that fails is reported and left for the next rerun.
 """
 from __future__ import annotations
 
@@ -26,53 +27,133 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from absl import app, flags
 
-from experiments.reproduce import aggregate, grid
+from experiments.reproduce import choices, grid, records, report
 
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "experiments", "reproduce", "config.py")
 flags.DEFINE_enum("tier", "small", list(grid.TIERS), "which grid: small (2-core CPU) or paper (GPU/TPU)")
-flags.DEFINE_list("cells", [], "only these cells, as <task>/<algo>/<method>[@<regime>] (see --list)")
+flags.DEFINE_list("cells", [], "only these cells, as <task>/<algo>/<method>[@<tag>.<tag>] (see --list)")
 flags.DEFINE_string("workdir", "runs/reproduce", "root of the cells' run directories")
-flags.DEFINE_string("results", "docs/results", "root of the aggregated CSVs, tables and plots")
-flags.DEFINE_integer("seeds", None, "seeds per cell, vmapped (default: the tier's: small 3, paper 5)",
-                     lower_bound=1)
-flags.DEFINE_integer("max_cells", None, "stop after running this many cells (each resumed or started)",
-                     lower_bound=1)
-flags.DEFINE_multi_string("set", [], "extra launcher override for every cell started, e.g. "
+flags.DEFINE_string("results", "docs/results", "root of the committed records, tables and plots")
+flags.DEFINE_integer("seeds", None, "seeds every cell should have (default: the tier's: small 10, paper 8)",
+                     lower_bound=2)
+flags.DEFINE_integer("max_batches", None, "stop after running this many batches", lower_bound=1)
+flags.DEFINE_multi_string("set", [], "extra launcher override for every batch started, e.g. "
                           "--set total_env_steps=20000 (becomes --config.total_env_steps=20000)")
-flags.DEFINE_boolean("aggregate_only", False, "only collect the finished cells into --results")
+flags.DEFINE_string("markdown", None, "the page whose <!-- study:<tier> --> section the report fills "
+                    "(default: docs/RESULTS.md when --results is docs/results, else none)")
+flags.DEFINE_boolean("report_only", False, "only turn the committed records into tables and figures")
 flags.DEFINE_boolean("list", False, "print the tier's cells and their state, then exit")
 
 
-def state_of(workdir: str, record: str = "") -> str:
-    """done (its run or its committed record has a summary), partial (a checkpoint), or new."""
-    if any(os.path.exists(os.path.join(d, "summary.json")) for d in (workdir, record) if d):
-        return "done"
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
-        return "partial"
-    return "new"
+def _final(results: str, tier: grid.Tier):
+    def final(cell: grid.Cell):
+        data = records.load(results, tier, cell)
+        return None if data is None else report.final_return(data.steps, data.returns)
+    return final
 
 
-def launch_args(tier: grid.Tier, cell: grid.Cell, workdir: str, seeds: int, extra: Sequence[str]) -> List[str]:
-    """The launcher command of a cell: resume when it has a checkpoint, else start it."""
-    cmd = [sys.executable, "-m", "experiments.train", "--workdir", workdir, "--noplots"]
-    if state_of(workdir) == "partial":
+def partial_batch(workdir: str) -> Optional[str]:
+    """A batch of the cell's run directory that was cut off after its first checkpoint."""
+    if not os.path.isdir(workdir):
+        return None
+    for name in sorted(os.listdir(workdir)):
+        d = os.path.join(workdir, name)
+        if records.parse_batch(name) and not os.path.exists(os.path.join(d, "summary.json")) \
+                and os.path.isdir(os.path.join(d, "checkpoints")):
+            return d
+    return None
+
+
+def state_of(results: str, root: str, tier: grid.Tier, cell: grid.Cell, seeds: int) -> str:
+    data = records.load(results, tier, cell)
+    have = data.num_seeds if data is not None else 0
+    if have >= seeds:
+        return f"done ({have} seeds)"
+    if partial_batch(grid.cell_dir(root, tier, cell)):
+        return f"partial ({have} seeds recorded)"
+    return f"{have} seeds" if have else "new"
+
+
+def launch_args(tier: grid.Tier, cell: grid.Cell, batch_dir: str, first: int, count: int, results: str,
+                extra: Sequence[str]) -> List[str]:
+    """The launcher command of a batch: resume when it has a checkpoint, else start it."""
+    cmd = [sys.executable, "-m", "experiments.train", "--workdir", batch_dir, "--noplots"]
+    if os.path.isdir(os.path.join(batch_dir, "checkpoints")):
         return cmd + ["--resume"]
-    if os.path.exists(os.path.join(workdir, "config.json")):
-        # started but cut off before its first checkpoint: nothing worth keeping
-        for name in ("config.json", "metrics", "tensorboard"):
-            path = os.path.join(workdir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
+    for name in ("config.json", "metrics", "tensorboard"):  # cut off before its first checkpoint
+        path = os.path.join(batch_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
     sets = [f"--config.{s}" for s in extra]
-    return cmd + [f"--config={CONFIG}:{tier.name},{cell.key}", "--seeds", str(seeds)] + sets
+    return cmd + [f"--config={CONFIG}:{tier.name},{cell.key},{os.path.abspath(results)}", "--seeds", str(count),
+                  f"--config.seed={first}"] + sets
+
+
+def run_batch(cmd: List[str], batch_dir: str) -> int:
+    os.makedirs(batch_dir, exist_ok=True)
+    prov = os.path.join(batch_dir, records.PROVENANCE)
+    if not os.path.exists(prov):  # a resumed batch keeps the provenance of its start
+        from sparse_rl_jax import run_logging
+        run_logging.write_json(prov, records.provenance(REPO, cmd))
+    t0 = time.time()
+    # the launcher runs from the repository (it imports `experiments`), wherever this was started
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    rc = subprocess.call(cmd, cwd=REPO, env=env)
+    records.finish_provenance(batch_dir, rc, time.time() - t0)
+    return rc
+
+
+def _markdown() -> Optional[str]:
+    if FLAGS.markdown is not None:
+        return FLAGS.markdown or None
+    default = FLAGS["results"].default
+    return "docs/RESULTS.md" if os.path.abspath(FLAGS.results) == os.path.abspath(default) else None
+
+
+def _run_cell(tier: grid.Tier, c: grid.Cell, seeds: int, results: str, root: str,
+              waiting: List[str]) -> Optional[int]:
+    """Run the cell's next batch (its exit code), or None when it has its seeds or waits for a choice."""
+    cdir = grid.cell_dir(root, tier, c)
+    for d in records.finished_batches(cdir):  # finished but not recorded (cut off in between)
+        if not os.path.exists(os.path.join(records.cell_record(results, tier, c), os.path.basename(d),
+                                           "summary.json")):
+            records.keep(d, results, tier, c)
+    data = records.load(results, tier, c)
+    have = data.num_seeds if data is not None else 0
+    batch = partial_batch(cdir)
+    if have >= seeds and batch is None:
+        return None
+    try:
+        grid.make_config(c, tier, choices.choose(results, tier, c, _final(results, tier)))
+    except grid.MissingChoice as err:
+        waiting.append(c.key)
+        print(f"reproduce: {c.key} waits: {err}", flush=True)
+        return None
+    if batch is None:
+        first = records.next_seed(results, root, tier, c)
+        count = seeds - have
+        batch = os.path.join(cdir, records.batch_name(first, count))
+    else:
+        rng = records.parse_batch(os.path.basename(batch))
+        first, count = rng.start, len(rng)
+    batch = os.path.abspath(batch)
+    cmd = launch_args(tier, c, batch, first, count, results, FLAGS.set)
+    print(f"\n=== {c.key} seeds {first}-{first + count - 1} ===\n{' '.join(cmd)}", flush=True)
+    t0 = time.time()
+    rc = run_batch(cmd, batch)
+    print(f"=== {c.key}: exit {rc} after {time.time() - t0:.0f} s ===", flush=True)
+    if rc == 0:
+        records.keep(batch, results, tier, c)
+        report.write(results, tier, _markdown())
+    return rc
 
 
 def main(argv) -> int:
@@ -87,37 +168,37 @@ def main(argv) -> int:
     if bad:
         print(f"reproduce: error: invalid --set={bad[0]!r}: expected <field>=<value>", file=sys.stderr)
         return 2
-    seeds = FLAGS.seeds or tier.seeds
+    seeds, results, root = FLAGS.seeds or tier.seeds, FLAGS.results, FLAGS.workdir
     if FLAGS.list:
         for c in cells:
-            w = grid.cell_dir(FLAGS.workdir, tier, c)
-            print(f"{state_of(w, aggregate.record_dir(FLAGS.results, tier, c)):8s} {c.key:50s} scale {grid.scale(c, tier):.4g}  {w}")
+            print(f"{state_of(results, root, tier, c, seeds):26s} {c.key:48s} {grid.cell_dir(root, tier, c)}")
         return 0
-    failed = []
-    if not FLAGS.aggregate_only:
-        todo = [c for c in cells if state_of(grid.cell_dir(FLAGS.workdir, tier, c),
-                                             aggregate.record_dir(FLAGS.results, tier, c)) != "done"]
-        print(f"reproduce: tier {tier.name}: {len(cells) - len(todo)}/{len(cells)} cells done, "
-              f"{len(todo)} to run ({seeds} seeds each)", flush=True)
-        for i, c in enumerate(todo[:FLAGS.max_cells] if FLAGS.max_cells else todo, 1):
-            w = os.path.abspath(grid.cell_dir(FLAGS.workdir, tier, c))
-            os.makedirs(w, exist_ok=True)
-            cmd = launch_args(tier, c, w, seeds, FLAGS.set)
-            print(f"\n=== [{i}/{len(todo)}] {c.key} ({state_of(w)}) ===\n{' '.join(cmd)}", flush=True)
-            t0 = time.time()
-            # the launcher runs from the repository (it imports `experiments`), wherever this was started
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
-            rc = subprocess.call(cmd, cwd=REPO, env=env)
-            print(f"=== {c.key}: exit {rc} after {time.time() - t0:.0f} s ===", flush=True)
-            if rc != 0:
+    failed, waiting, ran = [], [], 0
+    if not FLAGS.report_only:
+        print(f"reproduce: tier {tier.name}: {len(cells)} cells, {seeds} seeds each", flush=True)
+        # passes in grid order until nothing more can run: a cell waiting for a choice runs in a later pass
+        # once the cells that decide it have finished
+        progressed = True
+        while progressed and not (FLAGS.max_batches and ran >= FLAGS.max_batches):
+            progressed, waiting = False, []
+            for c in cells:
+                if (FLAGS.max_batches and ran >= FLAGS.max_batches) or c.key in failed:
+                    continue
+                outcome = _run_cell(tier, c, seeds, results, root, waiting)
+                if outcome is None:
+                    continue
+                ran += 1
+                if outcome == 0:
+                    progressed = True
+                    continue
                 failed.append(c.key)
-                if rc in (130, 143):  # interrupted / terminated: stop the grid too
+                if outcome in (130, 143):  # interrupted / terminated: stop the grid too
+                    progressed = False
                     break
-                continue
-            aggregate.keep_record(w, FLAGS.results, tier, c)
-            aggregate.write(FLAGS.workdir, FLAGS.results, tier)
-    rows = aggregate.write(FLAGS.workdir, FLAGS.results, tier)
-    print(f"\nreproduce: {len(rows)} finished cells aggregated into {os.path.join(FLAGS.results, tier.name)}")
+    written = report.write(results, tier, _markdown())
+    print(f"\nreproduce: {written} finished cells reported in {os.path.join(results, tier.name)}")
+    if waiting:
+        print(f"reproduce: waiting for choices: {', '.join(waiting)}")
     if failed:
         print(f"reproduce: failed cells (rerun to retry): {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -3,18 +3,18 @@
 # evaluation returns last. Installs nothing from the network.
 #
 #   bash experiments/reproduce/gpu_check.sh [CELL] [SEEDS] [ENV_STEPS]
-#   bash experiments/reproduce/gpu_check.sh halfcheetah/td3/rlx2 8 60000
+#   bash experiments/reproduce/gpu_check.sh halfcheetah/td3/rlx2@scaled 8 60000
 #
 # Defaults: RLx2-TD3 on halfcheetah at its paper settings (sparsity 0.90/0.85, 25k random warm-up, topology
-# every 10k actor updates, dynamic buffer), 8 seeds vmapped in one program, cut to 60k env steps (the
-# schedules follow the shorter budget; the paper runs 3M). The Python environment must already hold the
+# every 10k actor updates, dynamic buffer up to the paper's 1M: the `@scaled` buffer at scale 1), 8 seeds
+# vmapped in one program, cut to 60k env steps (the schedules follow the shorter budget; the paper runs 3M). The Python environment must already hold the
 # project's requirements (a GPU jaxlib included). On a machine without them, pass a folder of wheels in
 # WHEELS=DIR (`bash experiments/reproduce/gpu_wheels.sh DIR` fetches them where PyPI is reachable): they are
 # installed from there alone (pip --no-index) into a temporary site directory.
 # Outputs go under $OUT (or a temporary folder): the run directory and check.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CELL=${1:-halfcheetah/td3/rlx2}
+CELL=${1:-halfcheetah/td3/rlx2@scaled}
 SEEDS=${2:-8}
 STEPS=${3:-60000}
 # the project venv when there is one (make venv), else the machine's python3 (e.g. a CUDA JAX image)

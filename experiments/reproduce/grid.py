@@ -1,38 +1,57 @@
-"""The reproduction grid: which cells each tier runs and the exact config of every cell.
+"""The study grid: which cells each tier runs, the exact config of every cell, and the comparisons.
 
-A **cell** is one (task, algorithm, method, regime): one config, run for ``tier.seeds`` seeds vmapped in
-one compiled program. The regime says which paper's settings the cell follows where the grid compares a
-method outside its own paper:
+A **cell** is one (task, algorithm, method, tags): one config, run for ``tier.seeds`` seeds vmapped in one
+compiled program. Its name is ``<method>[@<tag>.<tag>...]``. Every cell of a **family** (``rlx2``: RLx2
+and the baselines its paper ran beside it; ``ds``: DS and its dense TD3) is derived from one base config,
+the family's paper preset for the task, so the two cells of a comparison differ only in what the
+comparison is about (`COMPARISONS`, checked by tests/test_reproduce.py):
 
-* ``paper``: the method's own paper preset for the task (`sparse_rl_jax.presets.make_config` with a task).
-* ``rlx2_sparsity``: DS at RLx2's per-task sparsities (the high-sparsity regime where DS is said to fail
-  and importance scoring is said to help): DS's settings, with ER at RLx2's actor/critic sparsity
-  instead of DS's lambdas.
-* ``ds_settings``: dense TD3 at DS's optimiser settings (Adam 1e-3, coupled L2 2e-4, batch 100), DS's own
-  dense baseline (ALGORITHMS.md: "also for its dense TD3"), so DS's claims are judged against the dense
-  run its paper compared with.
+* RLx2's baselines use RLx2's schedule, as in its paper: ``rigl`` and ``set`` are RLx2's topology
+  (period, cosine drop fraction, clock, skipped optimizer step, shared target masks) with RigL's and
+  SET's drop and grow scores and without RLx2's value learning; ``static`` keeps RLx2's initial masks
+  (ERK, magnitude init) and never changes them.
+* ``dense@vl``: dense with RLx2's value learning (its n-step targets and dynamic buffer), so RLx2's
+  sparsity and its other parts are measured apart.
+* ``dense@<settings>.<buffer>``: the dense recipes. ``settings`` is whose optimizer recipe (``rlx2``:
+  Adam 3e-4, batch 256; ``ds``: DS's Adam 1e-3 with coupled L2 2e-4, batch 100), ``buffer`` the replay
+  capacity (``scaled``: the paper's capacity times the budget ratio; ``full``: the whole run). Each
+  family's dense **reference** is the best of the four on the task's seeds; its **recipe-matched** dense
+  is its own settings at its chosen buffer.
 
-Shortening a paper's budget to the tier's (`scale`): every step-denominated quantity of the paper
-settings that shapes a method's schedule or its data is multiplied by ``tier.env_steps / paper budget``
-(DS's 1M; RLx2's 3M for RLx2 and the baselines it ran: dense, static, RigL): topology period, stop
-margin, n-step delay, the dynamic buffer's check interval and minimum size, and the replay capacity. At
-the small tier's 100k steps that is 1/10 for DS cells and 1/30 for the others. Two things are not scaled
-and are the same in every cell of a tier, so that no method starts with more random data or evaluates
-more often than another: the random warm-up (``tier.warmup``: TD3's 25k would be a quarter of a 100k
-run) and the evaluation cadence (every 5k env steps, 10 episodes). Learning rates, batch sizes,
-sparsities, drop fractions and decays are not step counts and stay the paper's.
+**What scales with the budget and what does not.** The tier shortens each paper's budget (DS 1M, RLx2 3M
+env steps) to ``tier.env_steps``. Quantities that are fractions of the run in disguise are multiplied by
+the budget ratio: DS's stop margin (the last 50k of 1M iterations) and RLx2's n-step switch (after 300k
+of 3M). Periods are not: topology periods stay at each paper's value in gradient updates (DS 1000, RLx2
+and its baselines 10,000), and so does RLx2's buffer check (every 10k env steps); the ablation cells
+``<family>@paper_period`` and ``<family>@scaled_period`` run both, and a family switches to the scaled
+one (for all its cells, every task) only when that arm is better at ALPHA (`choices`); the arm of the
+chosen rule is the family's method in every comparison (`resolve`). The replay capacity is the family's chosen buffer
+(``scaled`` or ``full``, chosen by the family's own dense pair); RLx2's minimum size and its oldest-K
+window scale with it (10% of the capacity; 8 x batch x capacity / 1M). The random warm-up
+(``tier.warmup``) and the evaluation cadence are the same in every cell.
+
+**Choices are made once, by the data, and recorded.** The buffer and period rules of a family are chosen
+from finished cells (`choices.choose`) the first time they are needed and written to
+``<results>/<tier>/choices.json``; the cells that depend on them read that file and refuse to start
+without it, so a choice never changes under cells that already ran with it.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from sparse_rl_jax import config as cfg
 from sparse_rl_jax import presets
 
 PAPER_BUDGET = {"ds": 1_000_000, "rlx2": 3_000_000}  # env steps of each paper's runs
-REGIMES = ("paper", "rlx2_sparsity", "ds_settings")
+PAPER_CAPACITY = 1_000_000  # RLx2's TD3 buffer (and its min size 10% of it, its oldest-K 8 x batch)
+SETTINGS = ("rlx2", "ds")
+BUFFERS = ("scaled", "full")
+PERIODS = ("paper_period", "scaled_period")
+TAGS = SETTINGS + BUFFERS + PERIODS + ("vl", "rlx2_sparsity")
+# the keys of RLx2's value learning: its multi-step targets and its dynamic-capacity buffer
+VALUE_LEARNING = ("replay.nstep", "replay.nstep_delay", "replay.dynamic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +59,12 @@ class Cell:
     task: str
     algo: str
     method: str
-    regime: str = "paper"
+    tags: Tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        """``<method>`` or ``<method>@<regime>``: the cell's label in tables and on the command line."""
-        return self.method if self.regime == "paper" else f"{self.method}@{self.regime}"
+        """``<method>`` or ``<method>@<tag>.<tag>``: the cell's label in tables and on the command line."""
+        return self.method + (f"@{'.'.join(self.tags)}" if self.tags else "")
 
     @property
     def key(self) -> str:
@@ -57,15 +76,33 @@ class Cell:
         return self.name.replace("+", "_").replace("@", "__")
 
     @property
-    def family(self) -> str:
-        """Whose paper budget the cell's schedules are scaled from: ``ds`` or ``rlx2``."""
-        return "ds" if self.method.partition("+")[0] == "ds" or self.regime == "ds_settings" else "rlx2"
+    def base_method(self) -> str:
+        return self.method.partition("+")[0]
 
     @property
-    def reference(self) -> "Cell":
-        """The dense cell its returns are compared with (same task and algorithm, same paper settings)."""
-        regime = "ds_settings" if self.family == "ds" and self.algo == "td3" else "paper"
-        return Cell(self.task, self.algo, "dense", regime)
+    def family(self) -> str:
+        """Whose paper the cell's base config and budget come from: ``ds`` or ``rlx2``."""
+        if self.method == "dense":
+            return "ds" if "ds" in self.tags else "rlx2"
+        return "ds" if self.base_method == "ds" else "rlx2"
+
+    @property
+    def is_recipe(self) -> bool:
+        """A dense recipe cell (its buffer named in its tags), run before anything is chosen."""
+        return self.method == "dense" and any(b in self.tags for b in BUFFERS)
+
+
+class Comparison(NamedTuple):
+    """Cell ``a`` against cell ``b`` (same task and algorithm): ``allowed`` are the config keys (dotted,
+    or a section followed by ``.``) in which their configs may differ."""
+    a: str
+    b: str
+    allowed: Tuple[str, ...]
+
+
+SPARSE_KEYS = ("method", "sparsity.", "topology.")
+FAMILY_KEYS = ("agent.actor_lr", "agent.critic_lr", "agent.weight_decay", "agent.weight_decay_mode",
+               "agent.mask_gradients", "agent.batch_size", "replay.oldest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,34 +115,55 @@ class Tier:
     eval_every: int = 5_000
 
 
+def parse_name(task: str, algo: str, name: str) -> Cell:
+    method, _, tags = name.partition("@")
+    return Cell(task, algo, method, tuple(t for t in tags.split(".") if t))
+
+
 def _cells(task: str, algo: str, names: List[str]) -> List[Cell]:
-    out = []
-    for n in names:
-        method, _, regime = n.partition("@")
-        out.append(Cell(task, algo, method, regime or "paper"))
-    return out
+    return [parse_name(task, algo, n) for n in names]
 
 
-# The issue's small grid, dense references first (every other cell is reported against them).
-_SMALL = (
-    _cells("halfcheetah", "td3", ["dense", "dense@ds_settings", "static", "rigl", "rlx2", "rlx2+importance",
-                                  "ds", "ds+importance", "ds@rlx2_sparsity", "ds+importance@rlx2_sparsity"])
-    + _cells("hopper", "td3", ["dense", "dense@ds_settings", "ds", "ds+importance", "rlx2", "rlx2+importance"])
-    + _cells("halfcheetah", "sac", ["dense", "rlx2", "rlx2+importance"])
-)
-_PAPER_NAMES = {
-    "td3": ["dense", "dense@ds_settings", "static", "rigl", "rlx2", "rlx2+importance", "ds", "ds+importance",
-            "ds@rlx2_sparsity", "ds+importance@rlx2_sparsity", "gmp"],
-    "sac": ["dense", "static", "rigl", "rlx2", "rlx2+importance", "ds", "ds+importance", "ds@rlx2_sparsity",
-            "ds+importance@rlx2_sparsity", "gmp"],
-}
+RECIPES = ["dense@rlx2.scaled", "dense@rlx2.full", "dense@ds.scaled", "dense@ds.full"]
+# In the order the compute is spent (the issue's (a), then (b), then the second task's deciding cells):
+# each family's own dense pair first (it chooses the family's buffer), then its period ablation.
+_TD3_A = ["dense@rlx2.scaled", "dense@rlx2.full", "rlx2@paper_period", "rlx2@scaled_period", "rigl", "static",
+          "set", "rlx2+importance", "dense@vl", "dense@ds.scaled", "dense@ds.full"]
+_TD3_B = ["ds@paper_period", "ds@scaled_period", "ds+importance", "ds@rlx2_sparsity",
+          "ds+importance@rlx2_sparsity"]
+_SMALL = tuple(_cells("halfcheetah", "td3", _TD3_A + _TD3_B)
+               + _cells("walker2d", "td3", RECIPES[:2] + ["rlx2", "rigl", "static"])
+               + _cells("halfcheetah", "sac", ["dense@rlx2.scaled", "dense@rlx2.full", "rlx2", "rigl",
+                                               "static", "rlx2+importance"]))
 _PAPER = tuple(c for algo in ("td3", "sac") for task in presets.TASKS
-               for c in _cells(task, algo, _PAPER_NAMES[algo]))
+               for c in _cells(task, algo, ["dense@rlx2.scaled", "dense@rlx2.full", "dense@ds.scaled",
+                                            "dense@ds.full", "rlx2", "rigl", "set", "static", "rlx2+importance",
+                                            "dense@vl", "ds", "ds+importance"]
+                               + (["ds@rlx2_sparsity", "ds+importance@rlx2_sparsity"] if algo == "td3" else [])))
 
 TIERS = {
-    "small": Tier("small", env_steps=100_000, seeds=3, warmup=5_000, cells=_SMALL),
-    "paper": Tier("paper", env_steps=None, seeds=5, warmup=None, cells=_PAPER),
+    "small": Tier("small", env_steps=100_000, seeds=10, warmup=5_000, cells=_SMALL),
+    "paper": Tier("paper", env_steps=None, seeds=8, warmup=None, cells=_PAPER),
 }
+
+# Every comparison the report makes (per task and algorithm, where both cells ran), and what may differ.
+COMPARISONS = (
+    Comparison("rlx2", "rigl", VALUE_LEARNING + ("method",)),
+    Comparison("rigl", "set", ("method",)),
+    Comparison("set", "static", ("method",)),
+    Comparison("rlx2", "static", VALUE_LEARNING + ("method",)),
+    Comparison("rlx2+importance", "rlx2", ("method",)),
+    Comparison("rlx2", "dense@vl", SPARSE_KEYS),
+    Comparison("dense@vl", "dense", VALUE_LEARNING),
+    Comparison("rlx2", "dense", SPARSE_KEYS + VALUE_LEARNING),
+    Comparison("static", "dense", SPARSE_KEYS),
+    Comparison("ds", "dense", SPARSE_KEYS),
+    Comparison("ds+importance", "ds", ("method",)),
+    Comparison("ds@rlx2_sparsity", "ds", ("sparsity.",)),
+    Comparison("ds+importance@rlx2_sparsity", "ds@rlx2_sparsity", ("method",)),
+    Comparison("rlx2@scaled_period", "rlx2@paper_period", ("topology.period",)),
+    Comparison("ds@scaled_period", "ds@paper_period", ("topology.period",)),
+)
 
 
 def cell_dir(root: str, tier: Tier, cell: Cell) -> str:
@@ -117,15 +175,16 @@ def parse_cell(key: str) -> Cell:
     """``halfcheetah/td3/ds+importance@rlx2_sparsity`` -> Cell (the inverse of `Cell.key`)."""
     parts = key.split("/")
     if len(parts) != 3:
-        raise ValueError(f"invalid cell {key!r}: expected <task>/<algo>/<method>[@<regime>]")
-    (cell,) = _cells(parts[0], parts[1], [parts[2]])
-    if cell.regime not in REGIMES:
-        raise ValueError(f"invalid cell {key!r}: regime must be one of {', '.join(REGIMES)}")
+        raise ValueError(f"invalid cell {key!r}: expected <task>/<algo>/<method>[@<tag>.<tag>]")
+    cell = parse_name(*parts)
+    bad = [t for t in cell.tags if t not in TAGS]
+    if bad:
+        raise ValueError(f"invalid cell {key!r}: unknown tag {bad[0]!r} (tags: {', '.join(TAGS)})")
     return cell
 
 
 def scale(cell: Cell, tier: Tier) -> float:
-    """The factor every schedule length of ``cell`` is multiplied by at ``tier`` (1 at the paper tier)."""
+    """The budget ratio of ``cell``'s family at ``tier`` (1 at the paper tier)."""
     return 1.0 if tier.env_steps is None else tier.env_steps / PAPER_BUDGET[cell.family]
 
 
@@ -133,47 +192,84 @@ def _scaled(value: int, factor: float, floor: int = 1) -> int:
     return max(floor, int(round(value * factor)))
 
 
-def overrides(cell: Cell, tier: Tier) -> Dict[str, Any]:
-    """The dotted overrides of ``cell`` on top of its method's per-task paper preset."""
-    base_method = cell.method.partition("+")[0]
-    if cell.regime == "rlx2_sparsity" and base_method != "ds":
-        raise ValueError(f"cell {cell.key}: regime rlx2_sparsity is for DS cells")
-    if cell.regime == "ds_settings" and (cell.method != "dense" or cell.algo != "td3"):
-        raise ValueError(f"cell {cell.key}: regime ds_settings is for dense TD3")
-    paper = presets.make_config(cell.method, cell.algo, cell.task)
-    out: Dict[str, Any] = {}
-    if cell.regime == "rlx2_sparsity":
+class MissingChoice(ValueError):
+    """A cell needs a family choice that has not been made yet (its deciding cells have not finished)."""
+
+
+def _family_base(cell: Cell) -> cfg.Config:
+    """The family's paper preset for the task: the config every cell of the family is derived from."""
+    if cell.family == "ds":
+        return presets.make_config("ds", cell.algo, cell.task)
+    return presets.make_config("rlx2", cell.algo, cell.task)
+
+
+def overrides(cell: Cell, tier: Tier, chosen: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The dotted overrides of ``cell`` on top of its family's paper preset. ``chosen``: the family's
+    recorded choices (``{"buffer": "scaled"|"full", "period": "paper"|"scaled"}``); a cell that needs
+    one that is missing raises `MissingChoice`."""
+    chosen = dict(chosen or {})
+    base = _family_base(cell)
+    method, fam = cell.method, cell.family
+    tags = set(cell.tags)
+    if cell.method == "dense" and not tags & {"vl", *BUFFERS}:
+        raise ValueError(f"cell {cell.key}: a dense cell names its buffer (dense@<settings>.<buffer>) or "
+                         f"is dense@vl")
+    if "rlx2_sparsity" in tags and cell.base_method != "ds":
+        raise ValueError(f"cell {cell.key}: tag rlx2_sparsity is for DS cells")
+    if tags & set(PERIODS) and method not in ("ds", "rlx2"):
+        raise ValueError(f"cell {cell.key}: the period tags are for the period ablations of DS and RLx2")
+    if tags & set(SETTINGS) and method != "dense":
+        raise ValueError(f"cell {cell.key}: only dense recipes name their settings")
+    if cell.base_method not in ("dense", "static", "set", "rigl", "rlx2", "ds"):
+        raise ValueError(f"cell {cell.key}: method {cell.base_method!r} is not in the study")
+    factor = scale(cell, tier)
+    out: Dict[str, Any] = {"method": method}
+    if cell.base_method in ("dense", "static", "set", "rigl"):
+        # RLx2's baselines: RLx2's schedule and masks without its value learning; dense: no sparsity
+        out.update({"replay.nstep": 1, "replay.nstep_delay": 0, "replay.dynamic": False})
+    if cell.base_method == "dense":
+        out.update({"sparsity.actor": 0.0, "sparsity.critic": 0.0, "sparsity.er_lambdas": None})
+        if "vl" in tags:
+            out.update({k: getattr(base.replay, k.split(".")[1]) for k in VALUE_LEARNING})
+    if "rlx2_sparsity" in tags:
         a, c = presets.RLX2_SPARSITY[cell.algo][cell.task]
         out.update({"sparsity.er_lambdas": None, "sparsity.actor": a, "sparsity.critic": c})
-    if cell.regime == "ds_settings":
-        ds = presets.make_config("ds", "td3", cell.task)
-        out.update({"total_env_steps": ds.total_env_steps, "agent.actor_lr": ds.agent.actor_lr,
-                    "agent.critic_lr": ds.agent.critic_lr, "agent.weight_decay": ds.agent.weight_decay,
-                    "agent.weight_decay_mode": ds.agent.weight_decay_mode,
-                    "agent.mask_gradients": ds.agent.mask_gradients, "agent.batch_size": ds.agent.batch_size})
-    factor = scale(cell, tier)
+    # the buffer: a recipe names it; every other cell takes its family's choice
+    buffer = next((b for b in BUFFERS if b in tags), None) or chosen.get("buffer")
+    if buffer is None:
+        raise MissingChoice(f"cell {cell.key} needs the {fam} family's buffer choice: run "
+                            f"{cell.task}/{cell.algo}/dense@{fam}.scaled and dense@{fam}.full first")
+    env_steps = tier.env_steps or base.total_env_steps
+    capacity = env_steps if buffer == "full" else _scaled(base.replay.capacity, factor)
+    window = capacity / PAPER_CAPACITY
+    batch = base.agent.batch_size
+    oldest = _scaled(8 * batch, window, floor=min(32, capacity))  # a mean over at least 32 states
+    out.update({"replay.capacity": capacity, "replay.oldest": oldest,
+                "replay.min_size": _scaled(base.replay.min_size, window, floor=max(batch, oldest))})
+    # the period ablation's arms name their period; the other cells follow the family's rule
+    period = next((p.split("_")[0] for p in PERIODS if p in tags), None)
+    if period is None and factor != 1.0 and method != "dense":  # (static: inert, but the configs stay equal)
+        period = chosen.get("period")
+        if period is None:
+            raise MissingChoice(f"cell {cell.key} needs the {fam} family's period rule: run its ablation "
+                                f"{fam}@paper_period and {fam}@scaled_period first")
     if factor != 1.0:
-        t, r = paper.topology, paper.replay
-        batch = out.get("agent.batch_size", paper.agent.batch_size)
-        out.update({
-            "total_env_steps": tier.env_steps,
-            "topology.period": _scaled(t.period, factor),
-            "topology.stop_margin": _scaled(t.stop_margin, factor, floor=0),
-            "replay.nstep_delay": _scaled(r.nstep_delay, factor, floor=0),
-            "replay.check_every": _scaled(r.check_every, factor),
-            # never below one batch plus RLx2's oldest-K window, which the buffer check reads
-            "replay.min_size": _scaled(r.min_size, factor, floor=max(batch, paper.oldest_transitions)),
-            "replay.capacity": _scaled(r.capacity, factor, floor=batch),
-        })
+        t, r = base.topology, base.replay
+        out.update({"total_env_steps": tier.env_steps,
+                    "topology.stop_margin": _scaled(t.stop_margin, factor, floor=0),
+                    "replay.nstep_delay": (_scaled(r.nstep_delay, factor, floor=0)
+                                           if out.get("replay.nstep", r.nstep) > 1 else 0)})
+        if period == "scaled":
+            out["topology.period"] = _scaled(t.period, factor)
     if tier.warmup is not None:
         out["warmup_env_steps"] = tier.warmup
     out["eval_every"] = tier.eval_every
     return out
 
 
-def make_config(cell: Cell, tier: Tier) -> cfg.Config:
-    """The full config of ``cell`` at ``tier``."""
-    return presets.make_config(cell.method, cell.algo, cell.task, **overrides(cell, tier))
+def make_config(cell: Cell, tier: Tier, chosen: Optional[Mapping[str, Any]] = None) -> cfg.Config:
+    """The full config of ``cell`` at ``tier`` (``chosen``: its family's recorded choices)."""
+    return cfg.replace(_family_base(cell), **overrides(cell, tier, chosen))
 
 
 def select(tier: Tier, keys: Optional[List[str]] = None) -> List[Cell]:
@@ -186,3 +282,28 @@ def select(tier: Tier, keys: Optional[List[str]] = None) -> List[Cell]:
         raise ValueError(f"invalid --cells: {', '.join(unknown)} not in the {tier.name} tier "
                          f"(see --list)")
     return [c for c in tier.cells if c in wanted]
+
+
+def resolve(tier: Tier, task: str, algo: str, name: str, period: Optional[str]) -> Cell:
+    """A comparison's name as a cell of ``tier``: the family's own method (``rlx2``, ``ds``) is, where the
+    task runs the period ablation, the arm of the chosen ``period`` rule."""
+    cell = parse_name(task, algo, name)
+    if cell.method in ("ds", "rlx2") and not cell.tags and cell not in tier.cells and period:
+        return Cell(task, algo, cell.method, (f"{period}_period",))
+    return cell
+
+
+def differing_keys(a: cfg.Config, b: cfg.Config) -> List[str]:
+    """The dotted config keys in which ``a`` and ``b`` differ."""
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+    fa, fb = dict(flat(cfg.to_dict(a))), dict(flat(cfg.to_dict(b)))
+    return sorted(k for k in fa if fa[k] != fb.get(k))
+
+
+def allowed(key: str, allowed_keys: Tuple[str, ...]) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in allowed_keys)

@@ -8,7 +8,7 @@ measurement is written as one JSON record under ``--out`` (a rerun adds a record
     python -m experiments.reproduce.jax39103 probe  --out docs/results/platform
     python -m experiments.reproduce.jax39103 first-updates --dump /tmp/fu_new --against /tmp/fu_old
     python -m experiments.reproduce.jax39103 compare-cell --cell halfcheetah/td3/rlx2 \\
-        --before docs/results/small/runs/halfcheetah/td3/rlx2 --after <the rerun's record>
+        --before docs/results/small_v1/runs/halfcheetah/td3/rlx2 --after <the rerun's record>
 
 * ``probe``: the issue's reproducer, then the same pattern over a grid of shapes (rows x inner x outer,
   among them the ones of this project's programs), each compared with a float64 NumPy reference; a row
@@ -28,7 +28,7 @@ measurement is written as one JSON record under ``--out`` (a rerun adds a record
 
 * ``compare-cell``: two finished records of one reproduction cell (``--before``, ``--after``: folders with
   ``metrics/seed_<i>.jsonl``), e.g. the committed 0.10.2 record and a rerun on the new set: per seed the
-  final return (``aggregate.final_return``), mean ± sample std of each, and the difference of means with
+  final return (``report.final_return``), mean ± sample std of each, and the difference of means with
   its Welch 95% confidence interval. Runs on different XLA builds cannot be compared bit for bit; this
   says whether the rerun lands where the published figure did, within what the seeds can tell apart.
 
@@ -214,12 +214,12 @@ def dots(tier_name: str, cell: str, seeds: int) -> Dict[str, Any]:
 def compare_cell(before: str, after: str) -> Dict[str, Any]:
     from scipy import stats
 
-    from experiments.reproduce import aggregate
+    from experiments.reproduce import records, report
     from sparse_rl_jax import run_logging
     out: Dict[str, Any] = {}
     for name, folder in (("before", before), ("after", after)):
-        steps, returns = aggregate._curve(run_logging.read_history(folder))
-        final = aggregate.final_return(steps, returns)
+        steps, returns = records.curve(run_logging.read_history(folder))
+        final = report.final_return(steps, returns)
         summary = run_logging.read_json(os.path.join(folder, "summary.json"))
         out[name] = {"record": os.path.relpath(folder), "env_steps": int(steps[-1]),
                      "final_return_per_seed": [float(x) for x in final],

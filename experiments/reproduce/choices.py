@@ -1,0 +1,104 @@
+"""The family choices of a tier, made once from finished cells and recorded in ``choices.json``.
+
+* per task, algorithm and family (`grid.Cell.family`), ``buffer``: ``scaled`` or ``full``, whichever of
+  the family's own dense pair (``dense@<family>.scaled``, ``dense@<family>.full``) has the higher mean
+  final return over the same seeds;
+* per family (every task and algorithm), ``period``: ``scaled`` only when the arm
+  ``<family>@scaled_period`` of the family's period ablation (the first in grid order whose two arms
+  finished) is better than ``<family>@paper_period`` by a one-sided Welch test at `stats.ALPHA`; else
+  ``paper``.
+
+Each choice is written with the numbers it was made from and the records it read, and is never
+rewritten: cells started after it ran with it, and a later record (more seeds) must not change their
+config under them. Delete the entry by hand to choose again (and rerun what depended on it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+from experiments.reproduce import grid, stats
+
+FILE = "choices.json"
+
+
+def path(results: str, tier: grid.Tier) -> str:
+    return os.path.join(results, tier.name, FILE)
+
+
+def read(results: str, tier: grid.Tier) -> Dict[str, Any]:
+    p = path(results, tier)
+    if not os.path.exists(p):
+        return {}
+    with open(p) as f:
+        return json.load(f)
+
+
+def _key(cell: grid.Cell) -> str:
+    return f"{cell.task}/{cell.algo}/{cell.family}"
+
+
+def _family_key(cell: grid.Cell) -> str:
+    return f"family/{cell.family}"
+
+
+def of(results: str, tier: grid.Tier, cell: grid.Cell) -> Dict[str, str]:
+    """The recorded choices of ``cell``'s family (``{}`` when none is made yet)."""
+    data = read(results, tier)
+    entries = {**data.get(_family_key(cell), {}), **data.get(_key(cell), {})}
+    return {k: v["value"] for k, v in entries.items()}
+
+
+def _write(results: str, tier: grid.Tier, data: Dict[str, Any]) -> None:
+    p = path(results, tier)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    tmp = p + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, p)
+
+
+def choose(results: str, tier: grid.Tier, cell: grid.Cell,
+           final: Callable[[grid.Cell], Optional[np.ndarray]]) -> Dict[str, str]:
+    """Make the choices ``cell``'s family still lacks whose deciding cells have finished (``final(cell)``:
+    per-seed final returns of a finished cell, or None), record them, and return the family's choices."""
+    data = read(results, tier)
+    entry = data.setdefault(_key(cell), {})
+    family = data.setdefault(_family_key(cell), {})
+    fam = cell.family
+    made = []
+    if "buffer" not in entry:
+        pair = {b: final(grid.Cell(cell.task, cell.algo, "dense", (fam, b))) for b in grid.BUFFERS}
+        if all(v is not None for v in pair.values()):
+            means = {b: float(np.mean(v)) for b, v in pair.items()}
+            entry["buffer"] = {"value": max(means, key=means.get), "mean_final_return": means,
+                               "seeds": {b: len(v) for b, v in pair.items()},
+                               "rule": "higher mean final return of the family's dense pair"}
+            made.append("buffer")
+    arms = [c for c in tier.cells if c.method == fam and c.tags == ("scaled_period",)]
+    for arm in arms if "period" not in family else []:
+        paper = final(grid.Cell(arm.task, arm.algo, fam, ("paper_period",)))
+        scaled = final(arm)
+        if paper is not None and scaled is not None:
+            test = stats.welch(scaled, paper)
+            family["period"] = {"value": "scaled" if test.p_greater <= stats.ALPHA else "paper",
+                                "decided_on": f"{arm.task}/{arm.algo}",
+                                "mean_final_return": {"paper": float(np.mean(paper)),
+                                                      "scaled": float(np.mean(scaled))},
+                                "seeds": {"paper": len(paper), "scaled": len(scaled)},
+                                "difference_95ci": [test.lo, test.hi], "p_scaled_better": test.p_greater,
+                                "rule": f"scaled only if better by a one-sided Welch test at {stats.ALPHA}"}
+            made.append(family["period"])
+            break
+    if "buffer" in made:
+        made[made.index("buffer")] = entry["buffer"]
+    if made:
+        for m in made:
+            m["made"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        _write(results, tier, {k: v for k, v in data.items() if v})
+    return of(results, tier, cell) if made else {k: v["value"] for k, v in {**family, **entry}.items()}
