@@ -1,10 +1,11 @@
-"""Evaluate the newest checkpoint of a run: N deterministic episodes per seed, print the returns.
+"""Evaluate the newest readable checkpoint of a run: N deterministic episodes per seed, print the returns.
 
     python -m experiments.evaluate --workdir runs/demo [--episodes 10] [--seed_offset 0] [--json]
 
 Episodes follow the training-time evaluation protocol (``sparse_rl_jax.evaluation``: deterministic policy,
-full episode length, no auto-reset). Exit status: 0, or 2 on bad flags / a missing or corrupted
-checkpoint (one line on stderr). From Python, see ``runs.load_policy``::
+full episode length, no auto-reset). A newer checkpoint that cannot be read is skipped, with one line
+on stderr saying which and why. Exit status: 0, or 2 on bad flags / no readable checkpoint (one line
+on stderr). From Python, see ``runs.load_policy``::
 
     from sparse_rl_jax import runs
     policy = runs.load_policy("runs/demo")
@@ -41,7 +42,9 @@ def evaluate_run(workdir: str, episodes: int, seed_offset: int = 0) -> dict:
     from sparse_rl_jax import config as cfg_lib
     from sparse_rl_jax import trainer as trainer_lib
 
-    restored = runs.restore(workdir)
+    restored = runs.restore(workdir)  # the newest readable checkpoint
+    for step, reason in restored.skipped:
+        print(f"evaluate: skipped checkpoint {step}: {reason}", file=sys.stderr, flush=True)
     config = cfg_lib.from_dict(restored.config)
     trainer = trainer_lib.Trainer(config)
     e = config.env

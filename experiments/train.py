@@ -8,7 +8,10 @@
 Every config field can be overridden with ``--config.<section>.<field>=value`` (``--config.env=NAME`` is
 short for ``--config.env.name=NAME``); ``--config=experiments/configs/preset.py:<method>,<algo>`` picks any
 preset by name. ``--resume`` continues the newest checkpoint of ``--workdir`` (``--config`` may then be
-left out; if given, the resolved config must equal the saved one, field by field).
+left out; if given, the resolved config must equal the saved one, field by field); a newer checkpoint
+that cannot be read is skipped (and moved to ``checkpoints_unreadable/``) with a line saying so.
+``--resume --extend_to N`` continues a run, finished or not, to N env steps, recorded in
+``extensions.json``; schedules that are fractions of the run keep the budget they were planned for.
 
 Devices: one device runs the plain vmapped program. With several devices (or processes) the seeds are
 sharded over all of them (``--seeds`` a multiple of the device count); ``--data_shards D`` instead splits
@@ -22,7 +25,9 @@ Exit status: 0 done; 2 bad input (one line on stderr naming the option, the valu
 printed before anything is compiled or written); 1 the run diverged (NaN/inf in a loss or the
 parameters: the message names the network and the step, the last good checkpoint is left intact); 130
 interrupted (Ctrl-C: the newest checkpoint is intact); 143 terminated (SIGTERM, e.g. a scheduler's
-preemption: the period in progress is finished and checkpointed first). Continue with --resume.
+preemption: the period in progress is finished and checkpointed first); 74 a file of the run could not be
+written (disk full, quota, permissions: one line naming the file and the last good checkpoint, which
+stays readable, as does every earlier one). Continue with --resume.
 Outputs: see ``docs/launcher.md``. The planning, the period callbacks and the outputs are
 `sparse_rl_jax.launch`, `sparse_rl_jax.callbacks` and `sparse_rl_jax.config_flag`.
 """
@@ -43,7 +48,11 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("workdir", None, "Work directory (created if missing).", flag_values=fv)
     flags.DEFINE_integer("seeds", None, "Number of seeds, vmapped in one program (default 1; with --resume "
                          "the saved number).", flag_values=fv)
-    flags.DEFINE_boolean("resume", False, "Continue from the newest checkpoint in --workdir.", flag_values=fv)
+    flags.DEFINE_boolean("resume", False, "Continue from the newest readable checkpoint in --workdir.",
+                         flag_values=fv)
+    flags.DEFINE_integer("extend_to", None, "With --resume: continue the run (finished or not) to this many env "
+                         "steps; schedules keep the budget they were planned for (docs/launcher.md).",
+                         flag_values=fv)
     flags.DEFINE_integer("checkpoint_every", 1, "Save a checkpoint every N evaluation periods (and always "
                          "after the last).", flag_values=fv)
     flags.DEFINE_integer("keep_checkpoints", 2, "Keep the newest K checkpoints.", flag_values=fv)
@@ -58,7 +67,7 @@ def parse_flags(argv: Sequence[str]) -> Tuple[flags.FlagValues, Optional[Config]
     fv = cli.parse_args(define_flags(), rest)
     cli.require(fv, "workdir", "the directory that receives config, metrics, checkpoints")
     cli.at_least(fv, seeds=1, checkpoint_every=1, keep_checkpoints=1, data_shards=0, num_processes=1,
-                 process_id=0)
+                 process_id=0, extend_to=1)
     return fv, config
 
 
@@ -68,7 +77,7 @@ def plan(argv: Sequence[str]) -> launch.Plan:
     return launch.plan_run(launch.Request(
         fv["workdir"].value, config, fv["resume"].value, fv["seeds"].value,
         fv["data_shards"].value if fv["data_shards"].present else None, fv["checkpoint_every"].value,
-        fv["keep_checkpoints"].value, fv["plots"].value))
+        fv["keep_checkpoints"].value, fv["plots"].value, fv["extend_to"].value))
 
 
 def main(argv: Sequence[str]) -> int:

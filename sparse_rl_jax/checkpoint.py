@@ -26,6 +26,7 @@ them) restores a run and loads its policy in one call.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
@@ -44,6 +45,10 @@ ADDED_FIELDS = (("target_floor", "zeros"), ("obs_stats", "none"))
 
 class CheckpointError(RuntimeError):
     """A missing, unreadable or incompatible checkpoint; the message is one line naming the path."""
+
+
+class Corrupted(CheckpointError):
+    """One checkpoint's files cannot be read (an older one may still be: `restore_readable`)."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -79,14 +84,59 @@ def save(workdir: str, step: int, states: Any, history: List, config: Any, num_s
         "config": cfg_lib.to_dict(config) if not isinstance(config, dict) else config,
         "history": history if _is_json_history(history) else history_to_json(history),
     }
-    mgr = _manager(workdir, keep=keep)
-    try:
-        mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(states),
-                                                     meta=ocp.args.JsonSave(meta)), force=True)
-        mgr.wait_until_finished()
-    finally:
-        mgr.close()
+    with _stderr_kept_aside() as report:
+        mgr = _manager(workdir, keep=keep)
+        try:
+            mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(states),
+                                                         meta=ocp.args.JsonSave(meta)), force=True)
+            mgr.wait_until_finished()
+        except Exception as err:
+            err.add_note(f"orbax's own report of the failed save: {report}")
+            _log_to(report, "asyncio")  # its unfinished write tasks are reported when they are collected
+            raise
+        finally:
+            mgr.close()
     return os.path.join(checkpoint_dir(workdir), str(int(step)))
+
+
+def _log_to(path: str, name: str) -> None:
+    """Send the ``name`` logger's records to ``path`` instead of stderr from now on."""
+    import logging
+
+    logger = logging.getLogger(name)
+    logger.addHandler(logging.FileHandler(path))
+    logger.propagate = False
+
+
+@contextlib.contextmanager
+def _stderr_kept_aside():
+    """Route this process's stderr (file descriptor 2) to a temporary file during a save, and copy it back
+    after a save that worked. A save that fails (disk full, permissions) makes orbax's and tensorstore's
+    worker threads print dozens of tracebacks; the launcher reports such a failure in one line instead,
+    and the file (its path is yielded) keeps what they printed."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd, path = tempfile.mkstemp(prefix="sparse_rl_jax-save-", suffix=".log")
+    os.dup2(fd, 2)
+    failed = True
+    try:
+        yield path
+        failed = False
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+        if not failed:
+            with open(path, errors="replace") as f:
+                text = f.read()
+            os.remove(path)
+            if text:
+                sys.stderr.write(text)
+                sys.stderr.flush()
 
 
 def _is_json_history(history: List) -> bool:
@@ -137,13 +187,11 @@ def read_meta(workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
     try:
         meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as err:  # orbax raises many types for damaged files
-        raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)}); "
-                              "delete it to fall back to an earlier checkpoint") from None
+        raise Corrupted(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)})") from None
     finally:
         mgr.close()
     if not isinstance(meta, dict) or {"step", "num_seeds", "config", "history"} - set(meta):
-        raise CheckpointError(f"checkpoint {path} is corrupted: its meta item lacks step/num_seeds/config/"
-                              "history; delete it to fall back to an earlier checkpoint")
+        raise Corrupted(f"checkpoint {path} is corrupted: its meta item lacks step/num_seeds/config/history")
     return meta
 
 
@@ -151,9 +199,39 @@ class Restored(NamedTuple):
     config: Dict[str, Any]  # the resolved config as a plain dict (`config.from_dict` turns it back)
     states: Any  # vmapped TrainState, leading axis = seeds
     history: List[list]  # `history_to_json` form
-    step: int  # chunks done
+    step: int  # periods done
     num_seeds: int
     data_shards: int = 0  # > 0: data-parallel layout (agent ``[seeds]``, every other field ``[seeds, D]``)
+    skipped: tuple = ()  # (step, reason) of each newer checkpoint passed over as unreadable
+
+
+def restore_readable(workdir: str, template: "Template") -> Restored:
+    """The newest checkpoint that restores, passing over unreadable newer ones (their steps and reasons
+    in ``skipped``). `CheckpointError` when none restores, naming each one tried."""
+    steps = all_steps(workdir)
+    if not steps:
+        _resolve_step(workdir, None)  # raises the "no checkpoint" error
+    skipped = []
+    for step in reversed(steps):
+        try:
+            return restore(workdir, template, step)._replace(skipped=tuple(skipped))
+        except Corrupted as err:
+            skipped.append((step, str(err)))
+    raise CheckpointError(f"no readable checkpoint in {checkpoint_dir(workdir)}: "
+                          + "; ".join(reason for _, reason in skipped))
+
+
+def set_aside(workdir: str, step: int) -> str:
+    """Move an unreadable checkpoint out of the way of the run's next save (never deleted: its files may
+    still matter to whoever looks into why); returns where it went."""
+    import time
+
+    src = os.path.join(checkpoint_dir(workdir), str(step))
+    dst = os.path.join(os.path.abspath(workdir), "checkpoints_unreadable",
+                       f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.replace(src, dst)
+    return dst
 
 
 # (config, num_seeds, data_shards) -> abstract states (``jax.ShapeDtypeStruct`` pytree) of that layout
@@ -188,8 +266,7 @@ def restore(workdir: str, template: Template, step: Optional[int] = None) -> Res
         except Exception as err:
             states = _restore_older(restore_state, abstract)
             if states is None:
-                raise CheckpointError(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)}); "
-                                      "delete it to fall back to an earlier checkpoint") from None
+                raise Corrupted(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)})") from None
     finally:
         mgr.close()
     return Restored(meta["config"], _uncommitted(states), meta["history"], int(meta["step"]),

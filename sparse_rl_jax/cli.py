@@ -8,6 +8,8 @@ are absl's own exceptions (``flags.Error`` and its subclasses), turned into that
 """
 from __future__ import annotations
 
+import os
+import re
 import sys
 from typing import Callable, List, Sequence
 
@@ -18,11 +20,38 @@ DIVERGED = 1  # a run stopped on NaN/inf (or data-parallel copies of the agent t
 USAGE_ERROR = 2  # bad input: one line on stderr, nothing compiled or written
 INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
 TERMINATED = 143  # 128 + SIGTERM, what batch schedulers expect from a job they stopped
+IO_ERROR = 74  # a file of the run could not be written (sysexits' EX_IOERR); earlier checkpoints are intact
 HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
 
 
 class UsageError(Exception):
     """Bad input; the message is one line naming the option, the value and what is allowed."""
+
+
+# how tensorstore (under orbax) reports a failed write: a ValueError naming the file and the errno
+_TENSORSTORE_WRITE = re.compile(r'Error writing (?:local )?file "([^"]+)".*?os_error_code=.?(\d+)', re.S)
+
+
+def write_failure(err: BaseException):
+    """The `OSError` behind ``err`` (itself, in its cause/context chain, or a tensorstore write error
+    rebuilt as one: orbax raises those as ``ValueError``), or None when ``err`` is not a failed write."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        found = _TENSORSTORE_WRITE.search(str(err))
+        if found:
+            code = int(found.group(2))
+            return OSError(code, os.strerror(code), found.group(1))
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def describe_write_failure(err: OSError) -> str:
+    what = f" {err.filename}" if getattr(err, "filename", None) else ""
+    reason = err.strerror or one_line(err) or type(err).__name__
+    return f"could not write{what} ({reason})"
 
 
 def one_line(text) -> str:

@@ -178,6 +178,11 @@ class TopologyConfig:
     importance_horizon: Optional[int] = num(None, optional=True, **POSITIVE_INT)  # None: the period
     gmp_begin: float = num(0.2, 0, 1, hi_open=True)
     gmp_end: float = num(0.8, 0, 1, lo_open=True)
+    # The run length (env steps) every schedule above that is a fraction of the run is laid out over
+    # (stop, stop_margin, the cosine decay, GMP's window). None: total_env_steps. An extended run
+    # (`experiments.train --resume --extend_to`) keeps its original budget here, so the schedules it ran
+    # stay as they were and the extra steps continue at their end values.
+    schedule_env_steps: Optional[int] = num(None, optional=True, **POSITIVE_INT)
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,15 @@ class Config:
     @property
     def total_updates(self) -> int:
         return self.train_iterations * self.updates_per_iteration
+
+    @property
+    def schedule_updates(self) -> int:
+        """The critic updates the topology schedules are laid out over (`TopologyConfig.schedule_env_steps`)."""
+        steps = self.topology.schedule_env_steps
+        if steps is None:
+            return self.total_updates
+        left = max(steps - self.warmup_iterations * self.env_steps_per_iteration, 0)
+        return -(-left // self.env_steps_per_iteration) * self.updates_per_iteration
 
     @property
     def oldest_transitions(self) -> int:

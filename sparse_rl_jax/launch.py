@@ -61,7 +61,27 @@ def main(program: str, argv: Sequence[str], *, doc: str, help_flags: Callable[[]
             what = f"terminated (SIGTERM), {err}" if terminated else "interrupted"
             print(f"{program}: {what}; continue with: {continue_with(planned)}", file=sys.stderr, flush=True)
             return cli.TERMINATED if terminated else cli.INTERRUPTED
+        except Exception as err:
+            # disk full, quota, permissions: a checkpoint that failed mid-save is an orbax temporary directory,
+            # never listed, so every earlier checkpoint stays readable
+            failure = cli.write_failure(err)
+            if failure is None:
+                raise
+            report = next((n for n in getattr(err, "__notes__", ()) if n.startswith("orbax's own report")), "")
+            print(f"{program}: stopped: {cli.describe_write_failure(failure)}; {last_good_checkpoint(planned)}; "
+                  f"make room or fix the permissions, then continue with: {continue_with(planned)}"
+                  + (f" ({report})" if report else ""), file=sys.stderr, flush=True)
+            return cli.IO_ERROR
     return 0
+
+
+def last_good_checkpoint(planned: Any) -> str:
+    """Where a stopped run would continue from, in words (the newest readable checkpoint)."""
+    workdir = getattr(planned, "workdir", None)
+    steps = checkpoint.all_steps(workdir) if workdir else []
+    if not steps:
+        return "no checkpoint was written yet"
+    return f"the last good checkpoint is {os.path.join(checkpoint.checkpoint_dir(workdir), str(steps[-1]))}"
 
 
 def start_distributed(fv: flags.FlagValues) -> None:
@@ -119,6 +139,7 @@ class Request:
     checkpoint_every: int = 1
     keep_checkpoints: int = 2
     plots: bool = True
+    extend_to: Optional[int] = None  # with resume: continue the run to this many env steps (`extend`)
 
 
 @dataclasses.dataclass
@@ -133,6 +154,7 @@ class Plan:
     data_shards: int = 0  # > 0: data-parallel with this many shards per seed
     sharded: bool = False  # run over a device mesh (`distributed`), not the plain single-device program
     lock: Optional[runlock.RunLock] = None  # the work dir's writer lock (process 0), held until execute ends
+    extension: Optional[Dict[str, Any]] = None  # this launch extends the run (`extend`): what it records
 
 
 def lock_workdir(workdir: str) -> Optional[runlock.RunLock]:
@@ -152,12 +174,17 @@ def plan_run(request: Request) -> Plan:
     """Resolve and check everything; raise `UsageError` before any compilation or any write. The plan
     holds the work dir's writer lock (`lock_workdir`); a plan that fails releases it before raising."""
     workdir = local_path(request.workdir)
+    extension = None
+    if request.extend_to is not None and not request.resume:
+        raise UsageError(f"invalid --extend_to={request.extend_to}: it extends a saved run; pass --resume too")
     if request.resume:
         if not os.path.isdir(workdir):
             raise UsageError(f"invalid --workdir={workdir!r} with --resume: no such directory (nothing to resume)")
         lock = lock_workdir(workdir)  # before the checkpoint is read: a live writer may be adding one
         with _released_on_error(lock):
             config, seeds, restored = _resume_plan(request, workdir)
+            if request.extend_to is not None:
+                config, extension = extend(config, request.extend_to, restored)
             shards = restored.data_shards
             sharded = check_layout(config, seeds, shards)
     else:
@@ -173,7 +200,32 @@ def plan_run(request: Request) -> Plan:
         with _released_on_error(lock):
             _check_no_run(workdir)  # again under the lock: a launch racing this one may have started meanwhile
     return Plan(config, workdir, seeds, restored, request.checkpoint_every, request.keep_checkpoints,
-                request.plots, shards, sharded, lock)
+                request.plots, shards, sharded, lock, extension)
+
+
+EXTENSIONS = "extensions.json"
+
+
+def extend(config, extend_to: int, restored) -> tuple:
+    """The config of a run continued to ``extend_to`` env steps, and the record of the extension.
+
+    The rule: schedules that are fractions of the run (`TopologyConfig.schedule_env_steps`: the topology
+    stop and stop margin, the cosine drop-fraction decay, GMP's window, DS's last prune-only event) keep
+    the length the run was planned for, so what already ran is exactly what a run planned that way runs,
+    and the added steps continue at each schedule's end value (topology frozen where it had stopped, final
+    sparsity, n-step targets as switched). Step counts (periods, n-step switch, buffer checks) are counts
+    and simply go on."""
+    if extend_to <= config.total_env_steps:
+        raise UsageError(f"invalid --extend_to={extend_to}: the run in its work dir is planned for "
+                         f"{config.total_env_steps:,} env steps; give a larger budget")
+    planned = config.topology.schedule_env_steps or config.total_env_steps
+    extended = cfg_lib.replace(config, total_env_steps=extend_to, **{"topology.schedule_env_steps": planned})
+    config_flag.check(extended)
+    import time
+    record = {"from_env_steps": config.total_env_steps, "to_env_steps": extend_to,
+              "schedules_planned_for_env_steps": planned, "at_checkpoint": restored.step,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return extended, record
 
 
 @contextlib.contextmanager
@@ -211,11 +263,12 @@ def config_conflicts(saved: Dict[str, Any], resolved: Dict[str, Any]) -> List[st
 
 
 def _resume_plan(request: Request, workdir: str):
+    check_workdir(workdir, create=False)
     try:
-        meta = checkpoint.read_meta(workdir)
+        restored = runs.restore(workdir)  # the newest readable checkpoint (newer unreadable ones: .skipped)
     except checkpoint.CheckpointError as err:
         raise UsageError(f"--resume: {err}") from None
-    saved = meta["config"]
+    saved = restored.config
     config_json = os.path.join(workdir, "config.json")
     if os.path.exists(config_json):
         try:
@@ -228,26 +281,24 @@ def _resume_plan(request: Request, workdir: str):
         conflicts = config_conflicts(saved, cfg_lib.to_dict(config))
         if conflicts:
             shown = "; ".join(conflicts[:6]) + (f"; and {len(conflicts) - 6} more" if len(conflicts) > 6 else "")
+            hint = (" (to continue a run to a larger budget: --resume --extend_to=N)"
+                    if any(c.startswith("total_env_steps=") for c in conflicts) else "")
             raise UsageError(f"--resume: the flags conflict with the run saved in {workdir}: {shown}. Resume "
-                             "with the saved config (drop --config and its overrides) or use a new --workdir")
+                             f"with the saved config (drop --config and its overrides) or use a new --workdir"
+                             f"{hint}")
     else:
         try:
             config = cfg_lib.from_dict(saved)
         except (TypeError, ValueError) as err:
             raise UsageError(f"--resume: {config_json} holds an invalid config ({err})") from None
     config_flag.check(config)
-    if request.seeds is not None and request.seeds != meta["num_seeds"]:
+    if request.seeds is not None and request.seeds != restored.num_seeds:
         raise UsageError(f"--resume: invalid --seeds={request.seeds}: the run saved in {workdir} has "
-                         f"{meta['num_seeds']} seeds (omit --seeds or pass --seeds {meta['num_seeds']})")
-    saved_shards = int(meta.get("data_shards", 0))
-    if request.data_shards is not None and request.data_shards != saved_shards:
+                         f"{restored.num_seeds} seeds (omit --seeds or pass --seeds {restored.num_seeds})")
+    if request.data_shards is not None and request.data_shards != restored.data_shards:
         raise UsageError(f"--resume: invalid --data_shards={request.data_shards}: the run saved in {workdir} "
-                         f"has data_shards={saved_shards} (omit --data_shards or pass --data_shards {saved_shards})")
-    check_workdir(workdir, create=False)
-    try:
-        restored = runs.restore(workdir)
-    except checkpoint.CheckpointError as err:
-        raise UsageError(f"--resume: {err}") from None
+                         f"has data_shards={restored.data_shards} (omit --data_shards or pass --data_shards "
+                         f"{restored.data_shards})")
     return config, restored.num_seeds, restored
 
 
@@ -289,8 +340,20 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
     _barrier("sparse_rl_jax: every process checked the work dir")  # before process 0 writes into it
     if plan.lock is not None:
         plan.lock.announce()
-    if restored is None and primary:
+    if restored is not None and restored.skipped and primary:
+        for step, reason in restored.skipped:  # out of the way of this run's next save, never deleted
+            where = checkpoint.set_aside(workdir, step)
+            say(f"resume: skipped checkpoint {step}: {reason}; moved to {_show(where)}", flush=True)
+        say(f"resume: continuing from checkpoint {restored.step}, the newest readable one", flush=True)
+    if (restored is None or plan.extension is not None) and primary:
         write_config(workdir, config)
+    if plan.extension is not None and primary:
+        path = os.path.join(workdir, EXTENSIONS)
+        done = run_logging.read_json(path) if os.path.exists(path) else []
+        run_logging.write_json(path, done + [plan.extension])
+        say(f"extend: from {plan.extension['from_env_steps']:,} to {plan.extension['to_env_steps']:,} env "
+            f"steps; schedules stay laid out over {plan.extension['schedules_planned_for_env_steps']:,} "
+            f"(recorded in {EXTENSIONS})", flush=True)
     runner = runner_lib.Runner(config, plan.data_shards)  # one device is a one-device mesh
     trainer = runner.trainer
     total_chunks = trainer_lib.num_chunks(config)
@@ -341,6 +404,9 @@ def write_summary(workdir: str, config, history, trainer, states, num_seeds: int
     for row, seed in zip(summary["seeds"], seeds or ()):
         row["seed"] = seed
     summary["platform"] = run_logging.platform_info()
+    extensions = os.path.join(workdir, EXTENSIONS)
+    if os.path.exists(extensions):
+        summary["extensions"] = run_logging.read_json(extensions)
     run_logging.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
 

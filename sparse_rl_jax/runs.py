@@ -31,8 +31,11 @@ def template(config: Any, num_seeds: int, data_shards: int = 0):
 
 
 def restore(workdir: str, step: Optional[int] = None) -> checkpoint.Restored:
-    """The checkpoint of ``workdir`` (the newest by default), either layout; `checkpoint.CheckpointError`
-    (one line) when missing, unreadable or incompatible."""
+    """The checkpoint ``step`` of ``workdir``, or by default the newest one that is readable (newer
+    unreadable ones are listed in ``.skipped``), either layout; `checkpoint.CheckpointError` (one line)
+    when missing, unreadable or incompatible."""
+    if step is None:
+        return checkpoint.restore_readable(workdir, template)
     return checkpoint.restore(workdir, template, step)
 
 

@@ -66,13 +66,13 @@ def make_agent(config: Config, obs_dim: int, action_dim: int, grad_axis: Optiona
     """The config's agent (`agents.AGENTS`) with each network's method object, built for that network's
     own updates.
 
-    The critic updates ``total_updates`` times; the actor ``total_updates // actor_interval`` times (TD3:
-    the policy delay). With ``topology.actor_clock='critic_updates'`` (DS) the actor's schedule numbers
+    The schedules are laid out over ``schedule_updates`` critic updates (the run's ``total_updates`` unless
+    the run was extended) and the actor's ``// actor_interval`` of them (TD3: the policy delay). With ``topology.actor_clock='critic_updates'`` (DS) the actor's schedule numbers
     are read on the critic's clock (``scale`` = the actor interval); otherwise on its own updates (RLx2).
     """
     cls = agents.get(config.algo)
     interval = cls.interval_for(config.agent)
-    total = max(config.total_updates, 1)
+    total = max(config.schedule_updates, 1)
     scale = interval if config.topology.actor_clock == "critic_updates" else 1
     actor_method = methods.for_network(config.method, config.topology, max(total // interval, 1), scale)
     critic_method = methods.for_network(config.method, config.topology, total)

@@ -76,9 +76,13 @@ def _validate_sparsity(config: cfg.Config) -> None:
                f"needs one lambda per sparse layer ({sparse_layers} here)")
     _check(t.gmp_begin < t.gmp_end, "topology.gmp_begin/gmp_end", (t.gmp_begin, t.gmp_end),
            "need gmp_begin < gmp_end")
-    _check(t.stop_margin < max(config.total_updates, 1) or config.topology.stop_margin == 0,
+    _check(t.stop_margin < max(config.schedule_updates, 1) or config.topology.stop_margin == 0,
            "topology.stop_margin", t.stop_margin,
-           f"must be below the run's gradient updates ({config.total_updates})")
+           f"must be below the gradient updates the schedules span ({config.schedule_updates})")
+    _check(t.schedule_env_steps is None or t.schedule_env_steps <= config.total_env_steps,
+           "topology.schedule_env_steps", t.schedule_env_steps,
+           f"must be at most total_env_steps ({config.total_env_steps}): it is the budget an extended run "
+           "was planned for")
 
 
 def _validate_replay(config: cfg.Config) -> None:

@@ -324,6 +324,109 @@ def test_divergence_stops_with_message_and_keeps_last_checkpoint(td3_run, cli_en
     assert _files(checkpoint.checkpoint_dir(workdir)) == before
 
 
+def _corrupt(folder):
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+
+
+@pytest.mark.slow
+def test_resume_and_evaluate_fall_back_past_a_corrupted_newest_checkpoint(td3_run, cli_env, tmp_path):
+    """The newest checkpoint's files are damaged, an older one is intact: evaluate uses the older one,
+    and --resume continues from it (moving the damaged one aside), ending exactly like the reference."""
+    reference, _ = td3_run
+    workdir = str(tmp_path / "corrupt")
+    shutil.copytree(reference, workdir)
+    newest = os.path.join(checkpoint.checkpoint_dir(workdir), str(CHUNKS))
+    _corrupt(os.path.join(newest, "state"))
+    proc = run_cli(cli_env, "experiments.evaluate", f"--workdir={workdir}", "--episodes=1", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["checkpoint_step"] == CHUNKS - 1
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("evaluate: skipped")]
+    assert len(skipped) == 1 and f"checkpoint {CHUNKS}:" in skipped[0] and newest in skipped[0]
+    resumed = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume", "--noplots")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resume: skipped checkpoint {CHUNKS}:" in resumed.stdout
+    assert f"resuming after period {CHUNKS - 1}/{CHUNKS}" in resumed.stdout
+    aside = os.listdir(os.path.join(workdir, "checkpoints_unreadable"))
+    assert len(aside) == 1 and aside[0].startswith(f"{CHUNKS}-")  # kept, out of the way of the new save
+    for a, b in zip(_state_leaves(reference), _state_leaves(workdir)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(checkpoint.CheckpointError, match="no readable checkpoint"):
+        for step in checkpoint.all_steps(workdir):
+            _corrupt(os.path.join(checkpoint.checkpoint_dir(workdir), str(step), "state"))
+        runs.restore(workdir)
+
+
+@pytest.mark.slow
+def test_extending_a_finished_run_equals_a_run_planned_that_way(td3_run, cli_env, tmp_path):
+    """--resume --extend_to: the run goes on past its budget with every run-length schedule as it was
+    planned; the result equals a fresh run of the longer budget with the schedules laid out over the
+    shorter one, and the extension is recorded."""
+    reference, _ = td3_run
+    workdir = str(tmp_path / "extended")
+    shutil.copytree(reference, workdir)
+    proc = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume", "--extend_to=800",
+                   "--noplots")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "extend: from 640 to 800 env steps" in proc.stdout
+    saved = json.load(open(os.path.join(workdir, "config.json")))
+    assert saved["total_env_steps"] == 800 and saved["topology"]["schedule_env_steps"] == 640
+    (record,) = json.load(open(os.path.join(workdir, launch.EXTENSIONS)))
+    assert (record["from_env_steps"], record["to_env_steps"], record["at_checkpoint"]) == (640, 800, CHUNKS)
+    assert json.load(open(os.path.join(workdir, "summary.json")))["extensions"] == [record]
+    rows = _jsonl(os.path.join(workdir, "metrics", "seed_0.jsonl"))
+    assert len(rows) == CHUNKS + 1
+    assert _without_timing(rows[:CHUNKS]) == _without_timing(_jsonl(os.path.join(reference, "metrics",
+                                                                                  "seed_0.jsonl")))
+    planned = str(tmp_path / "planned")
+    fresh = run_cli(cli_env, "experiments.train", *TD3_ARGS, "--config.total_env_steps=800",
+                    "--config.topology.schedule_env_steps=640", f"--workdir={planned}", "--noplots")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    # its first four periods are the reference's: the schedules did not stretch over the longer budget
+    assert _without_timing(_jsonl(os.path.join(planned, "metrics", "seed_0.jsonl"))[:CHUNKS]) == \
+        _without_timing(_jsonl(os.path.join(reference, "metrics", "seed_0.jsonl")))
+    for a, b in zip(_state_leaves(planned), _state_leaves(workdir)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def _mount_tmpfs(path, size):
+    path.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"cannot mount a tmpfs here ({err}): needs root with CAP_SYS_ADMIN")
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_in_one_line_and_the_run_resumes(td3_run, cli_env, tmp_path):
+    """A work dir on a tiny tmpfs fills up during the third checkpoint: exit 74, one line naming the file
+    and the last good checkpoint; with room made, --resume ends exactly like the reference run."""
+    reference, _ = td3_run
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "700k")
+    try:
+        workdir = str(disk / "run")
+        proc = run_cli(cli_env, "experiments.train", *TD3_ARGS, f"--workdir={workdir}", "--noplots")
+        assert proc.returncode == cli.IO_ERROR, proc.stdout[-2000:] + proc.stderr[-2000:]
+        (line,) = proc.stderr.strip().splitlines()
+        good = checkpoint.all_steps(workdir)
+        assert line.startswith("train: stopped: could not write ") and "No space left on device" in line
+        assert f"the last good checkpoint is {checkpoint.checkpoint_dir(workdir)}/{good[-1]}" in line
+        assert "--resume" in line and good and good[-1] < CHUNKS
+        for step in good:  # every checkpoint before the failure still restores
+            runs.restore(workdir, step=step)
+        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        resumed = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume", "--noplots")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        for a, b in zip(_state_leaves(reference), _state_leaves(workdir)):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 # ---------------------------------------------------------------------------- bad input
 @pytest.fixture
 def no_training(monkeypatch):
@@ -464,8 +567,28 @@ def _ends(raised):
     return execute
 
 
+_NO_ROOM = ("prog: stopped: could not write /w/metrics/seed_0.csv (No space left on device); no checkpoint "
+            "was written yet; make room or fix the permissions, then continue with: again")
+
+
+def _wrapped_write_error():
+    """What orbax raises for a checkpoint it could not write: tensorstore's ValueError naming the file."""
+    try:
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/3.orbax-checkpoint-tmp/x":'
+                         " Failed to write 9 bytes: Permission denied [os_error_code='13']")
+    except ValueError as err:
+        try:
+            raise RuntimeError("save failed") from err
+        except RuntimeError as outer:
+            return outer
+
+
 @pytest.mark.parametrize("raised,status,line", [
     (callbacks.NonFiniteError("critic loss is NaN/inf"), 1, "prog: stopped: critic loss is NaN/inf"),
+    (OSError(28, "No space left on device", "/w/metrics/seed_0.csv"), 74, _NO_ROOM),
+    (_wrapped_write_error(), 74, "prog: stopped: could not write /w/checkpoints/3.orbax-checkpoint-tmp/x "
+     "(Permission denied); no checkpoint was written yet; make room or fix the permissions, then continue "
+     "with: again"),
     (KeyboardInterrupt(), 130, "prog: interrupted; continue with: again"),
     (signal.SIGTERM, 143, "prog: terminated (SIGTERM), stop requested: True; continue with: again"),
 ])
@@ -538,6 +661,18 @@ def test_resume_without_checkpoint(tmp_path, capsys, no_training):
     assert status == 2 and "nothing to resume" in err
 
 
+def test_extension_needs_resume_and_a_larger_budget(fake_run, capsys, no_training):
+    workdir = fake_run
+    before = _files(workdir)
+    status, err = _main([*TD3_ARGS, f"--workdir={workdir}x", "--extend_to=900"], capsys)
+    assert status == 2 and "--extend_to=900" in err and "--resume" in err
+    status, err = _main([f"--workdir={workdir}", "--resume", "--extend_to=640"], capsys)
+    assert status == 2 and "--extend_to=640" in err and "640 env steps" in err and len(err.splitlines()) == 1
+    status, err = _main([*TD3_ARGS, "--config.total_env_steps=900", f"--workdir={workdir}", "--resume"], capsys)
+    assert status == 2 and "total_env_steps=900 (saved: 640)" in err and "--extend_to" in err
+    assert _files(workdir) == before
+
+
 def test_resume_from_corrupted_checkpoint(fake_run, tmp_path, capsys, no_training):
     workdir = str(tmp_path / "corrupt")
     shutil.copytree(fake_run, workdir)
@@ -548,8 +683,8 @@ def test_resume_from_corrupted_checkpoint(fake_run, tmp_path, capsys, no_trainin
                 f.write(b"garbage")
     before = _files(workdir)
     status, err = _main([f"--workdir={workdir}", "--resume"], capsys)
-    assert status == 2 and "corrupted" in err and newest in err and len(err.splitlines()) == 1
-    assert _files(workdir) == before
+    assert status == 2 and "no readable checkpoint" in err and "corrupted" in err and newest in err
+    assert len(err.splitlines()) == 1 and _files(workdir) == before
 
 
 def test_bad_input_exit_status_from_the_real_cli(cli_env, tmp_path):
