@@ -52,7 +52,7 @@ class SparseNet:
 def init_net(key, params, masks, densities, optimizer, method) -> SparseNet:
     """A network at update 0 (``target`` is set by the agent: `with_target`)."""
     params = mask_lib.apply_masks(params, masks)
-    active = active_counts(masks)
+    active = active_vector(masks)
     return SparseNet(
         params=params, target=None, opt_state=optimizer.init(params), masks=masks, densities=densities,
         method_state=method.init_state(params, masks), key=key, updates=jnp.int32(0),
@@ -63,7 +63,7 @@ def with_target(net: SparseNet) -> SparseNet:
     return net.replace(target=net.params)
 
 
-def active_counts(masks) -> jax.Array:
+def active_vector(masks) -> jax.Array:
     """int32 vector: the active count of each sparse leaf in tree order (read by the FLOP accounting;
     summed over a chunk's updates it gives the exact mean size of the network over those updates)."""
     counts = [jnp.sum(m, dtype=jnp.int32) for m in _sparse_leaves(masks)]
@@ -85,7 +85,7 @@ def next_masks(net: SparseNet, grads, method, update, event, key, drop_fraction=
         return net.masks, jnp.float32(0.0), net.active
 
     def with_change(new):
-        return new, topology_change(net.masks, new), active_counts(new)
+        return new, mask_change(net.masks, new), active_vector(new)
 
     return jax.lax.switch(event, [
         lambda: (net.masks, jnp.float32(0.0), net.active),
@@ -110,7 +110,7 @@ def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequen
     updates, opt_state = optimizer.update(grads, net.opt_state, net.params, masks=masks, skip=skip)
     params = mask_lib.apply_masks(optax.apply_updates(net.params, updates), masks)
     if method.reset_moments:
-        grown = mask_lib.map_sparse(lambda new, old: new & ~old, masks, net.masks)
+        grown = optim_lib.grown_mask(net.masks, masks)
         opt_state = optim_lib.reset_grown_moments(opt_state, grown)
     metrics = {"mask_change": change, "topology_events": (event != schedules.NO_EVENT).astype(jnp.int32),
                "updates": jnp.int32(1), "active": active}
@@ -123,7 +123,7 @@ def zero_metrics(net: SparseNet) -> Dict:
             "active": jnp.zeros_like(net.active)}
 
 
-def topology_change(old, new) -> jax.Array:
+def mask_change(old, new) -> jax.Array:
     """Fraction of active connections that moved (grown count / old active count) across a network."""
     pairs = [(o, n) for o, n in zip(_sparse_leaves(old), _sparse_leaves(new))]
     if not pairs:

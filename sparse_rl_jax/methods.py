@@ -3,12 +3,16 @@
 A method object is static (frozen, hashable: jitted code closes over it) and describes what one network
 does under the method. The hooks, each overridable by a subclass:
 
-* `drop_score(x)` / `grow_score(x)`: scorers ``LeafInputs -> scores`` (higher = keep / grow);
+* `base_drop_score(x)` / `base_grow_score(x)`: the method's scorers ``LeafInputs -> scores`` (higher =
+  keep / grow), which `drop_score` / `grow_score` use unless an `Importance` plugs in its own;
 * `init_state(params, masks)` / `update_state(state, params, grads, masks)`: the method's own state,
   updated with every gradient step (the importance EMAs; ``None`` for the others);
-* `schedule`: when events fire, read off the network's own update counter (`sparsity.schedules`);
-* `final_masks(...)`: the prune-only event (DS's last update, every GMP step);
-* `target_masks`: 'share' (re-mask the target with the online masks) or 'prune' (DS: top-k |w|);
+* `make_schedule(topo, total_updates, scale)`: when events fire, read off the network's own update
+  counter (`event(update)`, `sparsity.schedules`);
+* `prune_count(mask, density, update)`: how many connections a prune-only event keeps (DS's last
+  update, every GMP step; `prune_masks` applies it);
+* fields set from the config: `target_masks` ('share': re-mask the target with the online masks;
+  'prune': DS's top-k |w|), `regrow_dropped`, `skip_optimizer_step`, `reset_moments`;
 * `dense_grad_every_step` / `dense_grad_on_events`: what the FLOP accounting must count.
 
 The classes: `Static` (fixed masks), `SET` (DS: per-sign magnitude drop, random growth, prune-only last

@@ -61,7 +61,7 @@ def chunk_metrics(trainer: Trainer, states: TrainState, info: Dict, updates: int
 
 def _mean_counts(params, masks, active_sum, updates) -> Dict[str, flops.Count]:
     """One seed's network sizes (whole network and the twin critic's Q1) averaged over a period's
-    updates, from the per-sparse-leaf active counts summed over those updates (``dst.active_counts``);
+    updates, from the per-sparse-leaf active counts summed over those updates (``dst.active_vector``);
     with no update in the period, the current masks."""
     flat_params = jax.tree_util.tree_leaves_with_path(params)
     flat_masks = jax.tree.leaves(masks, is_leaf=lambda x: x is None)

@@ -22,11 +22,11 @@ soft value's entropy bonus at each state visited inside the window (states befor
 are always counted); for m = 1 there are none and T is the usual one-step soft target.
 ``nstep_parts`` returns the pieces: ``reward_sum``, ``bootstrap_index = m - 1`` (``s_m =
 next_obs[m-1]``), ``bootstrap_discount = g^m (1 - d_{m-1})`` and ``entropy_discounts[:, k] = g^k`` for
-k = 1..m-1 (0 elsewhere; the term at column k uses the state ``next_obs[k-1]``). ``nstep_target`` assembles T.
+k = 1..m-1 (0 elsewhere; the term at column k uses the state ``next_obs[k-1]``). Each agent assembles T from them (``reward_sum + bootstrap_discount * value``, plus SAC's entropy terms).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -75,20 +75,3 @@ def nstep_parts(window, gamma, n_active) -> NStepParts:
     bootstrap_discount = gamma ** m.astype(dtype) * (1 - last_terminal.astype(dtype))
     entropy = jnp.where(used & (jnp.arange(n) >= 1), powers, 0).astype(dtype)
     return NStepParts(reward_sum.astype(dtype), m - 1, bootstrap_discount, entropy)
-
-
-def nstep_target(parts: NStepParts, bootstrap_value: jax.Array, next_log_probs: Optional[jax.Array] = None,
-                 alpha=0.0) -> jax.Array:
-    """Assemble T from the parts.
-
-    TD3: ``bootstrap_value`` = min Q'(s_m, a'_m); leave ``next_log_probs`` None.
-    SAC: ``bootstrap_value`` = min Q'(s_m, a~_m) - alpha log pi(a~_m|s_m); ``next_log_probs`` [B, n] =
-    log pi(a~|next_obs[j]) for every window position j (one actor pass over ``window.next_obs``; then
-    ``take_at(next_log_probs, parts.bootstrap_index)`` is the bootstrap log-prob). Column k of
-    ``entropy_discounts`` pairs with ``next_log_probs[:, k-1]``.
-    """
-    target = parts.reward_sum + parts.bootstrap_discount * bootstrap_value
-    if next_log_probs is not None:
-        shifted = jnp.concatenate([jnp.zeros_like(next_log_probs[..., :1]), next_log_probs[..., :-1]], axis=-1)
-        target = target + jnp.sum(parts.entropy_discounts * (-alpha * shifted), axis=-1)
-    return target

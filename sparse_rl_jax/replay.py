@@ -37,15 +37,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from sparse_rl_jax.nstep import NStepParts, gather_bootstrap, nstep_parts, nstep_target, take_at
-
-nstep_target_parts = nstep_parts  # name used in docs/ARCHITECTURE.md
+from sparse_rl_jax.nstep import NStepParts, gather_bootstrap, nstep_parts, take_at
 
 __all__ = [
     "Transition", "ReplayState", "Window", "Oldest", "NStepParts", "example_transition", "capacity_steps",
     "init", "insert", "sample", "sample_windows", "oldest", "policy_distance", "shrink_oldest",
-    "maybe_shrink", "num_transitions", "metrics", "nstep_parts", "nstep_target_parts", "nstep_target",
-    "gather_bootstrap", "take_at",
+    "maybe_shrink", "num_transitions", "nstep_parts", "gather_bootstrap", "take_at",
 ]
 
 
@@ -266,7 +263,3 @@ def num_transitions(state: ReplayState) -> jax.Array:
     """Stored transitions (``size * num_envs``)."""
     return state.size * state.num_envs
 
-
-def metrics(state: ReplayState) -> dict:
-    """Scalars for ``progress_fn``: stored and allowed transitions."""
-    return {"replay/size": num_transitions(state), "replay/max_size": state.max_size * state.num_envs}

@@ -279,11 +279,6 @@ def make_evaluate(trainer: Trainer):
     return jax.vmap(evaluate)
 
 
-def make_eval_fn(trainer: Trainer):
-    """Jitted `make_evaluate` on one device."""
-    return jax.jit(make_evaluate(trainer))
-
-
 def period_updates(trainer: Trainer, chunk: int) -> Tuple[int, int]:
     """``(critic updates made in evaluation period chunk, critic update count at its end)``."""
     per_chunk, warmup = chunk_iterations(trainer.config), trainer.warmup_iterations

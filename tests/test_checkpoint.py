@@ -105,11 +105,20 @@ def test_checkpoint_that_normalised_observations_is_never_given_invented_statist
 
 def test_keeps_last_k_and_restores_newest(tmp_path):
     states = {"w": jnp.arange(6.0).reshape(2, 3), "mask": None, "key": jnp.zeros((2, 2), jnp.uint32)}
+    saved = {}
     for step in range(1, 5):
-        states = {**states, "w": states["w"] + 1}
-        checkpoint.save(str(tmp_path), step, states, [], cfg_lib.Config(), num_seeds=2, keep=2)
+        states = {**states, "w": states["w"] + step}
+        saved[step] = np.asarray(states["w"])
+        checkpoint.save(str(tmp_path), step, states, [[step, {"x": step}]], cfg_lib.Config(), num_seeds=2,
+                        keep=2)
     assert checkpoint.all_steps(str(tmp_path)) == [3, 4]
-    assert checkpoint.read_meta(str(tmp_path))["step"] == 4
+    template = lambda config, n, shards: jax.eval_shape(lambda: states)  # noqa: E731
+    newest = checkpoint.restore(str(tmp_path), template)
+    assert newest.step == 4 and newest.history == [[4, {"x": 4}]] and newest.states["mask"] is None
+    np.testing.assert_array_equal(newest.states["w"], saved[4])
+    np.testing.assert_array_equal(checkpoint.restore(str(tmp_path), template, step=3).states["w"], saved[3])
+    with pytest.raises(checkpoint.CheckpointError, match="available: \\[3, 4\\]"):
+        checkpoint.restore(str(tmp_path), template, step=1)  # evicted
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

@@ -5,12 +5,24 @@ import numpy as np
 import pytest
 
 from sparse_rl_jax import replay
-from sparse_rl_jax.nstep import nstep_parts, nstep_target, gather_bootstrap, take_at
+from sparse_rl_jax.nstep import nstep_parts, gather_bootstrap, take_at
 
 N = 4
+
+
+def assemble(parts, bootstrap_value, next_log_probs=None, alpha=0.0):
+    """T from the parts, as the agents assemble it (td3/ddpg: the first two terms; sac: with the entropy
+    bonus of every intermediate state, column k of ``entropy_discounts`` pairing with log-prob k-1)."""
+    target = parts.reward_sum + parts.bootstrap_discount * bootstrap_value
+    if next_log_probs is not None:
+        shifted = jnp.concatenate([jnp.zeros_like(next_log_probs[..., :1]), next_log_probs[..., :-1]], axis=-1)
+        target = target + jnp.sum(parts.entropy_discounts * (-alpha * shifted), axis=-1)
+    return target
+
+
 # Jitted once per shape (compiling dominates the runtime of these tests); n_active traced.
 parts_fn = jax.jit(nstep_parts)
-target_fn = jax.jit(nstep_target)
+target_fn = jax.jit(assemble)
 
 
 def make_window(rewards, terminals, truncated, valid, obs_dim=2):

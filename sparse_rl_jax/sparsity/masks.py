@@ -151,11 +151,6 @@ def leaf_keys(key: jax.Array, masks):
     return jax.tree_util.tree_unflatten(treedef, [None if m is None else next(keys) for m in flat])
 
 
-def full_masks(params, structure):
-    """All-True masks at sparse leaves of ``structure`` (dense training, GMP start)."""
-    return jax.tree.map(lambda s, p: jnp.ones(p.shape, bool) if s else None, structure, params)
-
-
 def apply_masks(params, masks):
     """Zero the weights where the mask is False (the stored-weights invariant); dense leaves as is."""
     return map_sparse(lambda m, p: jnp.where(m, p, jnp.zeros((), p.dtype)), masks, params,
@@ -165,12 +160,6 @@ def apply_masks(params, masks):
 def active_counts(masks):
     """Tree of int32 non-zero counts per sparse leaf (``None`` at dense leaves)."""
     return map_sparse(lambda m: jnp.sum(m, dtype=jnp.int32), masks)
-
-
-def total_active(masks) -> jax.Array:
-    """Total number of active weights over all sparse leaves (int32 scalar)."""
-    counts = jax.tree.leaves(active_counts(masks))
-    return sum(counts, jnp.int32(0))
 
 
 def sparse_weight_count(params, structure) -> int:

@@ -1,4 +1,4 @@
-"""Exact-count topology updates: drop / grow, magnitude pruning and mask-change summaries.
+"""Exact-count topology updates: drop / grow and magnitude pruning.
 
 Convention (docs/ARCHITECTURE.md): *drop* removes the active entries with the lowest drop score, *grow*
 adds the inactive entries with the highest grow score; within each selection ties go to the lower flat
@@ -14,7 +14,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from sparse_rl_jax.sparsity.masks import density_count, map_sparse, top_k_mask
+from sparse_rl_jax.sparsity.masks import map_sparse, top_k_mask
 
 
 def drop_count(mask: jax.Array, drop_fraction) -> jax.Array:
@@ -67,38 +67,6 @@ def prune_to_count(weights: jax.Array, mask: Optional[jax.Array], count, guess=N
     Selects ``min(count, candidates)`` entries. ``guess``: a magnitude near the threshold (speed only).
     """
     return top_k_mask(jnp.abs(weights), count, valid=mask, guess=guess)
-
-
-def prune_to_density(weights: jax.Array, mask: Optional[jax.Array], density) -> jax.Array:
-    """:func:`prune_to_count` with ``count = round(density * size)`` of the whole array."""
-    return prune_to_count(weights, mask, density_count(density, weights.size))
-
-
-def prune_masks(params, densities, masks=None):
-    """Magnitude masks for a whole network from a density tree (GMP step).
-
-    With ``masks`` given, selection is restricted to the currently active entries, so pruning is
-    monotone (a pruned weight never returns); without, the structure is taken from ``densities``.
-    """
-    if masks is None:
-        return map_sparse(lambda d, w: prune_to_density(w, None, d), densities, params)
-    return map_sparse(lambda m, d, w: prune_to_density(w, m, d), masks, densities, params)
-
-
-def mask_change(old: jax.Array, new: jax.Array) -> jax.Array:
-    """Fraction of entries that changed state, relative to the old active count (float32).
-
-    For an exact-count update that dropped and regrew ``k`` distinct entries this is ``2k / active``;
-    a regrown just-dropped entry counts as unchanged.
-    """
-    changed = jnp.sum(old != new, dtype=jnp.int32)
-    active = jnp.maximum(jnp.sum(old, dtype=jnp.int32), 1)
-    return changed.astype(jnp.float32) / active.astype(jnp.float32)
-
-
-def grown_entries(old, new):
-    """Tree of entries active in ``new`` but not in ``old`` (for Adam moment resets), None at dense."""
-    return map_sparse(lambda o, n: n & ~o, old, new)
 
 
 def keep_top(mask: jax.Array, scores: jax.Array, count) -> jax.Array:
