@@ -27,7 +27,8 @@ parameters: the message names the network and the step, the last good checkpoint
 interrupted (Ctrl-C: the newest checkpoint is intact); 143 terminated (SIGTERM, e.g. a scheduler's
 preemption: the period in progress is finished and checkpointed first); 74 a file of the run could not be
 written (disk full, quota, permissions: one line naming the file and the last good checkpoint, which
-stays readable, as does every earlier one). Continue with --resume.
+stays readable, as does every earlier one); 75 another process of a multi-host run failed or left (this
+one stops at once, naming the last good checkpoint). Continue with --resume.
 Outputs: see ``docs/launcher.md``. The planning, the period callbacks and the outputs are
 `sparse_rl_jax.launch`, `sparse_rl_jax.callbacks` and `sparse_rl_jax.config_flag`.
 """

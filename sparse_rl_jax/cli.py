@@ -21,6 +21,7 @@ USAGE_ERROR = 2  # bad input: one line on stderr, nothing compiled or written
 INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
 TERMINATED = 143  # 128 + SIGTERM, what batch schedulers expect from a job they stopped
 IO_ERROR = 74  # a file of the run could not be written (sysexits' EX_IOERR); earlier checkpoints are intact
+PEER_FAILED = 75  # another process of a multi-host run failed (sysexits' EX_TEMPFAIL): continue with --resume
 HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
 
 
@@ -52,6 +53,30 @@ def describe_write_failure(err: OSError) -> str:
     what = f" {err.filename}" if getattr(err, "filename", None) else ""
     reason = err.strerror or one_line(err) or type(err).__name__
     return f"could not write{what} ({reason})"
+
+
+# how a collective reports that another process of the run is gone (CPU: gloo; GPU: NCCL; the coordination
+# service once its heartbeats stop)
+_PEER_GONE = re.compile(r"Gloo|Connection reset by peer|Connection refused|Broken pipe|Socket closed|NCCL|"
+                        r"heartbeat timeout|tasks are unhealthy|task is set to ERROR", re.I)
+
+
+def peer_failure(err: BaseException):
+    """The first line of a collective's error saying another process is gone, or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        text = str(err)
+        if _PEER_GONE.search(text):
+            return one_line(text.strip().splitlines()[0])[:240]
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def distributed_run() -> bool:
+    """True inside a started multi-process JAX run (never starts the runtime itself)."""
+    jax = sys.modules.get("jax")
+    return bool(jax is not None and jax.distributed.is_initialized() and jax.process_count() > 1)
 
 
 def one_line(text) -> str:
@@ -120,5 +145,25 @@ def _program_name_only(argv: List[str]) -> List[str]:
 
 
 def run(main: Callable[[Sequence[str]], int]) -> None:
-    """``absl.app.run(main)`` with the tool's own flag parsing; exits with ``main``'s status."""
-    app.run(main, flags_parser=_program_name_only)
+    """``absl.app.run(main)`` with the tool's own flag parsing; exits with ``main``'s status.
+
+    A process of a multi-process run that ends with an error leaves at once (``os._exit`` after flushing
+    its output): a normal exit would wait in ``jax.distributed``'s shutdown barrier for processes that
+    are gone until the heartbeat timeout, and the others must see this one leave to stop themselves."""
+
+    def checked(argv):
+        try:
+            code = main(argv)
+        except Exception:
+            if not distributed_run():
+                raise
+            import traceback
+            traceback.print_exc()
+            code = 1
+        if code and distributed_run():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
+
+    app.run(checked, flags_parser=_program_name_only)

@@ -74,12 +74,15 @@ class NotAMultiple(ScaleError):
 # ---------------------------------------------------------------------------- multi-host
 def initialize_from_flags(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                           process_id: Optional[int] = None, local_device_ids: Optional[Sequence[int]] = None,
-                          auto: bool = False, cpu_collectives: Optional[str] = "gloo") -> bool:
+                          auto: bool = False, cpu_collectives: Optional[str] = "gloo",
+                          heartbeat_timeout: int = 30) -> bool:
     """Start JAX's distributed runtime from launcher flags; returns True if it was started.
 
     Must run before any JAX computation. Nothing happens without ``coordinator_address`` (single process)
     unless ``auto`` (TPU pods / SLURM, where ``jax.distributed.initialize()`` finds its own arguments).
     ``cpu_collectives='gloo'`` enables cross-process collectives on CPU (ignored by GPU and TPU).
+    ``heartbeat_timeout``: seconds after which the coordination service declares a silent process dead
+    and stops the others (JAX's default is 100): the bound on how long a hung peer can stall the run.
     """
     if not coordinator_address and not auto:
         if num_processes not in (None, 1):
@@ -96,9 +99,10 @@ def initialize_from_flags(coordinator_address: Optional[str] = None, num_process
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     if coordinator_address:
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                                   process_id=process_id, local_device_ids=local_device_ids)
+                                   process_id=process_id, local_device_ids=local_device_ids,
+                                   heartbeat_timeout_seconds=heartbeat_timeout)
     else:
-        jax.distributed.initialize()
+        jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout)
     return True
 
 
@@ -116,12 +120,14 @@ def define_flags(flag_values=None) -> None:
                          "arguments (TPU pods, SLURM).", flag_values=fv)
     flags.DEFINE_integer("data_shards", 0, "0: shard seeds over devices; D >= 1: data-parallel with D "
                          "shards of envs, replay and batch per seed.", flag_values=fv)
+    flags.DEFINE_integer("heartbeat_timeout", 30, "Multi-host: seconds without a heartbeat after which a process "
+                         "counts as dead and the others stop.", lower_bound=1, flag_values=fv)
 
 
 def initialize_from_flag_values(fv) -> bool:
     """:func:`initialize_from_flags` with the values of :func:`define_flags`' flags."""
     return initialize_from_flags(fv.coordinator_address, fv.num_processes, fv.process_id,
-                                 auto=fv.distributed_auto)
+                                 auto=fv.distributed_auto, heartbeat_timeout=fv.heartbeat_timeout)
 
 
 def is_primary() -> bool:

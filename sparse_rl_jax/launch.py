@@ -65,6 +65,12 @@ def main(program: str, argv: Sequence[str], *, doc: str, help_flags: Callable[[]
             # disk full, quota, permissions: a checkpoint that failed mid-save is an orbax temporary directory,
             # never listed, so every earlier checkpoint stays readable
             failure = cli.write_failure(err)
+            gone = cli.peer_failure(err) if failure is None and cli.distributed_run() else None
+            if gone is not None:
+                print(f"{program}: stopped: another process of the distributed run failed or left ({gone}); "
+                      f"{last_good_checkpoint(planned)}; fix the failed host, then start every process "
+                      f"again with --resume: {continue_with(planned)}", file=sys.stderr, flush=True)
+                return cli.PEER_FAILED
             if failure is None:
                 raise
             report = next((n for n in getattr(err, "__notes__", ()) if n.startswith("orbax's own report")), "")
@@ -78,7 +84,9 @@ def main(program: str, argv: Sequence[str], *, doc: str, help_flags: Callable[[]
 def last_good_checkpoint(planned: Any) -> str:
     """Where a stopped run would continue from, in words (the newest readable checkpoint)."""
     workdir = getattr(planned, "workdir", None)
-    steps = checkpoint.all_steps(workdir) if workdir else []
+    # the folder listed, not orbax asked: its manager synchronises the processes, and one of them is gone
+    folder = checkpoint.checkpoint_dir(workdir) if workdir else None
+    steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if folder and os.path.isdir(folder) else []
     if not steps:
         return "no checkpoint was written yet"
     return f"the last good checkpoint is {os.path.join(checkpoint.checkpoint_dir(workdir), str(steps[-1]))}"

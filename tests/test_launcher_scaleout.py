@@ -90,9 +90,11 @@ def runs(tmp_path_factory):
         "seeds": _start(2, *ARGS, "--seeds=2", f"--workdir={dirs['seeds']}"),
         "data": _start(2, *ARGS, "--data_shards=2", f"--workdir={dirs['data']}", cache=cache),
     }
+    dirs["hosts_cache"] = str(root / "hosts_cache")  # the killed-process test reuses these programs
     for i in range(2):
         procs[f"host{i}"] = _start(1, *ARGS, "--data_shards=2", f"--workdir={dirs['hosts']}",
-                                   f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}")
+                                   f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}",
+                                   cache=dirs["hosts_cache"])
     results = _finish(procs)
     # resume the data-parallel run from its first checkpoint (as if killed during the second period)
     shutil.copytree(dirs["data"], dirs["resumed"])
@@ -217,3 +219,40 @@ def test_seeds_not_a_multiple_of_the_devices_exit_2(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("train: error: invalid --seeds=3:") and "multiple of 2" in last and "--seeds 4" in last
     assert "--data_shards 2" in last and "run:" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_process_stops_the_others_at_once_with_one_line(runs, tmp_path):
+    """Process 1 of a two-process run is killed after the second period: process 0 stops within seconds
+    (not after the heartbeat timeout), exit 75, one line naming the failure and the last good checkpoint,
+    which restores; a half-written checkpoint is never listed."""
+    dirs, _ = runs
+    workdir = str(tmp_path / "killed")
+    address = f"127.0.0.1:{_free_port()}"
+    # ten times longer, its schedules laid out as before: the same programs, from the cache
+    args = [*ARGS, "--config.total_env_steps=6400", "--config.topology.schedule_env_steps=640", "--data_shards=2",
+            f"--workdir={workdir}",
+            f"--coordinator_address={address}", "--num_processes=2", "--noplots"]
+    lead = _start(1, *args, "--process_id=0", cache=dirs["hosts_cache"])
+    other = _start(1, *args, "--process_id=1", cache=dirs["hosts_cache"])
+    try:
+        for line in lead.stdout:
+            if line.startswith("[2/"):
+                break
+        other.kill()
+        killed = time.time()
+        _, stderr = lead.communicate(timeout=120)
+        took = time.time() - killed
+    finally:
+        for proc in (lead, other):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    lines = [x for x in stderr.strip().splitlines() if not x[:1] in ("W", "I") or not x[1:5].isdigit()]
+    assert lead.returncode == 75, stderr[-3000:]
+    assert took < 20, f"process 0 took {took:.0f} s to stop"
+    assert len(lines) == 1 and lines[0].startswith("train: stopped: another process of the distributed run")
+    good = checkpoint.checkpoint_dir(workdir)
+    assert f"the last good checkpoint is {good}/" in lines[0] and "--resume" in lines[0]
+    step = int(lines[0].split(f"{good}/")[1].split(";")[0])
+    assert step >= 1 and saved_runs.restore(workdir, step=step).step == step

@@ -106,9 +106,10 @@ def test_both_networks_evolve_as_scheduled(method, algo):
         # the reported change (grown / active, summed over events) is positive and never above the
         # scheduled drop fractions of the drop/grow events (a regrown just-dropped connection is no change)
         method_obj = getattr(agent, f"{name}_method")
-        events = [u for u in range(1, own[name] + 1)
-                  if int(method_obj.schedule.event(u)) == schedules.DROP_GROW]
-        bound = sum(float(method_obj.schedule.fraction(u)) for u in events)
+        every = jnp.arange(1, own[name] + 1)
+        grow_events = np.asarray(method_obj.schedule.event(every)) == schedules.DROP_GROW
+        bound = float(np.sum(np.broadcast_to(np.asarray(method_obj.schedule.fraction(every)), every.shape)
+                             [grow_events]))
         reported = float(np.asarray(info[f"{name}_mask_change"])[0])
         assert 0 < reported <= bound + 1e-5, f"{method}/{algo} {name}: {reported} of at most {bound}"
         check_exact(jax.tree.map(lambda x: x[0], getattr(final, name)), t, own[name], getattr(agent, f"{name}_method"))
