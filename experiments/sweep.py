@@ -134,6 +134,7 @@ class Plan:
     max_batch: int
     aggregate_only: bool
     command: str  # to continue after an interruption
+    lock: Any = None  # the sweep root's writer lock (process 0), held until execute ends
 
 
 def grid(fv: flags.FlagValues, overrides: Dict[str, Any]) -> List[sweep.Cell]:
@@ -174,15 +175,23 @@ def plan(argv: Sequence[str]) -> Plan:
     overrides = parse_overrides(fv["set"].value)
     cells = grid(fv, overrides)
     root = launch.check_workdir(fv["workdir"].value, create=True)
+    lock = launch.lock_workdir(root)  # one sweep per root: a second one exits 2 naming the first
     first = fv["seed_offset"].value
     return Plan(root, fv["algo"].value, cells, list(range(first, first + fv["seeds"].value)), overrides,
                 fv["max_batch"].value, fv["aggregate_only"].value,
-                f"python -m experiments.sweep {shlex.join(argv[1:])} (done cells are skipped, an unfinished group restarts)")
+                f"python -m experiments.sweep {shlex.join(argv[1:])} (done cells are skipped, an unfinished group restarts)",
+                lock)
 
 
 def execute(p: Plan, stop=None) -> int:
-    return sweep.run(p.root, p.algo, p.cells, p.seeds, p.overrides, max_batch=p.max_batch,
-                     aggregate_only=p.aggregate_only, stop=stop)
+    if p.lock is not None:
+        p.lock.announce()
+    try:
+        return sweep.run(p.root, p.algo, p.cells, p.seeds, p.overrides, max_batch=p.max_batch,
+                         aggregate_only=p.aggregate_only, stop=stop)
+    finally:
+        if p.lock is not None:
+            p.lock.release()
 
 
 def main(argv: Sequence[str]) -> int:

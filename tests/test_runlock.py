@@ -52,6 +52,18 @@ def test_the_launcher_exits_2_with_one_line(holder):
     assert len(lines) == 1 and f"pid {proc.pid}" in lines[0], out.stderr
 
 
+def test_a_second_sweep_on_one_root_is_refused(holder):
+    """A sweep takes its root's lock like a run: a second sweep (or a run) there exits 2, before any cell."""
+    from experiments import sweep
+
+    workdir, proc = holder
+    before = _snapshot(workdir)
+    with pytest.raises(UsageError, match=f"pid {proc.pid}"):
+        sweep.plan(["sweep", f"--workdir={workdir}", "--algo=td3", "--methods=static", "--envs=inverted_pendulum",
+                    "--sparsities=0.5"])
+    assert _snapshot(workdir) == before
+
+
 def test_a_dead_holder_leaves_no_stale_lock(holder):
     workdir, proc = holder
     proc.send_signal(signal.SIGKILL)  # a crash: nothing releases the lock but the OS
