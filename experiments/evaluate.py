@@ -20,7 +20,6 @@ from typing import Sequence
 from absl import flags
 from absl import logging as absl_logging
 
-USAGE_ERROR = 2
 
 
 def define_flags() -> flags.FlagValues:
@@ -61,29 +60,25 @@ def evaluate_run(workdir: str, episodes: int, seed_offset: int = 0) -> dict:
 
 
 def main(argv: Sequence[str]) -> int:
+    from sparse_rl_jax import cli
+
     absl_logging.set_verbosity(absl_logging.WARNING)
     fv = define_flags()
-    if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
-        print(__doc__.split("\n\n")[1] + "\n\n" + fv.get_help())
+    if cli.wants_help(argv):
+        print(cli.help_text(__doc__, fv))
         return 0
     try:
-        extra = fv(list(argv))
-        if len(extra) > 1:
-            raise flags.Error(f"unexpected positional arguments {extra[1:]!r}")
-        if not fv["workdir"].value:
-            raise flags.Error("--workdir is required")
-        if fv["episodes"].value < 1:
-            raise flags.Error(f"invalid --episodes={fv['episodes'].value}: must be an integer >= 1")
-    except flags.Error as err:
-        print(f"evaluate: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return USAGE_ERROR
+        cli.parse_args(fv, argv)
+        cli.require(fv, "workdir", "the work directory of a training run")
+        cli.at_least(fv, episodes=1)
+    except cli.UsageError as err:
+        return cli.error("evaluate", err)
     from sparse_rl_jax import checkpoint
 
     try:
         result = evaluate_run(fv["workdir"].value, fv["episodes"].value, fv["seed_offset"].value)
     except checkpoint.CheckpointError as err:
-        print(f"evaluate: error: {err}", file=sys.stderr)
-        return USAGE_ERROR
+        return cli.error("evaluate", err)
     if fv["json"].value:
         print(json.dumps(result))
         return 0
@@ -96,4 +91,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from sparse_rl_jax import cli
+
+    cli.run(main)

@@ -11,13 +11,11 @@ shaded min-max). The table gives each run's final and best return, AUC, total si
 from __future__ import annotations
 
 import os
-import sys
 from typing import Dict, List, Optional, Sequence
 
 from absl import flags
 from absl import logging as absl_logging
 
-USAGE_ERROR = 2
 
 
 def define_flags() -> flags.FlagValues:
@@ -100,25 +98,26 @@ def comparison_table(labels: List[str], stats: List[dict], ref: Optional[int]) -
 
 
 def main(argv: Sequence[str]) -> int:
+    from sparse_rl_jax import cli
+
     absl_logging.set_verbosity(absl_logging.WARNING)
     fv = define_flags()
-    if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
-        print(__doc__.split("\n\n")[1] + "\n\n" + fv.get_help())
+    if cli.wants_help(argv):
+        print(cli.help_text(__doc__, fv))
         return 0
     try:
-        dirs = fv(list(argv))[1:]
+        fv, dirs = cli.parse_args(fv, argv, positional=True)
         if not dirs:
-            raise flags.Error("give at least one run DIR (python -m experiments.plot DIR [DIR ...])")
+            raise cli.UsageError("give at least one run DIR (python -m experiments.plot DIR [DIR ...])")
         labels = fv["labels"].value
         if labels is not None and len(labels) != len(dirs):
-            raise flags.Error(f"invalid --labels={','.join(labels)!r}: need one label per DIR ({len(dirs)})")
+            raise cli.UsageError(f"invalid --labels={','.join(labels)!r}: need one label per DIR ({len(dirs)})")
         runs = [load_run(d) for d in dirs]
         reference = fv["reference"].value
         if reference is not None and os.path.abspath(reference) not in [os.path.abspath(d) for d in dirs]:
             runs.append(load_run(reference))
-    except (flags.Error, ValueError, OSError) as err:
-        print(f"plot: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return USAGE_ERROR
+    except (cli.UsageError, ValueError, OSError) as err:
+        return cli.error("plot", err)
     from sparse_rl_jax import plotting
 
     labels = list(labels or []) + [default_label(r["config"]) for r in runs[len(labels or []):]]
@@ -137,4 +136,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from sparse_rl_jax import cli
+
+    cli.run(main)

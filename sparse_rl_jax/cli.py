@@ -84,14 +84,17 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
-def parse_args(fv: flags.FlagValues, argv: Sequence[str]) -> flags.FlagValues:
+def parse_args(fv: flags.FlagValues, argv: Sequence[str], positional: bool = False):
     """Parse ``argv`` (``argv[0]`` the program) into ``fv``; `UsageError` on a bad flag (absl's
     ``IllegalFlagValueError``, ``UnrecognizedFlagError``, ...: their messages name the flag) or on a
-    positional argument."""
+    positional argument. ``positional=True``: positional arguments are the tool's (``plot DIR ...``),
+    returned with the flags as ``(fv, args)``."""
     try:
         extra = fv(list(argv))
     except flags.Error as err:
         raise UsageError(one_line(err)) from None
+    if positional:
+        return fv, list(extra[1:])
     if len(extra) > 1:
         raise UsageError(f"unexpected positional arguments {extra[1:]!r}; only --flags are allowed")
     return fv

@@ -97,7 +97,7 @@ def next_masks(net: SparseNet, grads, method, update, event, key, drop_fraction=
 
 
 def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequence[str] = (),
-                    drop_fraction=None) -> Tuple[SparseNet, Dict]:
+                    drop_fraction=None, **optimizer_args) -> Tuple[SparseNet, Dict]:
     """One gradient update of a sparse network under its method. Returns (net, metrics)."""
     chex.assert_trees_all_equal_shapes(grads, net.params)  # trace-time check: costs nothing per step
     key, topo_key = jax.random.split(net.key)
@@ -107,7 +107,8 @@ def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequen
     event = agreed(method.event(update), batch_axes)
     masks, change, active = next_masks(net, grads, method, update, event, topo_key, drop_fraction)
     skip = (event == schedules.DROP_GROW) if method.skip_optimizer_step else False
-    updates, opt_state = optimizer.update(grads, net.opt_state, net.params, masks=masks, skip=skip)
+    updates, opt_state = optimizer.update(grads, net.opt_state, net.params, masks=masks, skip=skip,
+                                          **optimizer_args)
     params = mask_lib.apply_masks(optax.apply_updates(net.params, updates), masks)
     if method.reset_moments:
         grown = optim_lib.grown_mask(net.masks, masks)

@@ -19,7 +19,8 @@ The classes: `Static` (fixed masks), `SET` (DS: per-sign magnitude drop, random 
 event), `RigL` (SET with dense-gradient growth and magnitude drop), `RLx2` (RigL; its n-step target and
 dynamic buffer are replay settings in its preset), `GMP` (dense-to-sparse magnitude pruning). `Importance`
 plugs into any of them (``"ds+importance"``). `REGISTRY` maps a name to its class and its preset (the
-config overrides of its paper, in `presets.py`); adding a method is one class and one `register` call.
+config overrides of its paper, in `method_presets.py`), written out as data; adding a method is one class
+and one `register` call.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import Any, Callable, ClassVar, Dict, NamedTuple, Optional, Tuple, T
 import jax
 import jax.numpy as jnp
 
+from sparse_rl_jax import method_presets
 from sparse_rl_jax.sparsity import schedules
 from sparse_rl_jax.sparsity import scores as score_lib
 from sparse_rl_jax.sparsity import topology
@@ -230,7 +232,20 @@ class Entry(NamedTuple):
     doc: str
 
 
-REGISTRY: Dict[str, Entry] = {}
+def _entry(cls: Type[Static], preset: Callable[[str], Overrides]) -> Entry:
+    return Entry(cls, preset, (cls.__doc__ or "").strip().splitlines()[0])
+
+
+# The built-in methods: each name once, with its class and its paper's settings (`method_presets`).
+REGISTRY: Dict[str, Entry] = {
+    "dense": _entry(Static, method_presets.dense),
+    "static": _entry(Static, method_presets.static),
+    "ds": _entry(SET, method_presets.ds),
+    "set": _entry(SET, method_presets.set_),
+    "rigl": _entry(RigL, method_presets.rigl),
+    "rlx2": _entry(RLx2, method_presets.rlx2),
+    "gmp": _entry(GMP, method_presets.gmp),
+}
 SCORERS: Dict[str, Type[Importance]] = {"importance": Importance}
 
 
@@ -238,7 +253,7 @@ def register(name: str, cls: Type[Static], preset: Callable[[str], Overrides]) -
     """Make ``name`` (and, for a method with topology, ``name+importance``) a method of every tool."""
     if "+" in name:
         raise ValueError(f"method names may not contain '+': {name!r}")
-    REGISTRY[name] = Entry(cls, preset, (cls.__doc__ or "").strip().splitlines()[0])
+    REGISTRY[name] = _entry(cls, preset)
 
 
 def method_names() -> Tuple[str, ...]:
@@ -260,6 +275,3 @@ def for_network(name: str, topo, total_updates: int, scale: int = 1) -> Static:
     entry, scorer = parse(name)
     return entry.cls.from_config(topo, total_updates, scale, scorer)
 
-
-# The built-in methods and their presets register themselves (presets.py imports this module).
-from sparse_rl_jax import presets as _presets  # noqa: E402,F401

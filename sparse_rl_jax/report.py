@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from typing import Any, List, Sequence, Tuple
 
 import jax
@@ -29,7 +28,6 @@ from absl import flags
 from sparse_rl_jax import agents, cli
 from sparse_rl_jax.sparsity import distributions, flops, masks
 
-USAGE_ERROR = 2
 DISTRIBUTIONS = ("uniform", "er", "erk")
 
 
@@ -156,24 +154,15 @@ def format_report(report: dict, algo: str) -> str:
     return "\n".join(lines)
 
 
-def _parse(argv: Sequence[str]) -> flags.FlagValues:
-    fv = _define_flags()
-    extra = fv(list(argv))
-    if len(extra) > 1:
-        raise flags.Error(f"unexpected positional arguments {extra[1:]!r}; only --flags are allowed")
-    return fv
-
-
 def main(argv: Sequence[str]) -> int:
     """CLI entry: ``argv[0]`` is the program name. Returns the exit status (0, or 2 on bad input)."""
-    if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
-        print(__doc__.split("\n\n")[1].rstrip() + "\n\n" + _define_flags().get_help())
+    if cli.wants_help(argv):
+        print(cli.help_text(__doc__, _define_flags()))
         return 0
     try:
-        fv = _parse(argv)
-    except flags.Error as err:
-        print(f"report: error: {err}", file=sys.stderr)
-        return USAGE_ERROR
+        fv = cli.parse_args(_define_flags(), argv)
+    except cli.UsageError as err:
+        return cli.error("report", err)
     report = compute_report(fv["algo"].value, fv["obs-dim"].value, fv["act-dim"].value,
                             fv["actor-sparsity"].value, fv["critic-sparsity"].value, fv["distribution"].value,
                             _parse_hidden(fv["hidden"].value), fv["dense-input"].value, fv["dense-output"].value)

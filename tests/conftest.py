@@ -56,6 +56,72 @@ def tiny_config(method="rlx2", algo="td3", **overrides):
     return srj.make_config(method, algo, **{**TINY, **overrides})
 
 
+# ---------------------------------------------------------------------------- shared by several test files
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "experiments", "configs")
+TIMING = ("training/sps", "training/walltime")  # the only metrics that are not a function of the run
+
+
+def tiny_args(**overrides):
+    """`TINY` as launcher flags (``--config.<field>=<value>``), with ``overrides`` (dotted keys)."""
+    def text(value):
+        return f"({','.join(map(str, value))})" if isinstance(value, tuple) else str(value)
+
+    return [f"--config.{k}={text(v)}" for k, v in {**TINY, **overrides}.items()]
+
+
+def filled(template, seed=0):
+    """Concrete states with random contents in the exact structure of `template` (no compilation)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def leaf(s):
+        if s.dtype == jnp.bool_:
+            return jnp.asarray(rng.random(s.shape) < 0.5)
+        if jnp.issubdtype(s.dtype, jnp.integer):
+            return jnp.asarray(rng.integers(0, 2**31 - 1, s.shape).astype(s.dtype))
+        return jnp.asarray(rng.standard_normal(s.shape).astype(s.dtype))
+
+    return jax.tree.map(leaf, template)
+
+
+def leaves_equal(a, b):
+    """Every leaf of ``a`` and ``b``: same dtype, shape and values, bit for bit."""
+    import jax
+    import numpy as np
+
+    la, lb = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for (path, x), y in zip(la, lb):
+        assert x.dtype == y.dtype and x.shape == y.shape, jax.tree_util.keystr(path)
+        assert np.array_equal(np.asarray(x), np.asarray(y)), jax.tree_util.keystr(path)
+
+
+def run_chunks(config, num_seeds=1, chunks=2, seed_offset=0, max_traces=None):
+    """``chunks`` training periods of ``config`` through the plain jitted chunk: ``(trainer, states,
+    last info, chunk)``, or with ``max_traces`` (chex fails if the chunk is traced more often) every
+    period's info."""
+    import chex
+    import jax.numpy as jnp
+
+    from sparse_rl_jax import trainer
+
+    tr = trainer.Trainer(config)
+    if max_traces is not None:
+        tr.chunk = chex.assert_max_traces(tr.chunk, n=max_traces)
+    states = trainer.init_states(tr, trainer.seed_keys(config.seed + seed_offset, num_seeds))
+    chunk = trainer.make_chunk_fn(tr)
+    per = trainer.chunk_iterations(config)
+    infos = []
+    for c in range(chunks):
+        states, info = chunk(states, jnp.int32(c * per))
+        infos.append(info)
+    return (tr, states, infos, chunk) if max_traces else (tr, states, info, chunk)
+
+
 @pytest.fixture
 def tiny():
     return tiny_config

@@ -11,37 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import sparse_rl_jax as srj
 from sparse_rl_jax import checkpoint, run_logging, runs
 from sparse_rl_jax import config as cfg_lib
+from tests.conftest import filled, leaves_equal, tiny_config
 
-TINY = {
-    "total_env_steps": 640, "warmup_env_steps": 128, "eval_every": 160, "env.num_envs": 4,
-    "env.episode_length": 50, "env.eval_episodes": 2, "agent.hidden": (16, 16), "agent.batch_size": 32,
-    "replay.capacity": 2000, "replay.min_size": 400,
-}
-
-
-def _filled(template, seed=0):
-    """Concrete states with random contents in the exact structure of `template` (no compilation)."""
-    rng = np.random.default_rng(seed)
-
-    def leaf(s):
-        if s.dtype == jnp.bool_:
-            return jnp.asarray(rng.random(s.shape) < 0.5)
-        if jnp.issubdtype(s.dtype, jnp.integer):
-            return jnp.asarray(rng.integers(0, 2**31 - 1, s.shape).astype(s.dtype))
-        return jnp.asarray(rng.standard_normal(s.shape).astype(s.dtype))
-
-    return jax.tree.map(leaf, template)
-
-
-def _leaves_equal(a, b):
-    la, lb = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)
-    assert len(la) == len(lb)
-    for (path, x), y in zip(la, lb):
-        assert x.dtype == y.dtype and x.shape == y.shape, jax.tree_util.keystr(path)
-        assert np.array_equal(np.asarray(x), np.asarray(y)), jax.tree_util.keystr(path)
 
 
 def test_history_json_form_survives_round_trip():
@@ -55,9 +28,9 @@ def test_history_json_form_survives_round_trip():
 
 @pytest.mark.parametrize("method,algo", [("rlx2+importance", "sac"), ("dense", "td3")])
 def test_full_train_state_round_trip_is_exact(tmp_path, method, algo):
-    config = srj.make_config(method, algo, **TINY)
+    config = tiny_config(method, algo)
     template = runs.template(config, num_seeds=2)
-    states = _filled(template)
+    states = filled(template)
     history = [(160, {"eval/episode_reward": np.array([3.0, 4.0], np.float32)})]
     checkpoint.save(str(tmp_path), 1, states, history, config, keep=2)
     restored = runs.restore(str(tmp_path))
@@ -66,20 +39,20 @@ def test_full_train_state_round_trip_is_exact(tmp_path, method, algo):
     assert restored.history == run_logging.history_to_json(history)
     # Same structure including None leaves (dense masks, no actor target for SAC) and Brax's env state.
     assert jax.tree.structure(restored.states) == jax.tree.structure(states)
-    _leaves_equal(states, restored.states)
+    leaves_equal(states, restored.states)
     # Restored arrays behave like fresh ones under jit (no second compile of the training chunk).
     assert not any(x._committed for x in jax.tree.leaves(restored.states))
     config_dict, same = runs.restore_latest(str(tmp_path))
     assert config_dict["method"] == method
-    _leaves_equal(states, same)
+    leaves_equal(states, same)
 
 
 @pytest.mark.parametrize("without", [("target_floor",), ("target_floor", "obs_stats")])
 def test_checkpoint_of_an_older_format_restores_with_the_added_fields_filled(tmp_path, without):
     """A checkpoint written before `checkpoint.ADDED_FIELDS` existed (format 1: no network carries
     ``target_floor``; older still: no ``obs_stats``) resumes: every other leaf exactly, the floors zero."""
-    config = srj.make_config("ds", "td3", **TINY)
-    states = _filled(runs.template(config, num_seeds=2))
+    config = tiny_config("ds", "td3")
+    states = filled(runs.template(config, num_seeds=2))
     fill = {name: rule for name, rule in checkpoint.ADDED_FIELDS if name in without}
     older = checkpoint._strip(states, fill)  # on disk, a dataclass is a dict of its fields' names
     assert "target_floor" not in older["agent"]["critic"]
@@ -88,14 +61,14 @@ def test_checkpoint_of_an_older_format_restores_with_the_added_fields_filled(tmp
     assert jax.tree.structure(restored) == jax.tree.structure(states)
     for net, written in ((restored.agent.actor, states.agent.actor), (restored.agent.critic, states.agent.critic)):
         assert net.target_floor.shape == written.target_floor.shape and not np.asarray(net.target_floor).any()
-    _leaves_equal(states.replace(agent=states.agent.replace(
+    leaves_equal(states.replace(agent=states.agent.replace(
         actor=states.agent.actor.replace(target_floor=restored.agent.actor.target_floor),
         critic=states.agent.critic.replace(target_floor=restored.agent.critic.target_floor))), restored)
 
 
 def test_checkpoint_that_normalised_observations_is_never_given_invented_statistics(tmp_path):
-    config = srj.make_config("ds", "td3", **TINY, **{"env.normalize_observations": True})
-    states = _filled(runs.template(config, num_seeds=2))
+    config = tiny_config("ds", "td3", **{"env.normalize_observations": True})
+    states = filled(runs.template(config, num_seeds=2))
     older = checkpoint._strip(states, {"target_floor": "zeros"})
     del older["obs_stats"]
     checkpoint.save(str(tmp_path), 1, older, [], config, num_seeds=2)
@@ -137,8 +110,8 @@ def _corrupt_files(folder):
 
 
 def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
-    config = srj.make_config("dense", "td3", **TINY)
-    states = _filled(runs.template(config, num_seeds=1))
+    config = tiny_config("dense", "td3")
+    states = filled(runs.template(config, num_seeds=1))
     checkpoint.save(str(tmp_path), 1, states, [], config)
     step_dir = os.path.join(checkpoint.checkpoint_dir(str(tmp_path)), "1")
     _corrupt_files(os.path.join(step_dir, "state"))

@@ -187,6 +187,13 @@ def test_metadata_round_trip_and_rejects_unserialisable(exported, actors, tmp_pa
         export_actor(params, masks, "td3", tmp_path / "bad.npz", metadata={"x": object()})
 
 
+def test_every_agent_has_an_export_head():
+    from sparse_rl_jax import agents
+    from sparse_rl_jax.export import format as fmt
+
+    assert set(fmt.HEADS) == set(agents.names()) and set(fmt.HEADS.values()) <= set(fmt.OUTPUT_TRANSFORMS)
+
+
 def test_export_rejects_unmasked_weights_and_bad_algo(actors, tmp_path):
     _, params = actors["td3"]
     _, masks = random_masks(params, 0.9, np.random.default_rng(0))

@@ -23,20 +23,12 @@ from experiments import train
 from sparse_rl_jax import callbacks, checkpoint, cli, config_flag, distributed, launch, run_logging, runner, runs
 from sparse_rl_jax import config as cfg_lib
 from sparse_rl_jax.export import load_policy, read_policy
+from tests.conftest import CONFIGS, ROOT, TIMING, tiny_args
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(ROOT, "experiments", "configs")
-TINY = [
-    "--config.total_env_steps=640", "--config.warmup_env_steps=128", "--config.eval_every=160",
-    "--config.env.num_envs=4", "--config.env.episode_length=50", "--config.env.eval_episodes=2",
-    "--config.agent.hidden=(16,16)", "--config.agent.batch_size=32", "--config.replay.capacity=2000",
-    "--config.replay.min_size=400", "--config.replay.check_every=80", "--config.replay.oldest=64",
-    "--config.topology.period=10", "--config.replay.nstep_delay=20",
-]
+TINY = tiny_args(eval_every=160)  # four evaluation periods
 TD3_ARGS = [f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY, "--seeds=2", "--keep_checkpoints=2"]
 SAC_ARGS = [f"--config={CONFIGS}/preset.py:ds,sac", "--config.env=inverted_pendulum", *TINY]
 DDPG_ARGS = [f"--config={CONFIGS}/preset.py:rigl+importance,ddpg", *TINY, "--noplots"]
-TIMING = ("training/sps", "training/walltime")
 CHUNKS = 4
 
 

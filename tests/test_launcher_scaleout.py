@@ -27,15 +27,9 @@ import pytest
 
 from sparse_rl_jax import checkpoint
 from sparse_rl_jax import runs as saved_runs
-from tests.test_launcher import CONFIGS, ROOT, TIMING
+from tests.conftest import CONFIGS, ROOT, TIMING, tiny_args
 
-TINY = [
-    "--config.total_env_steps=640", "--config.warmup_env_steps=128", "--config.eval_every=320",
-    "--config.env.num_envs=4", "--config.env.episode_length=50", "--config.env.eval_episodes=2",
-    "--config.agent.hidden=(16,16)", "--config.agent.batch_size=32", "--config.replay.capacity=2000",
-    "--config.replay.min_size=400", "--config.replay.check_every=80", "--config.replay.oldest=64",
-    "--config.topology.period=10", "--config.replay.nstep_delay=20",
-]
+TINY = tiny_args()  # two evaluation periods
 ARGS = [f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY]
 TIMEOUT = 1200
 

@@ -8,9 +8,7 @@ import pytest
 
 from sparse_rl_jax import checkpoint, normalization, runs, trainer
 from sparse_rl_jax import distributed as dist
-from tests.conftest import tiny_config
-from tests.test_checkpoint import _filled, _leaves_equal
-from tests.test_trainer import _run_chunks
+from tests.conftest import filled, leaves_equal, run_chunks, tiny_config
 
 NORM = {"env.normalize_observations": True}
 
@@ -76,7 +74,7 @@ def test_shard_combine_over_named_axes_equals_concatenated_batches():
 def run():
     """A short normalised TD3 run (2 chunks: warm-up and updates); all its observations fit the buffer."""
     config = tiny_config("dense", "td3", **NORM)
-    tr, states, _, _ = _run_chunks(config)
+    tr, states, _, _ = run_chunks(config)
     return tr, states
 
 
@@ -174,22 +172,22 @@ def test_checkpoint_round_trip_restores_stats(tmp_path):
     config = tiny_config("dense", "td3", **NORM)
     tmpl = runs.template(config, num_seeds=2)
     assert isinstance(tmpl.obs_stats, normalization.RunningStats)
-    states = _filled(tmpl)
+    states = filled(tmpl)
     checkpoint.save(str(tmp_path), 1, states, [], config)
     restored = runs.restore(str(tmp_path)).states
     assert isinstance(restored.obs_stats, normalization.RunningStats)
-    _leaves_equal(states.obs_stats, restored.obs_stats)
-    _leaves_equal(states, restored)
+    leaves_equal(states.obs_stats, restored.obs_stats)
+    leaves_equal(states, restored)
     policy = runs.load_policy(str(tmp_path), seed=1)
-    _leaves_equal(jax.tree.map(lambda x: x[1], states.obs_stats), policy.obs_stats)
+    leaves_equal(jax.tree.map(lambda x: x[1], states.obs_stats), policy.obs_stats)
 
 
 def test_checkpoint_without_stats_entry_restores_when_off(tmp_path):
     """Checkpoints written before ``obs_stats`` existed (no such entry on disk) still restore."""
     config = tiny_config("dense", "td3")
-    states = _filled(runs.template(config, num_seeds=1))
+    states = filled(runs.template(config, num_seeds=1))
     old = {f.name: getattr(states, f.name) for f in dataclasses.fields(states) if f.name != "obs_stats"}
     checkpoint.save(str(tmp_path), 1, old, [], config)
     restored = runs.restore(str(tmp_path)).states
     assert restored.obs_stats is None
-    _leaves_equal(states, restored)
+    leaves_equal(states, restored)

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from sparse_rl_jax.sparsity import optim
@@ -160,3 +161,36 @@ def test_unmasked_gradients_reach_the_moments_of_absent_connections():
         updates, state = opt.update(g, opt.init(w), w, masks=masks)
         assert float(updates["k"][0, 1]) == 0.0  # the absent weight never moves
         np.testing.assert_allclose(float(state[0].mu["k"][0, 1]), absent_moment, rtol=1e-6)
+
+
+@pytest.mark.parametrize("weight_decay,mode", [(0.0, "decoupled"), (1e-2, "decoupled"), (2e-4, "coupled")])
+def test_rate_per_update_computes_what_optax_adam_computes(weight_decay, mode):
+    """The agents' optimizer takes its learning rate per update (a state leaf): same state structure and
+    bit for bit the same steps as optax's own Adam / AdamW / coupled-L2 Adam built with that rate."""
+    from sparse_rl_jax.agents import common
+
+    def reference(lr):  # optax's own, built with the (traced) rate, as the agents did before
+        if not weight_decay:
+            inner = optax.adam(lr)
+        elif mode == "coupled":
+            inner = optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
+        else:
+            inner = optax.adamw(lr, weight_decay=weight_decay)
+        return optim.masked_optimizer(inner)
+
+    lr = jnp.float32(3e-3)
+    ours = common.make_optimizer(weight_decay, mode)
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.ones(4)}
+    masks = {"w": jnp.arange(12).reshape(3, 4) % 3 != 0, "b": None}
+    a, b = reference(lr).init(params), ours.init(params)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    step_a = jax.jit(lambda g, s, p, lr: reference(lr).update(g, s, p, masks=masks))
+    step_b = jax.jit(lambda g, s, p, lr: ours.update(g, s, p, masks=masks, learning_rate=lr))
+    pa = pb = params
+    for step in range(3):
+        grads = jax.tree.map(lambda x: jnp.sin(x * (step + 1)), params)
+        ua, a = step_a(grads, a, pa, lr)
+        ub, b = step_b(grads, b, pb, lr)
+        pa, pb = optax.apply_updates(pa, ua), optax.apply_updates(pb, ub)
+    for x, y in zip(jax.tree.leaves((pa, a)), jax.tree.leaves((pb, b))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -1,31 +1,16 @@
 """Engine invariants: one compile, vmapped seeds, buffer-check and n-step cadence, auto-reset branch
 (exact sparsity after topology events: tests/test_methods_evolve.py)."""
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sparse_rl_jax import trainer
-from tests.conftest import tiny_config
-
-
-def _run_chunks(config, num_seeds=1, chunks=2, seed_offset=0, max_traces=None):
-    tr = trainer.Trainer(config)
-    if max_traces is not None:  # chex raises if the chunk is traced (so compiled) more often
-        tr.chunk = chex.assert_max_traces(tr.chunk, n=max_traces)
-    states = trainer.init_states(tr, trainer.seed_keys(config.seed + seed_offset, num_seeds))
-    chunk = trainer.make_chunk_fn(tr)
-    per = trainer.chunk_iterations(config)
-    infos = []
-    for c in range(chunks):
-        states, info = chunk(states, jnp.int32(c * per))
-        infos.append(info)
-    return (tr, states, infos, chunk) if max_traces else (tr, states, info, chunk)
+from tests.conftest import run_chunks, tiny_config
 
 
 def test_one_compile_and_vmapped_seeds_match_single_runs():
     config = tiny_config("rlx2", "td3")
-    tr, batched, infos, chunk = _run_chunks(config, num_seeds=3, chunks=3, max_traces=1)
+    tr, batched, infos, chunk = run_chunks(config, num_seeds=3, chunks=3, max_traces=1)
     assert chunk._cache_size() == 1, "chunks must reuse one compiled program"
     # RLx2's buffer check every check_every env steps (80 = 20 iterations of 4 envs) after warm-up
     # (32 iterations), and the n-step switch after nstep_delay (20) critic updates
@@ -40,7 +25,7 @@ def test_one_compile_and_vmapped_seeds_match_single_runs():
     assert int(np.asarray(infos[0]["nstep_updates"])[0]) == 48 * 4 - 20
     finals = [np.asarray(jax.tree.leaves(batched.agent.actor.params)[1][i]) for i in range(3)]
     assert not np.allclose(finals[0], finals[1]) and not np.allclose(finals[1], finals[2])
-    _, single, _, _ = _run_chunks(config, num_seeds=1, chunks=3, seed_offset=2)
+    _, single, _, _ = run_chunks(config, num_seeds=1, chunks=3, seed_offset=2)
     np.testing.assert_allclose(
         np.asarray(jax.tree.leaves(single.agent.actor.params)[1][0]), finals[2], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(

@@ -362,6 +362,10 @@ def cells_markdown(rows: List[Dict[str, Any]], study: Study) -> str:
     missing = [c.key for c in study.tier.cells if (c.task, c.algo, c.name) not in done]
     if missing:
         lines.append(f"\nNot run yet ({len(missing)} of {len(study.tier.cells)}): {', '.join(missing)}")
+    spent = compute_spent(study)
+    if spent["hours"]:
+        lines.append(f"\nCompute spent on the recorded batches: {spent['hours']:.1f} hours of wall time "
+                     f"({spent['batches']} batches; {', '.join(spent['cpus'])}; from each batch's provenance).")
     refs = sorted({(r["task"], r["algo"], r["reference"]) for r in rows if r["reference"]})
     if refs:
         lines.append("\nReferences (best dense recipe, by mean final return over the same seeds): "
@@ -370,6 +374,21 @@ def cells_markdown(rows: List[Dict[str, Any]], study: Study) -> str:
                  "its 95% t-interval; sd is the sample standard deviation (ddof 1). Percentages: ratio of means "
                  "with Fieller's 95% interval. Sizes and FLOPs: fractions of the dense agent.")
     return "\n".join(lines) + "\n"
+
+
+def compute_spent(study: Study) -> Dict[str, Any]:
+    """Wall hours of every recorded batch (its provenance's runs, resumptions included) and the CPUs."""
+    seconds, batches, cpus = 0.0, 0, set()
+    for data in study.cells.values():
+        for b in data.batches:
+            p = os.path.join(b, records.PROVENANCE)
+            if not os.path.exists(p):
+                continue
+            prov = run_logging.read_json(p)
+            seconds += sum(r.get("wall_seconds", 0.0) for r in prov.get("runs", []))
+            batches += 1
+            cpus.add(f"{prov.get('cpu_model', '?')} x {prov.get('cpu_count', '?')}")
+    return {"hours": seconds / 3600, "batches": batches, "cpus": sorted(cpus)}
 
 
 def claims_markdown(rows: List[Dict[str, Any]]) -> str:

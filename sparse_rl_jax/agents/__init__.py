@@ -7,16 +7,12 @@ from sparse_rl_jax.agents.common import AgentBase
 from sparse_rl_jax.agents.ddpg import DDPG
 from sparse_rl_jax.agents.sac import SAC, SACState
 from sparse_rl_jax.agents.td3 import TD3, TD3State
-from sparse_rl_jax.export import format as _export_format
 
 AGENTS: Dict[str, Type[AgentBase]] = {
     "td3": td3.TD3,
     "sac": sac.SAC,
     "ddpg": ddpg.DDPG,
 }
-
-for _name, _cls in AGENTS.items():  # the NumPy-only export package learns each agent's actor head
-    _export_format.HEADS[_name] = _cls.export_head
 
 
 def names() -> Tuple[str, ...]:

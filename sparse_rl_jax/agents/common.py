@@ -17,19 +17,22 @@ from sparse_rl_jax.sparsity import masks as mask_lib
 from sparse_rl_jax.sparsity import optim as optim_lib
 
 
-def make_optimizer(learning_rate: float, weight_decay: float = 0.0, mode: str = "decoupled",
-                   mask_gradients: bool = True):
-    """Adam wrapped so updates (and, by default, gradients) respect the masks.
+def make_optimizer(weight_decay: float = 0.0, mode: str = "decoupled", mask_gradients: bool = True):
+    """Adam wrapped so updates (and, by default, gradients) respect the masks, built once; its learning
+    rate is an argument of each update (``learning_rate=``: a leaf of the agent's state, per seed).
 
     Weight decay ``mode``: 'decoupled' is AdamW; 'coupled' adds ``weight_decay * w`` to the gradient
-    before Adam, as torch's ``Adam(weight_decay=...)`` does (DS's code).
+    before Adam, as torch's ``Adam(weight_decay=...)`` does (DS's code). The chains are optax's own
+    (``optax.adam``, ``optax.adamw``) with the last link taking the rate per call, so the state has
+    their structure and every step computes what theirs would.
     """
     if not weight_decay:
-        inner = optax.adam(learning_rate)
+        inner = optim_lib.adam()
     elif mode == "coupled":
-        inner = optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate))
+        inner = optax.chain(optax.add_decayed_weights(weight_decay), optim_lib.adam())
     else:
-        inner = optax.adamw(learning_rate, weight_decay=weight_decay)
+        inner = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay),
+                            optim_lib.scale_by_learning_rate_arg())
     return optim_lib.masked_optimizer(inner, mask_gradients=mask_gradients)
 
 
@@ -106,7 +109,6 @@ class AgentBase:
     """
     # ------------------------------------------------------------- facts each agent declares
     flop_model: ClassVar[flops.PassModel]  # its passes per update and its stored networks
-    export_head: ClassVar[str]  # the exported actor's output transform (`export.format.OUTPUT_TRANSFORMS`)
     has_actor_target: ClassVar[bool]  # the critic always keeps a target
     # whose papers' settings the presets use: "td3" (deterministic actor) or "sac" (stochastic actor)
     preset_family: ClassVar[str]
@@ -151,9 +153,15 @@ class AgentBase:
     def critic_module(self) -> nn.Module:
         return self.make_critic(self.cfg.hidden)
 
-    def reduce(self, tree):
-        """Mean over the data-parallel axis (identity on one device)."""
-        return tree if self.grad_axis is None else jax.lax.pmean(tree, self.grad_axis)
+    def gradients(self, loss_fn, *args, local: Tuple[str, ...] = ()):
+        """``jax.grad(loss_fn, has_aux=True)(*args)``, gradients and aux metrics averaged over the
+        data-parallel axis (identity on one device): the one place an update averages its gradients.
+        ``local``: aux entries that stay per shard (per-sample values an update reads afterwards)."""
+        grads, aux = jax.grad(loss_fn, has_aux=True)(*args)
+        kept = {name: aux.pop(name) for name in local}
+        if self.grad_axis is not None:
+            grads, aux = jax.lax.pmean((grads, aux), self.grad_axis)
+        return grads, {**aux, **kept}
 
     # ------------------------------------------------------------- hyperparameters as data
     @property
@@ -192,19 +200,19 @@ class AgentBase:
         values = {**self.default_hparams(), **(hparams or {})}
         return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
 
-    def _optimizer(self, learning_rate):
+    @property
+    def optimizer(self):
+        """Both networks' optimizer (`make_optimizer`); each update passes its network's rate."""
         c = self.cfg
-        return make_optimizer(learning_rate, c.weight_decay, c.weight_decay_mode, c.mask_gradients)
+        return make_optimizer(c.weight_decay, c.weight_decay_mode, c.mask_gradients)
 
-    # the optimizers' states do not depend on the learning rate: built with the config's at init, they
-    # step with the state's (`hparams`) in the update
     def apply_actor_gradients(self, net, grads, hparams):
-        return dst.apply_gradients(net, grads, self.actor_method, self._optimizer(hparams["actor_lr"]),
-                                   self.batch_axes, hparams.get("drop_fraction"))
+        return dst.apply_gradients(net, grads, self.actor_method, self.optimizer, self.batch_axes,
+                                   hparams.get("drop_fraction"), learning_rate=hparams["actor_lr"])
 
     def apply_critic_gradients(self, net, grads, hparams):
-        return dst.apply_gradients(net, grads, self.critic_method, self._optimizer(hparams["critic_lr"]),
-                                   self.batch_axes, hparams.get("drop_fraction"))
+        return dst.apply_gradients(net, grads, self.critic_method, self.optimizer, self.batch_axes,
+                                   hparams.get("drop_fraction"), learning_rate=hparams["critic_lr"])
 
     def build_nets(self, key, actor_sparsity, critic_sparsity):
         """(actor, critic) sparse networks for one seed; the actor's target as `has_actor_target` says."""
@@ -213,11 +221,11 @@ class AgentBase:
         actor = build_net(
             actor_key, self.actor_module, (obs,), actor_sparsity,
             is_sparse_net(self.sparsity.actor, self.actor_method, self.sparsity), self.sparsity,
-            self.actor_method, self._optimizer(self.cfg.actor_lr), with_target=self.has_actor_target)
+            self.actor_method, self.optimizer, with_target=self.has_actor_target)
         critic = build_net(
             critic_key, self.critic_module, (obs, act), critic_sparsity,
             is_sparse_net(self.sparsity.critic, self.critic_method, self.sparsity), self.sparsity,
-            self.critic_method, self._optimizer(self.cfg.critic_lr), with_target=True)
+            self.critic_method, self.optimizer, with_target=True)
         return actor, critic
 
     def networks(self, state) -> dict:

@@ -19,6 +19,7 @@ from flax import struct
 
 from sparse_rl_jax import dst, networks, replay
 from sparse_rl_jax.agents import common
+from sparse_rl_jax.sparsity import optim as optim_lib
 from sparse_rl_jax.sparsity.flops import Pass, PassModel
 
 # The pass model (`sparsity.flops`): the next action from the online actor (and, with n-step targets, one
@@ -48,7 +49,6 @@ class SACState:
 @dataclasses.dataclass(frozen=True)
 class SAC(common.AgentBase):
     flop_model = FLOP_MODEL
-    export_head = "tanh_mean"  # the output layer is [mean | log_std]; the deterministic policy is tanh(mean)
     has_actor_target = False
     preset_family = "sac"
     metric_names = ("critic_loss", "actor_loss", "q", "alpha", "entropy")
@@ -63,8 +63,8 @@ class SAC(common.AgentBase):
         return networks.GaussianActor(self.action_dim, tuple(self.cfg.hidden), scale=self.cfg.policy_scale)
 
     @staticmethod
-    def alpha_optimizer(learning_rate):
-        return optax.adam(learning_rate)
+    def alpha_optimizer():
+        return optim_lib.adam()
 
     @property
     def target_entropy(self) -> float:
@@ -76,7 +76,7 @@ class SAC(common.AgentBase):
         actor, critic = self.build_nets(key, actor_sparsity, critic_sparsity)
         log_alpha = jnp.asarray(self.cfg.init_log_alpha, jnp.float32)
         return SACState(actor=actor, critic=critic, log_alpha=log_alpha,
-                        alpha_opt_state=self.alpha_optimizer(self.cfg.alpha_lr).init(log_alpha),
+                        alpha_opt_state=self.alpha_optimizer().init(log_alpha),
                         hparams=self.init_hparams(hparams))
 
     def policy(self, actor_params, obs) -> jax.Array:
@@ -128,23 +128,20 @@ class SAC(common.AgentBase):
     def update(self, state: SACState, window: replay.Window, update_index, n_active, key
                ) -> Tuple[SACState, Dict[str, jax.Array]]:
         critic_key, actor_key = jax.random.split(key)
-        grads, info = jax.grad(self.critic_loss, has_aux=True)(
-            state.critic.params, state, window, n_active, critic_key)
-        grads, info = self.reduce((grads, info))
+        grads, info = self.gradients(self.critic_loss, state.critic.params, state, window, n_active, critic_key)
         hp = state.hparams
         critic, critic_topo = self.apply_critic_gradients(state.critic, grads, hp)
         critic = dst.update_target(critic, hp["tau"], self.critic_method)
 
-        actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
-            state.actor.params, critic.params, state.log_alpha, window.obs, actor_key)
-        logp = jax.lax.stop_gradient(actor_info.pop("logp"))
-        actor_grads, actor_info = self.reduce((actor_grads, actor_info))
+        actor_grads, actor_info = self.gradients(self.actor_loss, state.actor.params, critic.params,
+                                                 state.log_alpha, window.obs, actor_key, local=("logp",))
+        logp = jax.lax.stop_gradient(actor_info.pop("logp"))  # this shard's samples: the temperature's loss
         actor, actor_topo = self.apply_actor_gradients(state.actor, actor_grads, hp)
 
-        alpha_grad = self.reduce(
-            jax.grad(lambda la: -la * jnp.mean(logp + self.target_entropy))(state.log_alpha))
-        alpha_update, alpha_opt_state = self.alpha_optimizer(hp["alpha_lr"]).update(alpha_grad,
-                                                                                     state.alpha_opt_state)
+        alpha_grad, _ = self.gradients(lambda la: (-la * jnp.mean(logp + self.target_entropy), {}),
+                                       state.log_alpha)
+        alpha_update, alpha_opt_state = self.alpha_optimizer().update(alpha_grad, state.alpha_opt_state,
+                                                                      learning_rate=hp["alpha_lr"])
         log_alpha = optax.apply_updates(state.log_alpha, alpha_update)
 
         info.update(actor_info)

@@ -43,7 +43,6 @@ class TD3State:
 @dataclasses.dataclass(frozen=True)
 class TD3(common.AgentBase):
     flop_model = FLOP_MODEL
-    export_head = "tanh"
     has_actor_target = True
     preset_family = "td3"
     hparam_names = common.AgentBase.hparam_names + ("exploration_noise", "policy_noise", "noise_clip")
@@ -98,17 +97,14 @@ class TD3(common.AgentBase):
                ) -> Tuple[TD3State, Dict[str, jax.Array]]:
         """One gradient update; `update_index` is the run's 0-based critic-update count, unbatched
         (shared by the seeds), so the policy-delay test below is a real branch."""
-        grads, info = jax.grad(self.critic_loss, has_aux=True)(
-            state.critic.params, state, window, n_active, key)
-        grads, info = self.reduce((grads, info))
+        grads, info = self.gradients(self.critic_loss, state.critic.params, state, window, n_active, key)
         critic, critic_info = self.apply_critic_gradients(state.critic, grads, state.hparams)
         state = state.replace(critic=critic)
         info.update({f"critic_{k}": v for k, v in critic_info.items()})
 
         def delayed(state):
-            actor_grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
-                state.actor.params, state.critic.params, window.obs)
-            actor_grads, actor_info = self.reduce((actor_grads, actor_info))
+            actor_grads, actor_info = self.gradients(self.actor_loss, state.actor.params, state.critic.params,
+                                                     window.obs)
             actor, topo = self.apply_actor_gradients(state.actor, actor_grads, state.hparams)
             actor = dst.update_target(actor, state.hparams["tau"], self.actor_method)
             critic = dst.update_target(state.critic, state.hparams["tau"], self.critic_method)

@@ -42,9 +42,10 @@ import numpy as np
 FORMAT_NAME = "sparse_rl_jax.policy"
 FORMAT_VERSION = 1
 OUTPUT_TRANSFORMS = ("tanh", "tanh_mean")
-# algo -> the output transform of its exported actor, filled by `sparse_rl_jax.agents` from each agent's
-# `export_head` (this package imports only NumPy/SciPy, so it cannot ask the agents itself)
-HEADS: Dict[str, str] = {}
+# each built-in agent's exported actor: TD3/DDPG a tanh policy; SAC's output layer is [mean | log_std]
+# and its deterministic policy tanh(mean). An agent added to `sparse_rl_jax.agents` gets a line here
+# (tests/test_export.py checks that every agent has one), or its users pass ``head=``.
+HEADS: Dict[str, str] = {"td3": "tanh", "ddpg": "tanh", "sac": "tanh_mean"}
 ACTIVATIONS = ("relu", "identity")
 VALUE_DTYPES = ("float32", "float16")
 _LAYER_RE = re.compile(r"^dense_(\d+)$")
@@ -331,9 +332,9 @@ def export_actor(actor_params: Any, actor_masks: Any, algo: str, path: str | os.
     """Export a trained actor to ``path`` in compressed sparse form; returns the file size in bytes.
 
     ``actor_params``/``actor_masks`` follow the project's convention (masks: bool at sparse kernels,
-    None at dense leaves; ``actor_masks=None`` = all dense). ``algo`` names the agent (its registered
-    ``export_head``: 'td3'/'ddpg' a tanh policy, 'sac' tanh of the Gaussian mean, its log-std half
-    dropped); ``head`` gives the output transform directly. ``obs_normalizer``: (mean, std) as a
+    None at dense leaves; ``actor_masks=None`` = all dense). ``algo`` names the agent (its head in `HEADS`:
+    'td3'/'ddpg' a tanh policy, 'sac' tanh of the Gaussian mean, its log-std half dropped); ``head``
+    gives the output transform directly. ``obs_normalizer``: (mean, std) as a
     Mapping, an object with ``.mean``/``.std`` or a pair, applied as ``(obs - mean) / std``.
     """
     policy = actor_to_exported(actor_params, actor_masks, algo, obs_normalizer, metadata, values_dtype, head)

@@ -58,6 +58,24 @@ def _select_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
+def scale_by_learning_rate_arg() -> optax.GradientTransformationExtraArgs:
+    """``optax.scale_by_learning_rate`` with the rate given to each update (``learning_rate=``, which may
+    be traced: a per-seed leaf) instead of fixed when the transform is built; the same arithmetic
+    (``-1 * rate * g``) and the same empty state."""
+
+    def update_fn(updates, state, params=None, *, learning_rate, **extra_args):
+        del params, extra_args
+        step_size = -1 * learning_rate
+        return jax.tree.map(lambda g: step_size * g, updates), state
+
+    return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+
+
+def adam(**adam_args) -> optax.GradientTransformationExtraArgs:
+    """``optax.adam`` whose learning rate is an argument of each update (`scale_by_learning_rate_arg`)."""
+    return optax.chain(optax.scale_by_adam(**adam_args), scale_by_learning_rate_arg())
+
+
 def masked_optimizer(inner: optax.GradientTransformation, mask_gradients: bool = True
                      ) -> optax.GradientTransformationExtraArgs:
     """Wrap ``inner`` so that gradients and updates are masked and a step can be skipped.
