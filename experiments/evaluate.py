@@ -54,7 +54,7 @@ def evaluate_run(workdir: str, episodes: int, seed_offset: int = 0) -> dict:
     keys = trainer_lib.seed_keys(config.seed + seed_offset, restored.num_seeds)
     metrics = jax.jit(jax.vmap(eval_fn))(trainer_lib.policy_params(restored.states), keys)
     returns = [float(r) for r in np.asarray(metrics["eval/episode_reward"])]
-    return {"workdir": workdir, "checkpoint_step": restored.step,
+    return {"workdir": workdir, "checkpoint_period": restored.period,
             "env_steps": int(np.asarray(restored.states.env_steps)[0]), "episodes": episodes,
             "returns": returns, "mean": float(np.mean(returns)), "std_over_seeds": float(np.std(returns))}
 

@@ -72,11 +72,11 @@ def _path_name(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def check_finite(entry: List[Any], states, num_seeds: int, chunk: int) -> None:
+def check_finite(entry: List[Any], states, num_seeds: int, period_index: int) -> None:
     """Raise `NonFiniteError` naming the network and the step if a loss or any agent value (params,
     targets, optimizer moments, temperature, importance) is NaN/inf."""
     steps, metrics = entry
-    where = f"env step {steps:,} (evaluation period {chunk}, gradient update {metrics.get('training/updates')})"
+    where = f"env step {steps:,} (evaluation period {period_index}, gradient update {metrics.get('training/updates')})"
     for name, value in metrics.items():
         if name.startswith("training/") and name.endswith("_loss"):
             vals = value if isinstance(value, list) else [value]
@@ -93,15 +93,15 @@ def check_finite(entry: List[Any], states, num_seeds: int, chunk: int) -> None:
             raise NonFiniteError(f"NaN/inf in {_path_name(path)} (seed {int(np.argmin(finite))}) by {where}")
 
 
-def check_replicas(states, chunk: int, env_steps: int, total_chunks: int, say: bool) -> None:
+def check_replicas(states, period_index: int, env_steps: int, total_periods: int, say: bool) -> None:
     """Raise `ReplicaMismatchError` if the devices' copies of the agent differ; after the last period
     print that they were equal (a collective: every process calls it)."""
     bad = dist.replica_mismatch(states.agent)
     if bad:
         raise ReplicaMismatchError(
             f"the data-parallel copies of agent{bad} differ between devices by env step {env_steps:,} "
-            f"(evaluation period {chunk}): the gradient average or the XLA builds of the processes differ")
-    if say and chunk == total_chunks:
+            f"(evaluation period {period_index}): the gradient average or the XLA builds of the processes differ")
+    if say and period_index == total_periods:
         print(f"data-parallel replicas: bit-identical on all {jax.device_count()} device(s) in "
               f"{jax.process_count()} process(es), checked after every period", flush=True)
 
@@ -113,52 +113,53 @@ def host_agent(sharded: bool, states):
 
 
 def newest_checkpoint(workdir: str) -> Optional[str]:
-    step = checkpoint.latest_step(workdir)
-    return None if step is None else os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+    period = checkpoint.latest_period(workdir)
+    return None if period is None else os.path.join(checkpoint.checkpoint_dir(workdir), str(period))
 
 
 class RunCallback:
     """A launcher run's period callback: log, print, check, checkpoint, stop. ``plan`` is the run's
     `launch.Plan`; ``log`` its `run_logging.RunLog`."""
 
-    def __init__(self, plan, log: run_logging.RunLog, trainer, total_chunks: int, per_chunk_steps: int,
+    def __init__(self, plan, log: run_logging.RunLog, trainer, total_periods: int, period_env_steps: int,
                  stop: Optional[StopRequest] = None):
         self.plan, self.log, self.trainer = plan, log, trainer
         self.stop = stop if stop is not None else StopRequest()
-        self.total_chunks, self.per_chunk_steps = total_chunks, per_chunk_steps
+        self.total_periods, self.period_env_steps = total_periods, period_env_steps
         self.start = self.last = time.perf_counter()
         self.last_checkpoint: Optional[str] = None
         self.calls = 0
 
     def __call__(self, period) -> None:
-        plan, chunk, states = self.plan, period.period, period.states
+        plan, period_index, states = self.plan, period.period, period.states
         view = host_agent(plan.sharded, states)  # every process takes part in the gather
         metrics = {**period.metrics, **metrics_lib.layer_densities(self.trainer, view, plan.num_seeds)}
         entry = self.log.append(period.env_steps, metrics)
         now = time.perf_counter()
         # The first period of a process includes compilation: no rate or estimate from it.
-        rate = self.per_chunk_steps / max(now - self.last, 1e-9) if self.calls else None
+        rate = self.period_env_steps / max(now - self.last, 1e-9) if self.calls else None
         self.last, self.calls = now, self.calls + 1
-        total = self.total_chunks * self.per_chunk_steps
+        total = self.total_periods * self.period_env_steps
         remaining = max(total - period.env_steps, 0) / rate if rate else None
         if self.log.write:
-            print(run_logging.format_progress(entry, total, chunk, self.total_chunks, rate, now - self.start,
+            print(run_logging.format_progress(entry, total, period_index, self.total_periods, rate, now - self.start,
                                               remaining, plan.num_seeds), flush=True)
         try:
-            check_finite(entry, view, plan.num_seeds, chunk)
+            check_finite(entry, view, plan.num_seeds, period_index)
         except NonFiniteError as err:
             kept = self.last_checkpoint or newest_checkpoint(plan.workdir)
             raise NonFiniteError(f"{err}; last good checkpoint: {kept or 'none yet'}") from None
         if plan.data_shards:
-            check_replicas(states, chunk, period.env_steps, self.total_chunks, self.log.write)
-        stopping = self.stop.agreed() and chunk < self.total_chunks
-        if chunk % plan.checkpoint_every == 0 or chunk == self.total_chunks or stopping:
+            check_replicas(states, period_index, period.env_steps, self.total_periods, self.log.write)
+        stopping = self.stop.agreed() and period_index < self.total_periods
+        if period_index % plan.checkpoint_every == 0 or period_index == self.total_periods or stopping:
             # sharded runs save host copies: the layout on disk does not depend on the devices
             saved = dist.to_host(states) if plan.sharded else states
-            self.last_checkpoint = checkpoint.save(plan.workdir, chunk, saved, self.log.history, plan.config,
+            self.last_checkpoint = checkpoint.save(plan.workdir, period_index, saved, self.log.history, plan.config,
                                                    plan.num_seeds, keep=plan.keep, data_shards=plan.data_shards)
         if stopping:
-            raise Terminated(f"stopped after period {chunk}/{self.total_chunks}, checkpoint {self.last_checkpoint}")
+            raise Terminated(f"stopped after period {period_index}/{self.total_periods}, "
+                             f"checkpoint {self.last_checkpoint}")
 
 
 class StopCheck:

@@ -1,16 +1,17 @@
 """Checkpoints of a whole vmapped run (orbax): persistence only, below the runner.
 
-A checkpoint is one orbax step directory ``<workdir>/checkpoints/<chunk>/`` with two items:
+A checkpoint is one orbax step directory ``<workdir>/checkpoints/<period>/``, named by the number of
+evaluation periods done (orbax calls it a step), with two items:
 
 * ``state``: the complete vmapped ``TrainState`` pytree (leading axis = seeds): every network's params,
   target params, optimizer state, masks (``None`` at dense leaves is kept as structure), densities and
   importance state, the replay ring, the Brax env state, all PRNG keys and counters, and the observation
   statistics (``obs_stats``; ``None`` unless ``env.normalize_observations``, so runs without it have the
   same leaves as before the option existed);
-* ``meta`` (JSON): the chunk index, the number of seeds, the resolved config and the metric history so
+* ``meta`` (JSON): the periods done (``period``), the number of seeds, the resolved config and the metric history so
   far (``history_to_json`` form), so a resumed run writes exactly the metrics of an uninterrupted one.
 
-Atomicity: orbax writes every step into ``<chunk>.orbax-checkpoint-tmp-*`` and renames it when complete;
+Atomicity: orbax writes every checkpoint into ``<period>.orbax-checkpoint-tmp-*`` and renames it when complete;
 unfinished tmp directories are never listed as checkpoints, so a process killed during a save leaves the
 previous checkpoint as the newest usable one. ``keep`` bounds how many finalised checkpoints stay.
 
@@ -35,7 +36,9 @@ import numpy as np
 from sparse_rl_jax.run_logging import history_to_json
 
 CHECKPOINT_DIR = "checkpoints"
-FORMAT_VERSION = 2  # 2: every network's ``target_floor`` (DS's prune guess), absent from format 1
+# 2: every network's ``target_floor`` (DS's prune guess), absent from format 1; 3: the meta item names the
+# periods done ``period`` (formats 1 and 2: ``step``; `read_meta` reads both)
+FORMAT_VERSION = 3
 # Fields added to the state since format 1, with how a restore fills them in when a checkpoint
 # lacks them: None only when the run's template holds None there (obs_stats: the run does not normalise
 # observations), or zeros of the template's shape (target_floor: a guess, so zeros only cost the first
@@ -63,9 +66,10 @@ def _manager(workdir: str, keep: Optional[int] = None, read_only: bool = False):
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "meta"))
 
 
-def save(workdir: str, step: int, states: Any, history: List, config: Any, num_seeds: Optional[int] = None,
+def save(workdir: str, period: int, states: Any, history: List, config: Any, num_seeds: Optional[int] = None,
          keep: Optional[int] = 3, data_shards: int = 0) -> str:
-    """Write checkpoint ``step`` (the number of chunks done) atomically; keep the newest ``keep``.
+    """Write checkpoint ``period`` (the number of evaluation periods done) atomically; keep the newest
+    ``keep``.
 
     ``history`` may be in raw ``train()`` form or already in ``history_to_json`` form. ``data_shards``:
     the layout of a data-parallel run's states (``distributed``; 0 = the ordinary vmapped layout).
@@ -80,14 +84,14 @@ def save(workdir: str, step: int, states: Any, history: List, config: Any, num_s
     if num_seeds is None:
         num_seeds = int(jax.tree.leaves(states)[0].shape[0])
     meta = {
-        "format": FORMAT_VERSION, "step": int(step), "num_seeds": int(num_seeds), "data_shards": int(data_shards),
+        "format": FORMAT_VERSION, "period": int(period), "num_seeds": int(num_seeds), "data_shards": int(data_shards),
         "config": cfg_lib.to_dict(config) if not isinstance(config, dict) else config,
         "history": history if _is_json_history(history) else history_to_json(history),
     }
     with _stderr_kept_aside() as report:
         mgr = _manager(workdir, keep=keep)
         try:
-            mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(states),
+            mgr.save(int(period), args=ocp.args.Composite(state=ocp.args.StandardSave(states),
                                                          meta=ocp.args.JsonSave(meta)), force=True)
             mgr.wait_until_finished()
         except Exception as err:
@@ -96,7 +100,7 @@ def save(workdir: str, step: int, states: Any, history: List, config: Any, num_s
             raise
         finally:
             mgr.close()
-    return os.path.join(checkpoint_dir(workdir), str(int(step)))
+    return os.path.join(checkpoint_dir(workdir), str(int(period)))
 
 
 def _log_to(path: str, name: str) -> None:
@@ -143,8 +147,8 @@ def _is_json_history(history: List) -> bool:
     return all(isinstance(entry, list) for entry in history)
 
 
-def all_steps(workdir: str) -> List[int]:
-    """Finalised checkpoint steps, oldest first (unfinished tmp directories are ignored)."""
+def all_periods(workdir: str) -> List[int]:
+    """The finalised checkpoints (by periods done), oldest first (unfinished tmp directories are ignored)."""
     if not os.path.isdir(checkpoint_dir(workdir)):
         return []
     mgr = _manager(workdir, read_only=True)
@@ -154,22 +158,22 @@ def all_steps(workdir: str) -> List[int]:
         mgr.close()
 
 
-def latest_step(workdir: str) -> Optional[int]:
-    steps = all_steps(workdir)
-    return steps[-1] if steps else None
+def latest_period(workdir: str) -> Optional[int]:
+    periods = all_periods(workdir)
+    return periods[-1] if periods else None
 
 
-def _resolve_step(workdir: str, step: Optional[int]) -> int:
-    steps = all_steps(workdir)
-    if not steps:
+def _resolve_period(workdir: str, period: Optional[int]) -> int:
+    periods = all_periods(workdir)
+    if not periods:
         raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)}: nothing to resume or evaluate "
                               "(a run stopped before its first checkpoint leaves none: start it again in a new "
                               "or emptied work dir)")
-    if step is None:
-        return steps[-1]
-    if step not in steps:
-        raise CheckpointError(f"checkpoint step {step} not in {checkpoint_dir(workdir)}; available: {steps}")
-    return step
+    if period is None:
+        return periods[-1]
+    if period not in periods:
+        raise CheckpointError(f"checkpoint {period} not in {checkpoint_dir(workdir)}; available: {periods}")
+    return period
 
 
 def _one_line(err: BaseException) -> str:
@@ -177,21 +181,23 @@ def _one_line(err: BaseException) -> str:
     return (text[:300] + "...") if len(text) > 300 else text or type(err).__name__
 
 
-def read_meta(workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
-    """The JSON ``meta`` item of a checkpoint (newest by default): step, num_seeds, config, history."""
+def read_meta(workdir: str, period: Optional[int] = None) -> Dict[str, Any]:
+    """The JSON ``meta`` item of a checkpoint (newest by default): period, num_seeds, config, history."""
     import orbax.checkpoint as ocp
 
-    step = _resolve_step(workdir, step)
-    path = os.path.join(checkpoint_dir(workdir), str(step))
+    period = _resolve_period(workdir, period)
+    path = os.path.join(checkpoint_dir(workdir), str(period))
     mgr = _manager(workdir, read_only=True)
     try:
-        meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = mgr.restore(period, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as err:  # orbax raises many types for damaged files
         raise Corrupted(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)})") from None
     finally:
         mgr.close()
-    if not isinstance(meta, dict) or {"step", "num_seeds", "config", "history"} - set(meta):
-        raise Corrupted(f"checkpoint {path} is corrupted: its meta item lacks step/num_seeds/config/history")
+    if isinstance(meta, dict) and "step" in meta and "period" not in meta:  # formats 1 and 2 said "step"
+        meta["period"] = meta.pop("step")
+    if not isinstance(meta, dict) or {"period", "num_seeds", "config", "history"} - set(meta):
+        raise Corrupted(f"checkpoint {path} is corrupted: its meta item lacks period/num_seeds/config/history")
     return meta
 
 
@@ -199,36 +205,36 @@ class Restored(NamedTuple):
     config: Dict[str, Any]  # the resolved config as a plain dict (`config.from_dict` turns it back)
     states: Any  # vmapped TrainState, leading axis = seeds
     history: List[list]  # `history_to_json` form
-    step: int  # periods done
+    period: int  # evaluation periods done
     num_seeds: int
     data_shards: int = 0  # > 0: data-parallel layout (agent ``[seeds]``, every other field ``[seeds, D]``)
-    skipped: tuple = ()  # (step, reason) of each newer checkpoint passed over as unreadable
+    skipped: tuple = ()  # (period, reason) of each newer checkpoint passed over as unreadable
 
 
 def restore_readable(workdir: str, template: "Template") -> Restored:
-    """The newest checkpoint that restores, passing over unreadable newer ones (their steps and reasons
-    in ``skipped``). `CheckpointError` when none restores, naming each one tried."""
-    steps = all_steps(workdir)
-    if not steps:
-        _resolve_step(workdir, None)  # raises the "no checkpoint" error
+    """The newest checkpoint that restores, passing over unreadable newer ones (their periods and
+    reasons in ``skipped``). `CheckpointError` when none restores, naming each one tried."""
+    periods = all_periods(workdir)
+    if not periods:
+        _resolve_period(workdir, None)  # raises the "no checkpoint" error
     skipped = []
-    for step in reversed(steps):
+    for period in reversed(periods):
         try:
-            return restore(workdir, template, step)._replace(skipped=tuple(skipped))
+            return restore(workdir, template, period)._replace(skipped=tuple(skipped))
         except Corrupted as err:
-            skipped.append((step, str(err)))
+            skipped.append((period, str(err)))
     raise CheckpointError(f"no readable checkpoint in {checkpoint_dir(workdir)}: "
                           + "; ".join(reason for _, reason in skipped))
 
 
-def set_aside(workdir: str, step: int) -> str:
+def set_aside(workdir: str, period: int) -> str:
     """Move an unreadable checkpoint out of the way of the run's next save (never deleted: its files may
     still matter to whoever looks into why); returns where it went."""
     import time
 
-    src = os.path.join(checkpoint_dir(workdir), str(step))
+    src = os.path.join(checkpoint_dir(workdir), str(period))
     dst = os.path.join(os.path.abspath(workdir), "checkpoints_unreadable",
-                       f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+                       f"{period}-{time.strftime('%Y%m%dT%H%M%S')}")
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     os.replace(src, dst)
     return dst
@@ -238,16 +244,16 @@ def set_aside(workdir: str, step: int) -> str:
 Template = Callable[[Any, int, int], Any]
 
 
-def restore(workdir: str, template: Template, step: Optional[int] = None) -> Restored:
+def restore(workdir: str, template: Template, period: Optional[int] = None) -> Restored:
     """Restore a checkpoint (the newest by default) into ``template(config, num_seeds, data_shards)``'s
     structure (`runs.template`). Raises `CheckpointError` with a one-line message."""
     import orbax.checkpoint as ocp
 
     from sparse_rl_jax import config as cfg_lib
 
-    step = _resolve_step(workdir, step)
-    meta = read_meta(workdir, step)
-    path = os.path.join(checkpoint_dir(workdir), str(step))
+    period = _resolve_period(workdir, period)
+    meta = read_meta(workdir, period)
+    path = os.path.join(checkpoint_dir(workdir), str(period))
     try:
         config = cfg_lib.from_dict(meta["config"])
     except (TypeError, ValueError) as err:
@@ -258,7 +264,7 @@ def restore(workdir: str, template: Template, step: Optional[int] = None) -> Res
     mgr = _manager(workdir, read_only=True)
 
     def restore_state(item):
-        return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(item)))["state"]
+        return mgr.restore(period, args=ocp.args.Composite(state=ocp.args.StandardRestore(item)))["state"]
 
     try:
         try:
@@ -269,7 +275,7 @@ def restore(workdir: str, template: Template, step: Optional[int] = None) -> Res
                 raise Corrupted(f"checkpoint {path} is corrupted or unreadable ({_one_line(err)})") from None
     finally:
         mgr.close()
-    return Restored(meta["config"], _uncommitted(states), meta["history"], int(meta["step"]),
+    return Restored(meta["config"], _uncommitted(states), meta["history"], int(meta["period"]),
                     int(meta["num_seeds"]), shards)
 
 

@@ -231,7 +231,7 @@ def extend(config, extend_to: int, restored) -> tuple:
     config_flag.check(extended)
     import time
     record = {"from_env_steps": config.total_env_steps, "to_env_steps": extend_to,
-              "schedules_planned_for_env_steps": planned, "at_checkpoint": restored.step,
+              "schedules_planned_for_env_steps": planned, "at_checkpoint": restored.period,
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return extended, record
 
@@ -352,7 +352,7 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
         for step, reason in restored.skipped:  # out of the way of this run's next save, never deleted
             where = checkpoint.set_aside(workdir, step)
             say(f"resume: skipped checkpoint {step}: {reason}; moved to {_show(where)}", flush=True)
-        say(f"resume: continuing from checkpoint {restored.step}, the newest readable one", flush=True)
+        say(f"resume: continuing from checkpoint {restored.period}, the newest readable one", flush=True)
     if (restored is None or plan.extension is not None) and primary:
         write_config(workdir, config)
     if plan.extension is not None and primary:
@@ -364,27 +364,27 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
             f"(recorded in {EXTENSIONS})", flush=True)
     runner = runner_lib.Runner(config, plan.data_shards)  # one device is a one-device mesh
     trainer = runner.trainer
-    total_chunks = trainer_lib.num_chunks(config)
-    per_chunk_steps = trainer_lib.chunk_iterations(config) * config.env_steps_per_iteration
-    start_chunk = restored.step if restored else 0
+    total_periods = trainer_lib.num_periods(config)
+    period_env_steps = trainer_lib.chunk_iterations(config) * config.env_steps_per_iteration
+    start_period = restored.period if restored else 0
     log = run_logging.RunLog(workdir, plan.num_seeds, history=restored.history if restored else None,
                              write=primary)
-    say(f"run: {_describe(config, plan.num_seeds, total_chunks, per_chunk_steps)}", flush=True)
+    say(f"run: {_describe(config, plan.num_seeds, total_periods, period_env_steps)}", flush=True)
     say(f"layout: {_describe_layout(plan)}", flush=True)
     say(f"workdir: {workdir}", flush=True)
     try:
-        if start_chunk < total_chunks:
-            what = f"resuming after period {start_chunk}/{total_chunks}" if restored else "starting"
+        if start_period < total_periods:
+            what = f"resuming after period {start_period}/{total_periods}" if restored else "starting"
             say(f"{what}; compiling (the first period takes longer)...", flush=True)
-            hook = callbacks.RunCallback(plan, log, trainer, total_chunks, per_chunk_steps, stop)
+            hook = callbacks.RunCallback(plan, log, trainer, total_periods, period_env_steps, stop)
             states = None
             if restored is not None:  # host values -> this run's mesh (any device count: checkpoints are host data)
                 states = dist.to_global(restored.states, runner.mesh, dist.state_spec(plan.data_shards))
-            result = runner.train(plan.num_seeds, states=states, start_chunk=start_chunk,
+            result = runner.train(plan.num_seeds, states=states, start_period=start_period,
                                   history=restored.history if restored else None, callbacks=[hook])
             states = callbacks.host_agent(plan.sharded, result.states)
         else:
-            say(f"the run is complete ({total_chunks} periods); rewriting summary and plots", flush=True)
+            say(f"the run is complete ({total_periods} periods); rewriting summary and plots", flush=True)
             states = restored.states
     finally:
         log.close()
@@ -432,14 +432,14 @@ def write_run(workdir: str, config, history, trainer, states, num_seeds: int,
     return write_summary(workdir, config, log.history, trainer, states, num_seeds, seeds)
 
 
-def _describe(config, num_seeds: int, total_chunks: int, per_chunk_steps: int) -> str:
+def _describe(config, num_seeds: int, total_periods: int, period_env_steps: int) -> str:
     e, s = config.env, config.sparsity
     # with ER lambdas (DS) the densities follow from the lambdas, not from sparsity.actor / .critic
     levels = (f"ER lambdas {', '.join(f'{v:g}' for v in s.er_lambdas)}" if s.er_lambdas is not None
               else f"sparsity actor {s.actor:g} critic {s.critic:g}")
     return (f"{config.method} {config.algo.upper()} on {e.name} ({e.backend}), {num_seeds} seed(s) from seed "
-            f"{config.seed}, {levels}; {total_chunks * per_chunk_steps:,} "
-            f"env steps in {total_chunks} evaluation periods of {per_chunk_steps:,}")
+            f"{config.seed}, {levels}; {total_periods * period_env_steps:,} "
+            f"env steps in {total_periods} evaluation periods of {period_env_steps:,}")
 
 
 def _describe_layout(plan: Plan) -> str:

@@ -150,7 +150,7 @@ def flops_so_far(history: Optional[list], num_seeds: int) -> Tuple[np.ndarray, n
 
 
 def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainState, info: Dict,
-                       so_far: Tuple[np.ndarray, np.ndarray], chunk: int, elapsed: float
+                       so_far: Tuple[np.ndarray, np.ndarray], period: int, elapsed: float
                        ) -> Tuple[np.ndarray, np.ndarray]:
     """Complete one period's `chunk_metrics` + evaluation with the run-level numbers (FLOPs, schedules,
     counters, speed); returns the updated FLOPs so far (`runner`'s loop).
@@ -160,7 +160,7 @@ def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainS
     """
     fl = period_flops(trainer, states, info)
     sparse, dense = so_far[0] + fl["train_sparse"], so_far[1] + fl["train_dense"]
-    _, update_step = trainer_lib.period_updates(trainer, chunk)
+    _, update_step = trainer_lib.period_updates(trainer, period)
     metrics["flops/train_so_far"] = sparse.copy()
     metrics["flops/train_dense_so_far"] = dense.copy()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -263,7 +263,7 @@ def summarize(config, history: List[list], trainer, states, num_seeds: int) -> D
         seeds.append(row)
     return {
         "method": config.method, "algo": config.algo, "env": config.env.name, "num_seeds": num_seeds,
-        "env_steps": history[-1][0] if history else 0, "chunks": len(history),
+        "env_steps": history[-1][0] if history else 0, "periods": len(history),
         "seeds": seeds, "mean": _aggregate(seeds, np.mean), "std": _aggregate(seeds, np.std),
         "config": cfg_lib.to_dict(config),
     }

@@ -9,7 +9,7 @@ Layout of ``<workdir>``::
     summary.json                    `metrics.summarize(...)`: per-seed and mean final/best return, AUC, sparsity,
                                     total size and FLOPs relative to dense; ``platform``: what computed it
                                     (`platform_info`)
-    checkpoints/<chunk>/            orbax checkpoints (`sparse_rl_jax.checkpoint`)
+    checkpoints/<period>/           orbax checkpoints (`sparse_rl_jax.checkpoint`)
     plots/*.png                     `sparse_rl_jax.plotting`
 
 History is kept in the canonical JSON form of `history_to_json` (``[[env_steps, {name: value
@@ -248,13 +248,13 @@ def mean_of(value: Any) -> Optional[float]:
     return float(np.mean(vals)) if vals else None
 
 
-def format_progress(entry: List[Any], total_steps: int, chunk: int, chunks: int, steps_per_sec: Optional[float],
+def format_progress(entry: List[Any], total_steps: int, period: int, periods: int, steps_per_sec: Optional[float],
                     elapsed: float, remaining: Optional[float], num_seeds: int) -> str:
     """One progress line a person can follow."""
     steps, m = entry
     ret = mean_of(m.get(RETURN_KEY))
     parts = [
-        f"[{chunk}/{chunks}] env steps {steps:,}/{total_steps:,} ({100.0 * min(steps / total_steps, 1.0):.0f}%)",
+        f"[{period}/{periods}] env steps {steps:,}/{total_steps:,} ({100.0 * min(steps / total_steps, 1.0):.0f}%)",
         f"{steps_per_sec:,.0f} env steps/s" if steps_per_sec else "first period (incl. compilation)",
         f"elapsed {format_duration(elapsed)}",
         f"remaining {'~' + format_duration(remaining) if remaining is not None else '?'}",

@@ -80,7 +80,7 @@ class Runner:
 
     def train(self, num_seeds: int = 1, *, keys=None, progress_fn: Optional[trainer_lib.ProgressFn] = None,
               callbacks: Sequence[Callback] = (), actor_sparsity=None, critic_sparsity=None,
-              hparams: Optional[Dict[str, Any]] = None, states=None, start_chunk: int = 0,
+              hparams: Optional[Dict[str, Any]] = None, states=None, start_period: int = 0,
               history: Optional[list] = None) -> TrainResult:
         """See :func:`train`."""
         config, trainer, mesh = self.config, self.trainer, self.mesh
@@ -93,10 +93,10 @@ class Runner:
             raise ValueError("hparams: a resumed run's hyperparameters are its states' (states.agent.hparams)")
         host_keys = np.asarray(keys)
         per_chunk = trainer_lib.chunk_iterations(config)
-        total = trainer_lib.num_chunks(config)
+        total = trainer_lib.num_periods(config)
         history = list(history or [])
         so_far = metrics_lib.flops_so_far(history, n)
-        for c in range(start_chunk, total):
+        for c in range(start_period, total):
             t0 = time.perf_counter()
             # the iteration counter is a host value: replicated on every process, unbatched everywhere
             states, info = self.chunk_fn(states, np.int32(c * per_chunk))
@@ -128,7 +128,7 @@ class Runner:
 def train(config: Config, num_seeds: int = 1, *, data_shards: int = 0, mesh: Optional[Mesh] = None,
           keys=None, progress_fn: Optional[trainer_lib.ProgressFn] = None, callbacks: Sequence[Callback] = (),
           actor_sparsity: Optional[Sequence[float]] = None, critic_sparsity: Optional[Sequence[float]] = None,
-          hparams: Optional[Dict[str, Any]] = None, states=None, start_chunk: int = 0,
+          hparams: Optional[Dict[str, Any]] = None, states=None, start_period: int = 0,
           history: Optional[list] = None) -> TrainResult:
     """Train ``num_seeds`` seeds of ``config`` in one program; returns the final states and the history.
 
@@ -144,9 +144,9 @@ def train(config: Config, num_seeds: int = 1, *, data_shards: int = 0, mesh: Opt
     seeds divide over them, else one device); ``data_shards=D`` runs each seed data-parallel with ``D``
     shards (default mesh: every device on the data axis). Every process of a multi-host run makes this
     same call. To resume pass ``states`` (``distributed.to_global`` of restored host states, layout
-    ``distributed.state_spec``), ``start_chunk`` (periods done) and ``history``.
+    ``distributed.state_spec``), ``start_period`` (periods done) and ``history``.
     """
     return Runner(config, data_shards, mesh, num_seeds if keys is None else int(keys.shape[0])).train(
         num_seeds, keys=keys, progress_fn=progress_fn, callbacks=callbacks, actor_sparsity=actor_sparsity,
-        critic_sparsity=critic_sparsity, hparams=hparams, states=states, start_chunk=start_chunk,
+        critic_sparsity=critic_sparsity, hparams=hparams, states=states, start_period=start_period,
         history=history)

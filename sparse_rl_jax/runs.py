@@ -30,13 +30,13 @@ def template(config: Any, num_seeds: int, data_shards: int = 0):
     return jax.eval_shape(lambda k: trainer_lib.init_states(trainer, k), keys)
 
 
-def restore(workdir: str, step: Optional[int] = None) -> checkpoint.Restored:
-    """The checkpoint ``step`` of ``workdir``, or by default the newest one that is readable (newer
-    unreadable ones are listed in ``.skipped``), either layout; `checkpoint.CheckpointError` (one line)
-    when missing, unreadable or incompatible."""
-    if step is None:
+def restore(workdir: str, period: Optional[int] = None) -> checkpoint.Restored:
+    """The checkpoint of ``workdir`` after ``period`` evaluation periods, or by default the newest one
+    that is readable (newer unreadable ones are listed in ``.skipped``), either layout;
+    `checkpoint.CheckpointError` (one line) when missing, unreadable or incompatible."""
+    if period is None:
         return checkpoint.restore_readable(workdir, template)
-    return checkpoint.restore(workdir, template, step)
+    return checkpoint.restore(workdir, template, period)
 
 
 def restore_latest(workdir: str) -> Tuple[Dict[str, Any], Any]:

@@ -239,7 +239,7 @@ def chunk_iterations(config: Config) -> int:
     return max(config.eval_every // config.env_steps_per_iteration, 1)
 
 
-def num_chunks(config: Config) -> int:
+def num_periods(config: Config) -> int:
     """Chunks needed to cover warm-up plus training; the last one may overshoot the step budget
     slightly, which is cheaper than compiling a second, shorter chunk."""
     total_iterations = config.warmup_iterations + config.train_iterations
@@ -279,10 +279,10 @@ def make_evaluate(trainer: Trainer):
     return jax.vmap(evaluate)
 
 
-def period_updates(trainer: Trainer, chunk: int) -> Tuple[int, int]:
-    """``(critic updates made in evaluation period chunk, critic update count at its end)``."""
+def period_updates(trainer: Trainer, period: int) -> Tuple[int, int]:
+    """``(critic updates made in evaluation period ``period`` (0-based), critic update count at its end)``."""
     per_chunk, warmup = chunk_iterations(trainer.config), trainer.warmup_iterations
-    first, last = chunk * per_chunk, (chunk + 1) * per_chunk
+    first, last = period * per_chunk, (period + 1) * per_chunk
     updates = (max(last - warmup, 0) - max(first - warmup, 0)) * trainer.updates_per_iteration
     return updates, max(last - warmup, 0) * trainer.updates_per_iteration
 

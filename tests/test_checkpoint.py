@@ -34,7 +34,7 @@ def test_full_train_state_round_trip_is_exact(tmp_path, method, algo):
     history = [(160, {"eval/episode_reward": np.array([3.0, 4.0], np.float32)})]
     checkpoint.save(str(tmp_path), 1, states, history, config, keep=2)
     restored = runs.restore(str(tmp_path))
-    assert restored.step == 1 and restored.num_seeds == 2
+    assert restored.period == 1 and restored.num_seeds == 2
     assert restored.config == cfg_lib.to_dict(config) or cfg_lib.from_dict(restored.config) == config
     assert restored.history == run_logging.history_to_json(history)
     # Same structure including None leaves (dense masks, no actor target for SAC) and Brax's env state.
@@ -84,14 +84,14 @@ def test_keeps_last_k_and_restores_newest(tmp_path):
         saved[step] = np.asarray(states["w"])
         checkpoint.save(str(tmp_path), step, states, [[step, {"x": step}]], cfg_lib.Config(), num_seeds=2,
                         keep=2)
-    assert checkpoint.all_steps(str(tmp_path)) == [3, 4]
+    assert checkpoint.all_periods(str(tmp_path)) == [3, 4]
     template = lambda config, n, shards: jax.eval_shape(lambda: states)  # noqa: E731
     newest = checkpoint.restore(str(tmp_path), template)
-    assert newest.step == 4 and newest.history == [[4, {"x": 4}]] and newest.states["mask"] is None
+    assert newest.period == 4 and newest.history == [[4, {"x": 4}]] and newest.states["mask"] is None
     np.testing.assert_array_equal(newest.states["w"], saved[4])
-    np.testing.assert_array_equal(checkpoint.restore(str(tmp_path), template, step=3).states["w"], saved[3])
+    np.testing.assert_array_equal(checkpoint.restore(str(tmp_path), template, period=3).states["w"], saved[3])
     with pytest.raises(checkpoint.CheckpointError, match="available: \\[3, 4\\]"):
-        checkpoint.restore(str(tmp_path), template, step=1)  # evicted
+        checkpoint.restore(str(tmp_path), template, period=1)  # evicted
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
@@ -155,9 +155,9 @@ def test_process_killed_during_save_leaves_previous_checkpoint_usable(tmp_path):
         proc.kill()
         proc.wait()
     assert os.path.isdir(tmp_dir), "killed mid-save: the unfinished tmp directory is left behind"
-    assert checkpoint.all_steps(workdir) == [1]
+    assert checkpoint.all_periods(workdir) == [1]
     meta = checkpoint.read_meta(workdir)
-    assert meta["step"] == 1
+    assert meta["period"] == 1
     # The next save of the same step replaces the stale tmp directory and succeeds.
     checkpoint.save(workdir, 2, {"w": jnp.zeros((2, 8)), "mask": None}, [], cfg_lib.Config(), num_seeds=2)
-    assert checkpoint.all_steps(workdir) == [1, 2]
+    assert checkpoint.all_periods(workdir) == [1, 2]

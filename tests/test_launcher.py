@@ -153,7 +153,7 @@ def test_td3_end_to_end_outputs(td3_run):
         assert 0.05 < summary["seeds"][seed]["train_flops"] < 0.5
     for name in ("learning_curve", "layer_density", "final_masks", "buffer_nstep"):
         assert _is_png(os.path.join(workdir, "plots", f"{name}.png"))
-    assert checkpoint.all_steps(workdir) == [CHUNKS - 1, CHUNKS]
+    assert checkpoint.all_periods(workdir) == [CHUNKS - 1, CHUNKS]
 
 
 @pytest.mark.slow
@@ -164,7 +164,7 @@ def test_sac_end_to_end(first_runs):
     summary = json.load(open(os.path.join(workdir, "summary.json")))
     assert summary["algo"] == "sac" and summary["method"] == "ds" and summary["num_seeds"] == 1
     assert summary["seeds"][0]["final_return"] is not None
-    assert checkpoint.all_steps(workdir) == [2, 4]
+    assert checkpoint.all_periods(workdir) == [2, 4]
     assert _is_png(os.path.join(workdir, "plots", "learning_curve.png"))
     assert not os.path.exists(os.path.join(workdir, "plots", "buffer_nstep.png"))  # not an RLx2 run
 
@@ -218,7 +218,7 @@ def test_resume_after_kill_during_save_equals_uninterrupted_run(td3_run, cli_env
         proc.kill()
         proc.wait()
     assert killed_mid_save, "the run ended before a checkpoint save could be interrupted"
-    steps = checkpoint.all_steps(workdir)
+    steps = checkpoint.all_periods(workdir)
     assert steps and steps[-1] < CHUNKS, steps
     resumed = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -240,7 +240,7 @@ def test_evaluate_cli_and_three_line_policy_loading(td3_run, cli_env):
     proc = run_cli(cli_env, "experiments.evaluate", f"--workdir={workdir}", "--episodes=2", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["checkpoint_step"] == CHUNKS and len(result["returns"]) == 2
+    assert result["checkpoint_period"] == CHUNKS and len(result["returns"]) == 2
     assert all(0.0 <= r <= 50.0 for r in result["returns"])
 
     policy = runs.load_policy(workdir)  # the documented three lines
@@ -280,7 +280,7 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(td3_run, cli_env, tmp_path):
             proc.wait()
     assert proc.returncode == 143, stderr[-2000:]
     assert "train: terminated (SIGTERM), stopped after period" in stderr and "--resume" in stderr
-    steps = checkpoint.all_steps(workdir)
+    steps = checkpoint.all_periods(workdir)
     assert steps and steps[-1] < CHUNKS, steps  # the period in progress was checkpointed before stopping
     resumed = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -296,7 +296,7 @@ def test_divergence_stops_with_message_and_keeps_last_checkpoint(td3_run, cli_en
     reference, _ = td3_run
     workdir = str(tmp_path / "diverge")
     shutil.copytree(reference, workdir)
-    restored = runs.restore(workdir, step=CHUNKS - 1)
+    restored = runs.restore(workdir, period=CHUNKS - 1)
     shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(workdir), str(CHUNKS)))
     adam = restored.states.agent.critic.opt_state[0]
     poisoned_adam = adam._replace(nu=jax.tree.map(lambda x: -1.0 - x, adam.nu))
@@ -312,7 +312,7 @@ def test_divergence_stops_with_message_and_keeps_last_checkpoint(td3_run, cli_en
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith("train: stopped:") and "NaN/inf" in message and "critic" in message
     assert "env step 640" in message and f"checkpoints/{CHUNKS - 1}" in message
-    assert checkpoint.all_steps(workdir) == [CHUNKS - 1]
+    assert checkpoint.all_periods(workdir) == [CHUNKS - 1]
     assert _files(checkpoint.checkpoint_dir(workdir)) == before
 
 
@@ -334,7 +334,7 @@ def test_resume_and_evaluate_fall_back_past_a_corrupted_newest_checkpoint(td3_ru
     _corrupt(os.path.join(newest, "state"))
     proc = run_cli(cli_env, "experiments.evaluate", f"--workdir={workdir}", "--episodes=1", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["checkpoint_step"] == CHUNKS - 1
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["checkpoint_period"] == CHUNKS - 1
     skipped = [line for line in proc.stderr.splitlines() if line.startswith("evaluate: skipped")]
     assert len(skipped) == 1 and f"checkpoint {CHUNKS}:" in skipped[0] and newest in skipped[0]
     resumed = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume", "--noplots")
@@ -346,7 +346,7 @@ def test_resume_and_evaluate_fall_back_past_a_corrupted_newest_checkpoint(td3_ru
     for a, b in zip(_state_leaves(reference), _state_leaves(workdir)):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(checkpoint.CheckpointError, match="no readable checkpoint"):
-        for step in checkpoint.all_steps(workdir):
+        for step in checkpoint.all_periods(workdir):
             _corrupt(os.path.join(checkpoint.checkpoint_dir(workdir), str(step), "state"))
         runs.restore(workdir)
 
@@ -404,12 +404,12 @@ def test_a_full_disk_stops_in_one_line_and_the_run_resumes(td3_run, cli_env, tmp
         proc = run_cli(cli_env, "experiments.train", *TD3_ARGS, f"--workdir={workdir}", "--noplots")
         assert proc.returncode == cli.IO_ERROR, proc.stdout[-2000:] + proc.stderr[-2000:]
         (line,) = proc.stderr.strip().splitlines()
-        good = checkpoint.all_steps(workdir)
+        good = checkpoint.all_periods(workdir)
         assert line.startswith("train: stopped: could not write ") and "No space left on device" in line
         assert f"the last good checkpoint is {checkpoint.checkpoint_dir(workdir)}/{good[-1]}" in line
         assert "--resume" in line and good and good[-1] < CHUNKS
         for step in good:  # every checkpoint before the failure still restores
-            runs.restore(workdir, step=step)
+            runs.restore(workdir, period=step)
         subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
         resumed = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume", "--noplots")
         assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -697,7 +697,7 @@ def test_divergence_check_names_the_network_the_seed_and_the_step():
              "critic": {"target": {"q1": np.array([[1.0, 2.0], [np.inf, 0.0]])}, "masks": np.zeros((2, 2), bool)}}
     with pytest.raises(callbacks.NonFiniteError, match=r"NaN/inf in critic/target/q1 \(seed 1\) by env step 320 "
                                                        r"\(evaluation period 2, gradient update 160\)"):
-        callbacks.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, chunk=2)
+        callbacks.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, period_index=2)
     entry[1]["training/actor_loss"] = [None, 0.5]
     with pytest.raises(callbacks.NonFiniteError, match=r"actor loss is NaN/inf \(seed 0\)"):
-        callbacks.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, chunk=2)
+        callbacks.check_finite(entry, SimpleNamespace(agent=agent), num_seeds=2, period_index=2)

@@ -104,7 +104,7 @@ def _leaves(workdir):
 
 def _assert_close(workdir, reference, rtol):
     (a, la), (b, lb) = _leaves(workdir), _leaves(reference)
-    assert (a.step, a.num_seeds, a.data_shards) == (b.step, b.num_seeds, b.data_shards)
+    assert (a.period, a.num_seeds, a.data_shards) == (b.period, b.num_seeds, b.data_shards)
     for (path, x), (_, y) in zip(la, lb):
         x, y = np.asarray(x), np.asarray(y)
         if x.dtype.kind == "f" and rtol:
@@ -170,7 +170,7 @@ def test_two_processes_equal_one_process_and_only_process_0_writes(runs):
     _assert_close(dirs["hosts"], dirs["data"], rtol=1e-4)
     _assert_rows_close(_rows(dirs["hosts"]), _rows(dirs["data"]))
     assert sorted(os.listdir(os.path.join(dirs["hosts"], "metrics"))) == ["seed_0.csv", "seed_0.jsonl"]
-    assert checkpoint.all_steps(dirs["hosts"]) == [1, 2]
+    assert checkpoint.all_periods(dirs["hosts"]) == [1, 2]
 
 
 # ---------------------------------------------------------------------------- bad input (no compile)
@@ -249,4 +249,4 @@ def test_a_killed_process_stops_the_others_at_once_with_one_line(runs, tmp_path)
     good = checkpoint.checkpoint_dir(workdir)
     assert f"the last good checkpoint is {good}/" in lines[0] and "--resume" in lines[0]
     step = int(lines[0].split(f"{good}/")[1].split(";")[0])
-    assert step >= 1 and saved_runs.restore(workdir, step=step).step == step
+    assert step >= 1 and saved_runs.restore(workdir, period=step).step == step
