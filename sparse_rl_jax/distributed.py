@@ -275,6 +275,25 @@ class DataParallelTrainer(trainer_lib.Trainer):
         self.global_config, self.num_shards = config, num_shards
         self.shard_axes = GRAD_AXES  # observation stats and RLx2's policy distance combined over all shards
 
+    @property
+    def run_config(self) -> Config:
+        return self.global_config
+
+    def metric_view(self, states):
+        rep = states.replay  # [seeds, shards, time, envs, ...]: one row of each shard
+        data = jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, 1, axis=2), rep.data)
+        return states.replace(env_state=None, replay=rep.replace(data=data))
+
+    def merge_host(self, states, info):
+        """Shards summed into their seed (returns, counts, env steps); the agent's sums are equal over
+        the shards (their inputs are averaged), so shard 0's stand for the seed; the buffer size is the
+        sum of the shards'."""
+        merged = states.replace(
+            finished_return_sum=states.finished_return_sum.sum(1), finished_count=states.finished_count.sum(1),
+            env_steps=states.env_steps.sum(1), replay=jax.tree.map(lambda x: x[:, 0], states.replay))
+        extra = {"buffer/size": (np.asarray(states.replay.size) * self.config.env.num_envs).sum(1)}
+        return merged, {k: np.asarray(v)[:, 0] for k, v in info.items()}, extra
+
     def init_shards(self, key, actor_sparsity, critic_sparsity, hparams=None, shard_ids=None):
         """One seed's data-parallel state: the agent and the observation stats once (no shard axis),
         every other field with a leading axis over ``shard_ids`` (default all ``D``). Shard 0 keeps the
@@ -381,14 +400,6 @@ def make_eval_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
     stats), seeds split over the seed axis (data-parallel runs: every device of a seed's data group
     evaluates the same policy with the same key)."""
     return jax.jit(_shard_map(trainer_lib.make_evaluate(trainer), mesh, (P(SEED), P(SEED)), P(SEED)))
-
-
-def metric_view(states, dp: bool):
-    """The small part of the states the metrics read: no env state, one replay row."""
-    rep = states.replay
-    axis = 2 if dp else 1
-    data = jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, 1, axis=axis), rep.data)
-    return states.replace(env_state=None, replay=rep.replace(data=data))
 
 
 # ---------------------------------------------------------------------------- host loop

@@ -22,7 +22,6 @@ import jax
 import numpy as np
 
 from sparse_rl_jax import config as cfg_lib
-from sparse_rl_jax import distributed as dist
 from sparse_rl_jax import dst, replay, run_logging
 from sparse_rl_jax import trainer as trainer_lib
 from sparse_rl_jax.sparsity import flops
@@ -86,7 +85,7 @@ def _mean_counts(params, masks, active_sum, updates) -> Dict[str, flops.Count]:
 def period_flops(trainer: Trainer, states: TrainState, info: Dict) -> Dict[str, np.ndarray]:
     """Per seed: training MACs of this period's updates, sparse and dense (`flops.period_flops`, sizes
     averaged exactly over the period's updates of each network), and the actor's inference fraction."""
-    cfg, agent = trainer.config, trainer.agent
+    cfg, agent = trainer.run_config, trainer.agent
     nets = agent.networks(states.agent)
     rc = cfg.replay
     methods_of = {"actor": agent.actor_method, "critic": agent.critic_method}
@@ -167,24 +166,22 @@ def add_period_metrics(metrics: Dict[str, Any], trainer: Trainer, states: TrainS
         metrics["flops/train_fraction"] = np.where(fl["train_dense"] > 0, fl["train_sparse"] / fl["train_dense"], np.nan)
     metrics["flops/inference_fraction"] = fl["inference_fraction"]
     metrics.update(drop_fractions(trainer, states))
-    rc = trainer.config.replay
-    metrics["nstep"] = rc.nstep if update_step > rc.nstep_delay else 1
+    cfg = trainer.run_config
+    metrics["nstep"] = cfg.replay.nstep if update_step > cfg.replay.nstep_delay else 1
     metrics["training/updates"] = update_step
-    metrics["training/sps"] = trainer_lib.chunk_iterations(trainer.config) * trainer.config.env_steps_per_iteration / elapsed
+    metrics["training/sps"] = trainer_lib.chunk_iterations(cfg) * cfg.env_steps_per_iteration / elapsed
     metrics["training/walltime"] = elapsed
     return sparse, dense
 
 
-def host_metrics(trainer: trainer_lib.Trainer, states, info, updates: int) -> Dict[str, Any]:
-    """``Trainer.chunk_metrics`` for host copies of (possibly data-parallel) states and infos."""
-    if not isinstance(trainer, dist.DataParallelTrainer):
-        return chunk_metrics(trainer, states, info, updates)
-    merged = states.replace(
-        finished_return_sum=states.finished_return_sum.sum(1), finished_count=states.finished_count.sum(1),
-        env_steps=states.env_steps.sum(1), replay=jax.tree.map(lambda x: x[:, 0], states.replay))
-    m = chunk_metrics(trainer, merged, {k: np.asarray(v)[:, 0] for k, v in info.items()}, updates)
-    m["buffer/size"] = (np.asarray(states.replay.size) * trainer.config.env.num_envs).sum(1)
-    return m
+def host_metrics(trainer: trainer_lib.Trainer, states, info, updates: int) -> Tuple[Dict[str, Any], Any, Dict]:
+    """`chunk_metrics` of host copies of the period's states and sums, in any layout (`Trainer.merge_host`
+    gives one value per seed); returns the metrics and the merged states and sums (the FLOP accounting
+    reads those)."""
+    merged, merged_info, extra = trainer.merge_host(states, info)
+    m = chunk_metrics(trainer, merged, merged_info, updates)
+    m.update(extra)
+    return m, merged, merged_info
 
 
 # ---------------------------------------------------------------------------- the run's summary

@@ -19,7 +19,6 @@ hands the period's result to
 """
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
@@ -69,9 +68,6 @@ class Runner:
         self.init_fn = dist.make_init_fn(self.trainer, self.mesh)
         self.chunk_fn = dist.make_chunk_fn(self.trainer, self.mesh)
         self.eval_fn = dist.make_eval_fn(self.trainer, self.mesh)
-        # whole-run view for FLOP accounting (a data-parallel trainer's own config is one shard's)
-        self._whole = copy.copy(self.trainer)
-        self._whole.config = config
 
     def init(self, keys, actor_sparsity=None, critic_sparsity=None, hparams=None):
         """Sharded initial states for per-entry ``keys`` (``[n, 2]`` raw keys)."""
@@ -105,16 +101,11 @@ class Runner:
             eval_keys = dist.to_global(np.stack([np.asarray(jax.random.fold_in(k, c)) for k in host_keys]),
                                        mesh, P(dist.SEED))
             evals = self.eval_fn(trainer_lib.policy_params(states), eval_keys)
-            host_states, host_info, host_evals = dist.to_host(
-                (dist.metric_view(states, bool(self.data_shards)), info, evals))
-            metrics = metrics_lib.host_metrics(trainer, host_states, host_info,
-                                        trainer_lib.period_updates(trainer, c)[0])
+            host_states, host_info, host_evals = dist.to_host((trainer.metric_view(states), info, evals))
+            metrics, host_states, host_info = metrics_lib.host_metrics(
+                trainer, host_states, host_info, trainer_lib.period_updates(trainer, c)[0])
             metrics.update(host_evals)
-            # agent metrics are equal over data shards (their inputs are pmean-ed): take shard 0's
-            agent_info = ({k: np.asarray(v)[:, 0] for k, v in host_info.items()} if self.data_shards
-                          else host_info)
-            so_far = metrics_lib.add_period_metrics(metrics, self._whole, host_states, agent_info, so_far, c,
-                                                    elapsed)
+            so_far = metrics_lib.add_period_metrics(metrics, trainer, host_states, host_info, so_far, c, elapsed)
             env_steps = int(np.asarray(host_states.env_steps).reshape(n, -1).sum(1)[0])
             history.append((env_steps, metrics))
             if progress_fn is not None and dist.is_primary():

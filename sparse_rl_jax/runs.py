@@ -23,11 +23,7 @@ from sparse_rl_jax import trainer as trainer_lib
 def template(config: Any, num_seeds: int, data_shards: int = 0):
     """Abstract (``jax.ShapeDtypeStruct``) vmapped ``TrainState`` for ``config``: nothing is computed.
     ``data_shards > 0``: the data-parallel layout (agent ``[seeds]``, every other field ``[seeds, D]``)."""
-    if data_shards:
-        return distributed.abstract_states(config, num_seeds, data_shards)
-    trainer = trainer_lib.Trainer(config)
-    keys = trainer_lib.seed_keys(config.seed, num_seeds)
-    return jax.eval_shape(lambda k: trainer_lib.init_states(trainer, k), keys)
+    return distributed.abstract_states(config, num_seeds, data_shards)
 
 
 def restore(workdir: str, period: Optional[int] = None) -> checkpoint.Restored:

@@ -101,6 +101,24 @@ class Trainer:
         # observation stats and RLx2's policy distance are combined over them, so every shard agrees
         self.shard_axes: Optional[Any] = None
 
+    # ------------------------------------------------------------------ the layout's view of its states
+    # (a data-parallel shard's trainer, `distributed.DataParallelTrainer`, overrides these three)
+    @property
+    def run_config(self) -> Config:
+        """The whole run's config (a data-parallel shard's trainer holds its shard's in ``config``)."""
+        return self.config
+
+    def metric_view(self, states: TrainState) -> TrainState:
+        """The small part of vmapped states the metrics read: no env state, one replay row."""
+        rep = states.replay
+        data = jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, 1, axis=1), rep.data)
+        return states.replace(env_state=None, replay=rep.replace(data=data))
+
+    def merge_host(self, states: TrainState, info: Dict) -> Tuple[TrainState, Dict, Dict[str, Any]]:
+        """Host copies of the period's states and per-seed sums as the metrics read them (one value per
+        seed), and the metrics only the layout can give (none here)."""
+        return states, info, {}
+
     # ------------------------------------------------------------------ init
     def init(self, key, actor_sparsity, critic_sparsity, hparams=None) -> TrainState:
         """One seed's state; ``hparams``: ``{name: value}`` overriding the config's hyperparameters."""
@@ -225,14 +243,6 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(seed + i) for i in range(num_seeds)])
 
 
-def init_states(trainer: Trainer, keys, actor_sparsity=None, critic_sparsity=None) -> TrainState:
-    s = trainer.config.sparsity
-    n = keys.shape[0]
-    actor = jnp.full((n,), s.actor if actor_sparsity is None else actor_sparsity, jnp.float32)
-    critic = jnp.full((n,), s.critic if critic_sparsity is None else critic_sparsity, jnp.float32)
-    return jax.jit(jax.vmap(trainer.init))(keys, actor, critic)
-
-
 # ---------------------------------------------------------------------- host loop
 def chunk_iterations(config: Config) -> int:
     """Iterations per compiled chunk: one evaluation period (at least one iteration)."""
@@ -244,12 +254,6 @@ def num_periods(config: Config) -> int:
     slightly, which is cheaper than compiling a second, shorter chunk."""
     total_iterations = config.warmup_iterations + config.train_iterations
     return -(-total_iterations // chunk_iterations(config))
-
-
-def make_chunk_fn(trainer: Trainer):
-    """The jitted chunk; the iteration counter is a traced argument so every chunk reuses one compile."""
-    n = chunk_iterations(trainer.config)
-    return jax.jit(lambda states, first: trainer.chunk(states, first, n), donate_argnums=0)
 
 
 def policy_params(states: TrainState):

@@ -101,19 +101,20 @@ def leaves_equal(a, b):
 
 
 def run_chunks(config, num_seeds=1, chunks=2, seed_offset=0, max_traces=None):
-    """``chunks`` training periods of ``config`` through the plain jitted chunk: ``(trainer, states,
+    """``chunks`` training periods of ``config`` through the runner's chunk program: ``(trainer, states,
     last info, chunk)``, or with ``max_traces`` (chex fails if the chunk is traced more often) every
     period's info."""
     import chex
     import jax.numpy as jnp
 
-    from sparse_rl_jax import trainer
+    from sparse_rl_jax import runner, trainer
 
-    tr = trainer.Trainer(config)
-    if max_traces is not None:
+    run = runner.Runner(config, num_seeds=num_seeds)  # the one path: a one-device mesh here
+    tr = run.trainer
+    if max_traces is not None:  # the chunk program traces the trainer's chunk when it compiles
         tr.chunk = chex.assert_max_traces(tr.chunk, n=max_traces)
-    states = trainer.init_states(tr, trainer.seed_keys(config.seed + seed_offset, num_seeds))
-    chunk = trainer.make_chunk_fn(tr)
+    states = run.init(trainer.seed_keys(config.seed + seed_offset, num_seeds))
+    chunk = run.chunk_fn
     per = trainer.chunk_iterations(config)
     infos = []
     for c in range(chunks):

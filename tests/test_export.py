@@ -378,12 +378,12 @@ def test_export_of_normalised_run_acts_like_trained_policy(tmp_path, algo, capsy
     normaliser, so the exported policy (NumPy and JAX) on raw observations gives
     ``agent.policy(params, normalize(stats, obs))``, as does ``runs.load_policy``."""
     from experiments import export as cli
-    from sparse_rl_jax import checkpoint, normalization, runs, trainer
+    from sparse_rl_jax import checkpoint, normalization, runner, runs, trainer
     from tests.conftest import tiny_config
 
     config = tiny_config("rigl", algo, **{"env.normalize_observations": True, "sparsity.actor": 0.8})
-    tr = trainer.Trainer(config)
-    states = trainer.init_states(tr, trainer.seed_keys(0, 2))
+    run = runner.Runner(config, num_seeds=2)
+    tr, states = run.trainer, run.init(trainer.seed_keys(0, 2))
     rng = np.random.default_rng(3)
     offset, scale = rng.uniform(-30, 30, tr.obs_dim), rng.uniform(0.05, 20, tr.obs_dim)
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparse_rl_jax import trainer
+from sparse_rl_jax import runner, trainer
 from tests.conftest import run_chunks, tiny_config
 
 
@@ -35,8 +35,7 @@ def test_one_compile_and_vmapped_seeds_match_single_runs():
 
 def test_dense_method_has_no_masks():
     config = tiny_config("dense", "sac")
-    tr = trainer.Trainer(config)
-    states = trainer.init_states(tr, trainer.seed_keys(0, 1))
+    states = runner.Runner(config, num_seeds=1).init(trainer.seed_keys(0, 1))
     assert all(m is None for m in jax.tree.leaves(states.agent.actor.masks, is_leaf=lambda x: x is None))
 
 
@@ -48,9 +47,9 @@ def test_auto_reset_branch_under_the_seed_vmap_equals_resetting_every_step():
     keys = trainer.seed_keys(0, 3)
     finals = []
     for conditional in (True, False):
-        tr = trainer.Trainer(config)
-        tr.env.conditional_reset = conditional
-        states, _ = trainer.make_chunk_fn(tr)(trainer.init_states(tr, keys), jnp.int32(0))
+        run = runner.Runner(config, num_seeds=3)
+        run.trainer.env.conditional_reset = conditional
+        states, _ = run.chunk_fn(run.init(keys), np.int32(0))
         finals.append(states)
     assert int(np.asarray(finals[0].finished_count).sum()) > 0  # episodes did end (50-step limit)
     for a, b in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1])):

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from experiments.bench.workers import ours
-from sparse_rl_jax import methods, presets, replay, trainer
+from sparse_rl_jax import methods, presets, replay, runner, trainer
 
 FLAGS = flags.FLAGS
 WARMUP_ENV_STEPS = 1000  # random-action steps before learning starts (= iterations with 1 env)
@@ -84,7 +84,7 @@ def update_chunk(iterations: int, repeats: int, method: str = "dense", algo: str
         return jax.lax.scan(one, state, first + jnp.arange(iterations))[0]
 
     chunk = jax.jit(jax.vmap(run, in_axes=(0, None), axis_name=trainer.SEED_BATCH))
-    states = trainer.init_states(tr, trainer.seed_keys(0, 1)).agent
+    states = runner.Runner(tr.config, num_seeds=1).init(trainer.seed_keys(0, 1)).agent
     states = chunk(states, jnp.int32(0))
     jax.block_until_ready(states)
     return chunk, states
@@ -109,9 +109,8 @@ def floor_program(iterations: int):
 
 def prepare(method: str, algo: str, iterations: int, repeats: int):
     """Compile the method's chunk and run the warm-up chunk; returns (chunk_fn, states)."""
-    tr = trainer.Trainer(bench_config(method, algo, iterations, repeats))
-    states = trainer.init_states(tr, trainer.seed_keys(0, 1))
-    chunk = trainer.make_chunk_fn(tr)
+    run = runner.Runner(bench_config(method, algo, iterations, repeats), num_seeds=1)
+    states, chunk = run.init(trainer.seed_keys(0, 1)), run.chunk_fn
     # Compile, collect random-action data, then one chunk of real updates: the timed rounds must not
     # include the first execution of the learning branch.
     for first in (0, WARMUP_ENV_STEPS):

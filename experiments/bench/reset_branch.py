@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from sparse_rl_jax import cli, presets
+from sparse_rl_jax import cli, presets, runner
 from sparse_rl_jax import trainer as trainer_lib
 
 ITERATIONS = 50
@@ -40,10 +40,9 @@ def time_variants(env: str, num_envs: int, seeds: int, rounds: int) -> Dict[str,
         "warmup_env_steps": 0, "total_env_steps": 10**6})
     programs = {}
     for name, conditional in VARIANTS:
-        tr = trainer_lib.Trainer(config)
-        tr.env.conditional_reset = conditional
-        programs[name] = (trainer_lib.make_chunk_fn(tr),
-                          trainer_lib.init_states(tr, trainer_lib.seed_keys(0, seeds)))
+        run = runner.Runner(config, num_seeds=seeds)
+        run.trainer.env.conditional_reset = conditional  # read when the chunk first compiles
+        programs[name] = (run.chunk_fn, run.init(trainer_lib.seed_keys(0, seeds)))
     times: Dict[str, List[float]] = {name: [] for name in programs}
     for r in range(rounds + 1):
         for name, (chunk, states) in programs.items():

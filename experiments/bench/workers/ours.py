@@ -27,16 +27,15 @@ OBS, ACT, HIDDEN, BATCH = 17, 6, (256, 256), 256  # Brax halfcheetah
 
 
 def framework_program(method: str, algo: str, steps: int, warmup: int, rounds: int):
-    from sparse_rl_jax import presets, trainer
+    from sparse_rl_jax import presets, runner, trainer
 
     extra = {"replay.nstep_delay": 0} if method == "rlx2" else {}
     config = presets.make_config(method, algo, "halfcheetah", **{
         "env.num_envs": 1, "agent.batch_size": BATCH, "agent.hidden": HIDDEN, "updates_per_env_step": 1.0,
         "warmup_env_steps": warmup, "eval_every": steps, "total_env_steps": warmup + steps * (rounds + 2),
         "replay.capacity": 1_000_000, **extra})
-    tr = trainer.Trainer(config)
-    states = trainer.init_states(tr, trainer.seed_keys(0, 1))
-    chunk = trainer.make_chunk_fn(tr)
+    run = runner.Runner(config, num_seeds=1)
+    states, chunk = run.init(trainer.seed_keys(0, 1)), run.chunk_fn
     first = 0
     # random-action warm-up (whole chunks), then one chunk of real updates: compile both branches
     while first < warmup + steps:
