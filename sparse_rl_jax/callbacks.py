@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from sparse_rl_jax import checkpoint, run_logging
 from sparse_rl_jax import distributed as dist
 from sparse_rl_jax import metrics as metrics_lib
+from sparse_rl_jax import trainer as trainer_lib
 
 
 class NonFiniteError(RuntimeError):
@@ -121,11 +122,11 @@ class RunCallback:
     """A launcher run's period callback: log, print, check, checkpoint, stop. ``plan`` is the run's
     `launch.Plan`; ``log`` its `run_logging.RunLog`."""
 
-    def __init__(self, plan, log: run_logging.RunLog, trainer, total_periods: int, period_env_steps: int,
-                 stop: Optional[StopRequest] = None):
-        self.plan, self.log, self.trainer = plan, log, trainer
+    def __init__(self, plan, log: run_logging.RunLog, stop: Optional[StopRequest] = None):
+        self.plan, self.log = plan, log
         self.stop = stop if stop is not None else StopRequest()
-        self.total_periods, self.period_env_steps = total_periods, period_env_steps
+        self.total_periods = trainer_lib.num_periods(plan.config)
+        self.period_env_steps = trainer_lib.chunk_iterations(plan.config) * plan.config.env_steps_per_iteration
         self.start = self.last = time.perf_counter()
         self.last_checkpoint: Optional[str] = None
         self.calls = 0
@@ -133,7 +134,7 @@ class RunCallback:
     def __call__(self, period) -> None:
         plan, period_index, states = self.plan, period.period, period.states
         view = host_agent(plan.sharded, states)  # every process takes part in the gather
-        metrics = {**period.metrics, **metrics_lib.layer_densities(self.trainer, view, plan.num_seeds)}
+        metrics = {**period.metrics, **metrics_lib.layer_densities(period.trainer, view.agent, plan.num_seeds)}
         entry = self.log.append(period.env_steps, metrics)
         now = time.perf_counter()
         # The first period of a process includes compilation: no rate or estimate from it.

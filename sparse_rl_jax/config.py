@@ -257,6 +257,27 @@ def allowed_values(cls) -> Dict[str, Any]:
     return {f.name: f.metadata["allowed"] for f in dataclasses.fields(cls) if "allowed" in f.metadata}
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What identifies one run beside its numbers: its config, the seeds of its program (entry ``i`` is the
+    single run with seed ``seeds[i]``), where it writes, and its layout (``data_shards``: 0 = seeds on
+    the devices). The launcher, a sweep cell and the summary all take this one value."""
+    config: Config
+    seeds: Tuple[int, ...]
+    workdir: Optional[str] = None
+    data_shards: int = 0
+
+    @property
+    def num_seeds(self) -> int:
+        return len(self.seeds)
+
+    @classmethod
+    def consecutive(cls, config: Config, num_seeds: int, workdir: Optional[str] = None,
+                    data_shards: int = 0) -> "RunSpec":
+        """The launcher's seeds: ``config.seed``, ``config.seed + 1``, ..."""
+        return cls(config, tuple(range(config.seed, config.seed + num_seeds)), workdir, data_shards)
+
+
 def to_dict(config: Any) -> Dict[str, Any]:
     """Nested plain dict (tuples become lists), suitable for JSON."""
     return dataclasses.asdict(config)

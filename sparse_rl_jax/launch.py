@@ -164,6 +164,10 @@ class Plan:
     lock: Optional[runlock.RunLock] = None  # the work dir's writer lock (process 0), held until execute ends
     extension: Optional[Dict[str, Any]] = None  # this launch extends the run (`extend`): what it records
 
+    @property
+    def run(self) -> cfg_lib.RunSpec:
+        return cfg_lib.RunSpec.consecutive(self.config, self.num_seeds, self.workdir, self.data_shards)
+
 
 def lock_workdir(workdir: str) -> Optional[runlock.RunLock]:
     """Take the work dir's writer lock on the process that writes it (`runlock`); `UsageError` when another
@@ -376,7 +380,7 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
         if start_period < total_periods:
             what = f"resuming after period {start_period}/{total_periods}" if restored else "starting"
             say(f"{what}; compiling (the first period takes longer)...", flush=True)
-            hook = callbacks.RunCallback(plan, log, trainer, total_periods, period_env_steps, stop)
+            hook = callbacks.RunCallback(plan, log, stop)
             states = None
             if restored is not None:  # host values -> this run's mesh (any device count: checkpoints are host data)
                 states = dist.to_global(restored.states, runner.mesh, dist.state_spec(plan.data_shards))
@@ -390,12 +394,12 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
         log.close()
     if not primary:
         return {}
-    summary = write_summary(workdir, config, log.history, trainer, states, plan.num_seeds)
+    summary = write_summary(plan.run, log.history, trainer, states.agent)
     print("\n" + run_logging.format_summary(summary), flush=True)
     if plan.plots:
         label = f"{config.method} {config.algo.upper()}"
         rlx2 = config.replay.dynamic or config.replay.nstep > 1
-        paths = plotting.run_plots(workdir, log.history, metrics_lib.final_masks(trainer, states), label, rlx2)
+        paths = plotting.run_plots(workdir, log.history, metrics_lib.final_masks(trainer, states.agent), label, rlx2)
         print(f"\nplots: {', '.join(_show(p) for p in paths)}", flush=True)
     print(f"summary: {_show(os.path.join(workdir, 'summary.json'))}", flush=True)
     return summary
@@ -405,31 +409,27 @@ def write_config(workdir: str, config) -> None:
     run_logging.write_json(os.path.join(workdir, "config.json"), cfg_lib.to_dict(config))
 
 
-def write_summary(workdir: str, config, history, trainer, states, num_seeds: int,
-                  seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-    """``summary.json`` (`metrics.summarize`), each row labelled with its seed when ``seeds`` is given."""
-    summary = metrics_lib.summarize(config, history, trainer, states, num_seeds)
-    for row, seed in zip(summary["seeds"], seeds or ()):
-        row["seed"] = seed
+def write_summary(run: cfg_lib.RunSpec, history, trainer, agent) -> Dict[str, Any]:
+    """``summary.json`` of ``run`` (`metrics.summarize`, plus the platform and any extensions)."""
+    summary = metrics_lib.summarize(run, history, trainer, agent)
     summary["platform"] = run_logging.platform_info()
-    extensions = os.path.join(workdir, EXTENSIONS)
+    extensions = os.path.join(run.workdir, EXTENSIONS)
     if os.path.exists(extensions):
         summary["extensions"] = run_logging.read_json(extensions)
-    run_logging.write_json(os.path.join(workdir, "summary.json"), summary)
+    run_logging.write_json(os.path.join(run.workdir, "summary.json"), summary)
     return summary
 
 
-def write_run(workdir: str, config, history, trainer, states, num_seeds: int,
-              seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+def write_run(run: cfg_lib.RunSpec, history, trainer, agent) -> Dict[str, Any]:
     """A finished run's files at once (a sweep cell): ``config.json``, the metric files, then
     ``summary.json`` last (its presence marks the run done)."""
-    os.makedirs(workdir, exist_ok=True)
-    write_config(workdir, config)
-    log = run_logging.RunLog(workdir, num_seeds, tensorboard=False)
+    os.makedirs(run.workdir, exist_ok=True)
+    write_config(run.workdir, run.config)
+    log = run_logging.RunLog(run.workdir, run.num_seeds, tensorboard=False)
     for steps, metrics in history:
         log.append(steps, metrics)
     log.close()
-    return write_summary(workdir, config, log.history, trainer, states, num_seeds, seeds)
+    return write_summary(run, log.history, trainer, agent)
 
 
 def _describe(config, num_seeds: int, total_periods: int, period_env_steps: int) -> str:

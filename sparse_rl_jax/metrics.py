@@ -185,19 +185,19 @@ def host_metrics(trainer: trainer_lib.Trainer, states, info, updates: int) -> Tu
 
 
 # ---------------------------------------------------------------------------- the run's summary
-def network_layers(trainer, states) -> Dict[str, Any]:
-    """``{net_name: (params, masks)}`` with the leading seed axis (from the vmapped states)."""
-    return {name: (net.params, net.masks) for name, net in trainer.agent.networks(states.agent).items()}
+def network_layers(trainer, agent) -> Dict[str, Any]:
+    """``{net_name: (params, masks)}`` with the leading seed axis (from the vmapped agent states)."""
+    return {name: (net.params, net.masks) for name, net in trainer.agent.networks(agent).items()}
 
 
 def _seed_slice(tree: Any, seed: int) -> Any:
     return jax.tree.map(lambda x: np.asarray(x[seed]), tree)
 
 
-def layer_densities(trainer, states, num_seeds: int) -> Dict[str, List[float]]:
+def layer_densities(trainer, agent, num_seeds: int) -> Dict[str, List[float]]:
     """``{'density/<net>/<layer>': [per-seed density]}`` counted from the masks (dense layers: 1.0)."""
     out: Dict[str, List[float]] = {}
-    for name, (params, masks) in network_layers(trainer, states).items():
+    for name, (params, masks) in network_layers(trainer, agent).items():
         for seed in range(num_seeds):
             for stat in flops.layer_stats(_seed_slice(params, seed), masks=_seed_slice(masks, seed)):
                 key = f"density/{name}/{stat.path.removesuffix('/kernel')}"
@@ -205,10 +205,10 @@ def layer_densities(trainer, states, num_seeds: int) -> Dict[str, List[float]]:
     return out
 
 
-def final_masks(trainer, states, seed: int = 0) -> Dict[str, np.ndarray]:
+def final_masks(trainer, agent, seed: int = 0) -> Dict[str, np.ndarray]:
     """``{'<net>/<layer>': bool[in, out]}`` of one seed; dense layers are all True."""
     out = {}
-    for name, (params, masks) in network_layers(trainer, states).items():
+    for name, (params, masks) in network_layers(trainer, agent).items():
         p, m = _seed_slice(params, seed), _seed_slice(masks, seed)
         flat_p = jax.tree_util.tree_flatten_with_path(p)[0]
         flat_m = jax.tree.structure(p).flatten_up_to(m)
@@ -221,7 +221,7 @@ def final_masks(trainer, states, seed: int = 0) -> Dict[str, np.ndarray]:
     return out
 
 
-def size_and_flops(config, trainer, states, seed: int, history: Optional[List[list]] = None) -> Dict[str, float]:
+def size_and_flops(trainer, agent, seed: int, history: Optional[List[list]] = None) -> Dict[str, float]:
     """Sparsity, RLx2 total size (final masks) and FLOPs (fractions of dense) of one seed.
 
     ``train_flops`` is the whole run's: every period's multiply-adds, counted at the network sizes of
@@ -229,7 +229,7 @@ def size_and_flops(config, trainer, states, seed: int, history: Optional[List[li
     read from the last period's ``flops/train_so_far`` and ``flops/train_dense_so_far``, so the summary
     and the per-period metrics are the same numbers.
     """
-    nets = network_layers(trainer, states)
+    nets = network_layers(trainer, agent)
     counts = {name: flops.network_count(_seed_slice(p, seed), masks=_seed_slice(m, seed))
               for name, (p, m) in nets.items()}
     actor, critic = counts["actor"], counts["critic"]
@@ -247,19 +247,20 @@ def size_and_flops(config, trainer, states, seed: int, history: Optional[List[li
     }
 
 
-def summarize(config, history: List[list], trainer, states, num_seeds: int) -> Dict[str, Any]:
-    """The ``summary.json`` object: one entry per seed, then mean and std over seeds."""
-    seeds = []
-    for i in range(num_seeds):
+def summarize(run: cfg_lib.RunSpec, history: List[list], trainer, agent) -> Dict[str, Any]:
+    """The ``summary.json`` object of ``run``: one entry per seed (``agent``: its vmapped agent states),
+    then mean and std over seeds."""
+    config, seeds = run.config, []
+    for i in range(run.num_seeds):
         steps, rets = run_logging.returns_of(history, i)
-        row = {"seed": config.seed + i,
+        row = {"seed": run.seeds[i],
                "final_return": float(rets[-1]) if len(rets) else None,
                "best_return": float(rets.max()) if len(rets) else None,
                "auc": run_logging.area_under_curve(steps, rets)}
-        row.update(size_and_flops(config, trainer, states, i, history))
+        row.update(size_and_flops(trainer, agent, i, history))
         seeds.append(row)
     return {
-        "method": config.method, "algo": config.algo, "env": config.env.name, "num_seeds": num_seeds,
+        "method": config.method, "algo": config.algo, "env": config.env.name, "num_seeds": run.num_seeds,
         "env_steps": history[-1][0] if history else 0, "periods": len(history),
         "seeds": seeds, "mean": _aggregate(seeds, np.mean), "std": _aggregate(seeds, np.std),
         "config": cfg_lib.to_dict(config),

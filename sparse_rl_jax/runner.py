@@ -42,6 +42,7 @@ class PeriodResult(NamedTuple):
     metrics: Dict[str, Any]  # per-seed numpy arrays (`progress_fn`'s dict)
     states: Any  # the global (possibly sharded) states after the period
     history: List[Any]  # [(env_steps, metrics)] of every period so far, this one last
+    trainer: trainer_lib.Trainer  # what produced them (its agent reads the states)
 
 
 Callback = Callable[[PeriodResult], None]
@@ -110,7 +111,7 @@ class Runner:
             history.append((env_steps, metrics))
             if progress_fn is not None and dist.is_primary():
                 progress_fn(env_steps, metrics)
-            result = PeriodResult(c + 1, total, env_steps, metrics, states, history)
+            result = PeriodResult(c + 1, total, env_steps, metrics, states, history, trainer)
             for callback in callbacks:
                 callback(result)
         return TrainResult(states=states, history=history, trainer=trainer)

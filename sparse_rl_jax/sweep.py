@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from sparse_rl_jax import callbacks, launch, presets, run_logging
+from sparse_rl_jax import config as cfg_lib
 from sparse_rl_jax import distributed as dist
 from sparse_rl_jax import methods as methods_lib
 from sparse_rl_jax import runner as runner_lib
@@ -140,12 +141,6 @@ def _slice_history(history: List, index: Sequence[int], total: int) -> List:
     return out
 
 
-@dataclasses.dataclass
-class _Agent:
-    """The part of the states the summary reads."""
-    agent: Any
-
-
 def _hparams(batch, defaults: Dict[str, float], cells: Sequence[Cell]) -> Dict[str, List[float]]:
     """Per-entry values of the swept hyperparameters; ``defaults`` (the agent's `default_hparams`) where
     a cell keeps the preset's."""
@@ -186,10 +181,10 @@ def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int],
         for cell in dict.fromkeys(c for c, _ in real):
             index = [i for i, (c, s) in enumerate(batch) if c == cell and (c, s) not in batch[:i]]
             cell_seeds = [batch[i][1] for i in index]
-            states = _Agent(jax.tree.map(lambda x: x[np.asarray(index)], agent))
-            launch.write_run(cell.workdir(root), cell_config(cell, algo, overrides, seed=cell_seeds[0]),
-                             _slice_history(result.history, index, len(batch)), runner.trainer, states,
-                             len(index), cell_seeds)
+            spec = cfg_lib.RunSpec(cell_config(cell, algo, overrides, seed=cell_seeds[0]), tuple(cell_seeds),
+                                   cell.workdir(root))
+            launch.write_run(spec, _slice_history(result.history, index, len(batch)), runner.trainer,
+                             jax.tree.map(lambda x: x[np.asarray(index)], agent))
     return len(todo)
 
 

@@ -3,6 +3,14 @@ import os
 import subprocess
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The suite compiles with LLVM's optimisation off (XLA's backend codegen level; the HLO and its
+# optimisations are the same): about a third less compile time on the many small programs, with the same
+# checks. It rounds some floats differently, so the learning tests (tests/test_learning.py), which check
+# what a user's run learns from one seed, train in a subprocess at the user's level (SRJ_USER_XLA_FLAGS:
+# the XLA_FLAGS the suite started with).
+os.environ.setdefault("SRJ_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 
 def _one_core_per_worker() -> None:

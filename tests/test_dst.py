@@ -12,12 +12,14 @@ from sparse_rl_jax.sparsity import masks as mask_lib
 from sparse_rl_jax.sparsity import scores as score_lib
 
 
-_apply = jax.jit(dst.apply_gradients, static_argnums=(2, 3))
+LR = 1e-2
+_apply = jax.jit(lambda net, grads, method, opt: dst.apply_gradients(net, grads, method, opt, learning_rate=LR),
+                 static_argnums=(2, 3))
 
 
 def _net(method, sparsity=0.8, mask_init="random"):
     module = networks.MLP((32, 32, 4))
-    opt = common.make_optimizer(1e-2)
+    opt = common.make_optimizer()
     net = common.build_net(jax.random.PRNGKey(0), module, (jnp.zeros((1, 8)),), sparsity, True,
                            SparsityConfig(mask_init=mask_init), method, opt, with_target=True)
     return module, net, opt
@@ -156,7 +158,7 @@ def test_events_are_agreed_over_a_vmap_axis_and_stay_a_branch():
     module, net, opt = _net(method)
     nets = jax.tree.map(lambda x: jnp.stack([x, x]), net)
     g = jax.tree.map(lambda x: jnp.stack([x, x]), _grads(module, net))
-    step = jax.vmap(lambda n, gg: dst.apply_gradients(n, gg, method, opt, ("b",)), axis_name="b")
+    step = jax.vmap(lambda n, gg: dst.apply_gradients(n, gg, method, opt, ("b",), learning_rate=LR), axis_name="b")
     text = jax.jit(step).lower(nets, g).as_text()
     assert "case" in text or "conditional" in text
     out, info = jax.jit(step)(jax.tree.map(lambda x: x, nets).replace(updates=jnp.full((2,), 4, jnp.int32)), g)

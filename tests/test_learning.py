@@ -11,10 +11,18 @@ largest cost of `make test`); DDPG uses 2x128 (1000 at 14k; at 2x64 it stayed be
 Measured earlier at 2x256: dense TD3 seeds 1, 2, 3 reached 1000 by 12k, 22k and 26k env steps; with half
 the updates two of those three seeds stayed below 650, so TD3 keeps the full update ratio.
 """
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import sparse_rl_jax as srj
+
+# not from tests.conftest: importing it in the training subprocess would switch LLVM optimisation off there
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FAST = {
     "total_env_steps": 30_000, "warmup_env_steps": 2_000, "eval_every": 2_000,
@@ -30,9 +38,11 @@ class _Reached(Exception):
     """Raised from the progress callback once the threshold is met: the rest of the budget is not needed."""
 
 
-def _best_return(method, algo, **overrides):
-    """Best eval return within 30k env steps and the metrics of the period that reached it (or the last);
-    training stops at the first evaluation at or above the threshold."""
+def train_here(method, algo, overrides):
+    """Best eval return within 30k env steps and the metrics of the period that reached it (or the last),
+    in this process; training stops at the first evaluation at or above the threshold."""
+    from sparse_rl_jax import run_logging
+
     config = srj.make_config(method, algo, **{**FAST, **overrides})
     srj.validate(config)
     seen = []
@@ -48,9 +58,25 @@ def _best_return(method, algo, **overrides):
         pass
     returns = [float(m["eval/episode_reward"][0]) for _, m in seen]
     steps = [s for s, _ in seen]
-    print(f"{method}-{algo}: eval returns {np.round(returns, 1)} at {steps}")
+    print(f"{method}-{algo}: eval returns {np.round(returns, 1)} at {steps}", file=sys.stderr)
     assert steps[-1] <= 30_000 + config.eval_every
-    return max(r for s, r in zip(steps, returns) if s <= 30_000), seen[-1][1]
+    best = max(r for s, r in zip(steps, returns) if s <= 30_000)
+    return best, run_logging.history_to_json(seen[-1:])[0][1]
+
+
+def _best_return(method, algo, **overrides):
+    """`train_here` in a fresh process compiled at XLA's default optimisation level: these tests check
+    what a user's run learns, while the rest of the suite compiles with LLVM optimisation off
+    (tests/conftest.py), which changes float rounding and so a single seed's trajectory."""
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("SRJ_USER_XLA_FLAGS", ""))
+    code = ("import ast, json, sys; from tests.test_learning import train_here; "
+            "print(json.dumps(train_here(*ast.literal_eval(sys.argv[1]))))")
+    proc = subprocess.run([sys.executable, "-c", code, repr((method, algo, overrides))], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stderr.strip().splitlines()[-1])
+    best, last = json.loads(proc.stdout.strip().splitlines()[-1])
+    return best, last
 
 
 @pytest.mark.slow

@@ -141,11 +141,11 @@ def test_coupled_weight_decay_is_l2_on_the_gradient_and_decoupled_is_adamw():
     for mode, reference in (
             ("coupled", optax.adam(lr).update({"k": g["k"] + wd * w["k"]}, optax.adam(lr).init(w), w)[0]),
             ("decoupled", optax.adamw(lr, weight_decay=wd).update(g, optax.adamw(lr, weight_decay=wd).init(w), w)[0])):
-        opt = common.make_optimizer(lr, wd, mode)
-        updates, _ = opt.update(g, opt.init(w), w, masks=None)
+        opt = common.make_optimizer(wd, mode)
+        updates, _ = opt.update(g, opt.init(w), w, masks=None, learning_rate=lr)
         np.testing.assert_allclose(updates["k"], reference["k"], rtol=1e-6)
-    coupled = common.make_optimizer(lr, wd, "coupled").update(g, common.make_optimizer(lr, wd, "coupled").init(w), w, masks=None)[0]
-    decoupled = common.make_optimizer(lr, wd, "decoupled").update(g, common.make_optimizer(lr, wd).init(w), w, masks=None)[0]
+    steps = {mode: common.make_optimizer(wd, mode) for mode in ("coupled", "decoupled")}
+    coupled, decoupled = (opt.update(g, opt.init(w), w, masks=None, learning_rate=lr)[0] for opt in steps.values())
     assert not np.allclose(coupled["k"], decoupled["k"])
 
 
@@ -157,8 +157,8 @@ def test_unmasked_gradients_reach_the_moments_of_absent_connections():
     g = {"k": jnp.array([[0.5, 0.7]])}
     masks = {"k": jnp.array([[True, False]])}
     for mask_gradients, absent_moment in ((True, 0.0), (False, 0.1 * 0.7)):
-        opt = common.make_optimizer(1e-2, mask_gradients=mask_gradients)
-        updates, state = opt.update(g, opt.init(w), w, masks=masks)
+        opt = common.make_optimizer(mask_gradients=mask_gradients)
+        updates, state = opt.update(g, opt.init(w), w, masks=masks, learning_rate=1e-2)
         assert float(updates["k"][0, 1]) == 0.0  # the absent weight never moves
         np.testing.assert_allclose(float(state[0].mu["k"][0, 1]), absent_moment, rtol=1e-6)
 

@@ -177,7 +177,7 @@ def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkey
     def one_period(self, num_seeds=1, *, callbacks=(), **kwargs):
         signal.raise_signal(signal.SIGTERM)  # arrives during the period
         for callback in callbacks:
-            callback(runner.PeriodResult(1, 3, 100, {}, None, []))
+            callback(runner.PeriodResult(1, 3, 100, {}, None, [], None))
         raise AssertionError("the stop request did not stop the group")
 
     monkeypatch.setattr(runner.Runner, "train", one_period)
@@ -197,8 +197,8 @@ def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkey
 def test_stop_check_waits_for_a_request():
     stop = callbacks.StopRequest()
     check = callbacks.StopCheck(stop)
-    check(runner.PeriodResult(1, 3, 100, {}, None, []))  # no request: nothing happens
+    check(runner.PeriodResult(1, 3, 100, {}, None, [], None))  # no request: nothing happens
     stop.requested = True
-    check(runner.PeriodResult(3, 3, 300, {}, None, []))  # the last period: the run ends anyway
+    check(runner.PeriodResult(3, 3, 300, {}, None, [], None))  # the last period: the run ends anyway
     with pytest.raises(callbacks.Terminated, match="after period 2/3"):
-        check(runner.PeriodResult(2, 3, 200, {}, None, []))
+        check(runner.PeriodResult(2, 3, 200, {}, None, [], None))
