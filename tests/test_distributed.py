@@ -5,7 +5,7 @@ tests/mesh_worker.py): a data-parallel run of 2 seeds x 2 shards on one device a
 (seed x data) mesh, compared with rtol 1e-4 (different batch shapes and reduction orders reassociate
 float sums). Seed sharding alone, data parallelism alone, two processes joined by `jax.distributed` and
 resume run end to end through the launcher in tests/test_launcher_scaleout.py, through the same library
-code; until 2026-12-03 the first two were also run here, which tripled this file's setup time.
+code, so they are not repeated here.
 """
 import json
 import os

@@ -42,7 +42,7 @@ def test_dense_method_has_no_masks():
 def test_auto_reset_branch_under_the_seed_vmap_equals_resetting_every_step():
     """The env resets under one `lax.cond` for all vmapped seeds (a psum over the seed axis keeps it a
     branch); seeds without a finished env must come out exactly as if the reset ran every step and
-    selected per env (the old behaviour under vmap)."""
+    selected per env (what a reset under vmap without the agreed predicate computes)."""
     config = tiny_config("static", "td3", total_env_steps=320, eval_every=320)
     keys = trainer.seed_keys(0, 3)
     finals = []
