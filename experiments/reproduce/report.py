@@ -392,6 +392,9 @@ def compute_spent(study: Study) -> Dict[str, Any]:
 
 
 def claims_markdown(rows: List[Dict[str, Any]]) -> str:
+    if not rows:
+        return ("No claim can be tested yet: no claim has both of its cells finished (see the cells table "
+                "for what has run).\n")
     lines = ["| task | algo | claim | a vs b | against | seeds | a / b mean | interval | p (Holm) holds / "
              "fails | verdict |", "|---|---|---|---|---|---:|---:|---|---:|---|"]
     for r in rows:
