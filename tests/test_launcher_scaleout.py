@@ -249,4 +249,4 @@ def test_a_killed_process_stops_the_others_at_once_with_one_line(runs, tmp_path)
     good = checkpoint.checkpoint_dir(workdir)
     assert f"the last good checkpoint is {good}/" in lines[0] and "--resume" in lines[0]
     step = int(lines[0].split(f"{good}/")[1].split(";")[0])
-    assert step >= 1 and saved_runs.restore(workdir, period=step).step == step
+    assert step >= 1 and saved_runs.restore(workdir, period=step).period == step
