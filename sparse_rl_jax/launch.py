@@ -18,6 +18,7 @@ import dataclasses
 import os
 import sys
 import tempfile
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
@@ -86,10 +87,10 @@ def last_good_checkpoint(planned: Any) -> str:
     workdir = getattr(planned, "workdir", None)
     # the folder listed, not orbax asked: its manager synchronises the processes, and one of them is gone
     folder = checkpoint.checkpoint_dir(workdir) if workdir else None
-    steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if folder and os.path.isdir(folder) else []
-    if not steps:
+    periods = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if folder and os.path.isdir(folder) else []
+    if not periods:
         return "no checkpoint was written yet"
-    return f"the last good checkpoint is {os.path.join(checkpoint.checkpoint_dir(workdir), str(steps[-1]))}"
+    return f"the last good checkpoint is {os.path.join(folder, str(periods[-1]))}"
 
 
 def start_distributed(fv: flags.FlagValues) -> None:
@@ -233,7 +234,6 @@ def extend(config, extend_to: int, restored) -> tuple:
     planned = config.topology.schedule_env_steps or config.total_env_steps
     extended = cfg_lib.replace(config, total_env_steps=extend_to, **{"topology.schedule_env_steps": planned})
     config_flag.check(extended)
-    import time
     record = {"from_env_steps": config.total_env_steps, "to_env_steps": extend_to,
               "schedules_planned_for_env_steps": planned, "at_checkpoint": restored.period,
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
