@@ -59,6 +59,20 @@ def history_to_json(history: List[Tuple[int, Dict[str, Any]]]) -> List[list]:
 PLATFORM_PACKAGES = ("jax", "jaxlib", "flax", "optax", "brax", "mujoco", "orbax-checkpoint", "numpy", "scipy")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def platform_info() -> Dict[str, Any]:
     """The interpreter, the packages that decide a run's numbers, and the JAX backend: the same config and
     seeds give other bits on another XLA build or CPU, so a record says which computed it."""

@@ -79,7 +79,7 @@ def choose(results: str, tier: grid.Tier, cell: grid.Cell,
             entry["buffer"] = {"value": max(means, key=means.get), "mean_final_return": means,
                                "seeds": {b: len(v) for b, v in pair.items()},
                                "rule": "higher mean final return of the family's dense pair"}
-            made.append("buffer")
+            made.append(entry["buffer"])
     arms = [c for c in tier.cells if c.method == fam and c.tags == ("scaled_period",)]
     for arm in arms if "period" not in family else []:
         paper = final(grid.Cell(arm.task, arm.algo, fam, ("paper_period",)))
@@ -95,10 +95,8 @@ def choose(results: str, tier: grid.Tier, cell: grid.Cell,
                                 "rule": f"scaled only if better by a one-sided Welch test at {stats.ALPHA}"}
             made.append(family["period"])
             break
-    if "buffer" in made:
-        made[made.index("buffer")] = entry["buffer"]
+    for m in made:
+        m["made"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if made:
-        for m in made:
-            m["made"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         _write(results, tier, {k: v for k, v in data.items() if v})
-    return of(results, tier, cell) if made else {k: v["value"] for k, v in {**family, **entry}.items()}
+    return {k: v["value"] for k, v in {**family, **entry}.items()}

@@ -40,7 +40,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import sys
 from typing import Any, Dict, List
 
@@ -60,18 +59,7 @@ def _versions() -> Dict[str, Any]:
     """A run's platform record (`run_logging.platform_info`) and the CPU model: XLA:CPU's code differs by
     CPU, and so did the bug's reach in the issue's reports."""
     from sparse_rl_jax import run_logging
-    return {**run_logging.platform_info(), "cpu": _cpu_model()}
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    return {**run_logging.platform_info(), "cpu": run_logging.cpu_model()}
 
 
 def issue_reproducer() -> List[Dict[str, Any]]:

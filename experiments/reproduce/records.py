@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -54,17 +53,6 @@ def finished_batches(folder: str) -> List[str]:
     return [os.path.join(folder, n) for n in sorted(names, key=lambda n: parse_batch(n).start)]
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _git(repo: str, *args: str) -> Optional[str]:
     try:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
@@ -77,7 +65,7 @@ def provenance(repo: str, command: List[str]) -> Dict[str, Any]:
     changes = (_git(repo, "status", "--porcelain", "--untracked-files=no") or "").splitlines()
     return {"commit": _git(repo, "rev-parse", "HEAD"), "uncommitted_changes": len(changes),
             "uncommitted_files": changes[:40],
-            "command": command, "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
+            "command": command, "cpu_model": run_logging.cpu_model(), "cpu_count": os.cpu_count(),
             "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

@@ -145,17 +145,13 @@ def _mean_ci(x: np.ndarray) -> Tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def _family_of(cell: grid.Cell) -> str:
-    return cell.family
-
-
 def cell_rows(study: Study) -> List[Dict[str, Any]]:
     rows = []
     for cell, data in study.cells.items():
         score = study.score(cell)
         mean, lo, hi = _mean_ci(score)
         ref = study.reference(cell.task, cell.algo)
-        matched = study.resolve("dense", cell.task, cell.algo, _family_of(cell))
+        matched = study.resolve("dense", cell.task, cell.algo, cell.family)
         row = {"task": cell.task, "algo": cell.algo, "cell": cell.name, "seeds": data.num_seeds,
                "env_steps": int(data.steps[-1]), "final_return": mean, "ci_lo": lo, "ci_hi": hi,
                "std": stats.sample_std(score), "reference": ref.name if ref else None,
