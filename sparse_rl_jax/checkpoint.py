@@ -95,12 +95,21 @@ def save(workdir: str, period: int, states: Any, history: List, config: Any, num
                                                          meta=ocp.args.JsonSave(meta)), force=True)
             mgr.wait_until_finished()
         except Exception as err:
-            err.add_note(f"orbax's own report of the failed save: {report}")
+            err.add_note(f"{SAVE_REPORT_NOTE}{report}")
             _log_to(report, "asyncio")  # its unfinished write tasks are reported when they are collected
             raise
         finally:
             mgr.close()
     return os.path.join(checkpoint_dir(workdir), str(int(period)))
+
+
+SAVE_REPORT_NOTE = "orbax's own report of the failed save: "
+
+
+def save_report(err: BaseException) -> Optional[str]:
+    """The file that keeps what orbax and tensorstore printed during the failed save behind ``err``."""
+    note = next((n for n in getattr(err, "__notes__", ()) if n.startswith(SAVE_REPORT_NOTE)), None)
+    return note[len(SAVE_REPORT_NOTE):] if note else None
 
 
 def _log_to(path: str, name: str) -> None:

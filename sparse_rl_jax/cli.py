@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Callable, List, Sequence
+from typing import Callable, List, Sequence, TextIO
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -53,6 +53,18 @@ def describe_write_failure(err: OSError) -> str:
     what = f" {err.filename}" if getattr(err, "filename", None) else ""
     reason = err.strerror or one_line(err) or type(err).__name__
     return f"could not write{what} ({reason})"
+
+
+def divert_stderr(path: str) -> TextIO:
+    """Append whatever this process writes to its stderr from now on (file descriptor 2, so ``sys.stderr``
+    and native code alike) to ``path``; returns a stream on the original stderr, for the process's last
+    words. For a process about to exit: the redirection is never undone."""
+    sys.stderr.flush()
+    original = os.fdopen(os.dup(2), "w", buffering=1)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return original
 
 
 # how a collective reports that another process of the run is gone (CPU: gloo; GPU: NCCL; the coordination

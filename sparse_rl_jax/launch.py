@@ -74,10 +74,13 @@ def main(program: str, argv: Sequence[str], *, doc: str, help_flags: Callable[[]
                 return cli.PEER_FAILED
             if failure is None:
                 raise
-            report = next((n for n in getattr(err, "__notes__", ()) if n.startswith("orbax's own report")), "")
+            report = checkpoint.save_report(err)
+            # orbax's and tensorstore's threads go on reporting the failed writes after the save has
+            # returned (until the process ends): into the report file with the rest, not on the user's screen
+            out = cli.divert_stderr(report) if report else sys.stderr
             print(f"{program}: stopped: {cli.describe_write_failure(failure)}; {last_good_checkpoint(planned)}; "
                   f"make room or fix the permissions, then continue with: {continue_with(planned)}"
-                  + (f" ({report})" if report else ""), file=sys.stderr, flush=True)
+                  + (f" ({checkpoint.SAVE_REPORT_NOTE}{report})" if report else ""), file=out, flush=True)
             return cli.IO_ERROR
     return 0
 

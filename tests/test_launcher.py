@@ -403,7 +403,9 @@ def test_a_full_disk_stops_in_one_line_and_the_run_resumes(td3_run, cli_env, tmp
         workdir = str(disk / "run")
         proc = run_cli(cli_env, "experiments.train", *TD3_ARGS, f"--workdir={workdir}", "--noplots")
         assert proc.returncode == cli.IO_ERROR, proc.stdout[-2000:] + proc.stderr[-2000:]
-        (line,) = proc.stderr.strip().splitlines()
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        (line,) = lines
         good = checkpoint.all_periods(workdir)
         assert line.startswith("train: stopped: could not write ") and "No space left on device" in line
         assert f"the last good checkpoint is {checkpoint.checkpoint_dir(workdir)}/{good[-1]}" in line
