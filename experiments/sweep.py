@@ -145,10 +145,13 @@ def grid(fv: flags.FlagValues, overrides: Dict[str, Any]) -> List[sweep.Cell]:
         except ValueError as err:
             raise UsageError(f"invalid --methods={fv['methods'].value!r}: {one_line(err)}") from None
     names = _items(fv["envs"].value)
-    unknown = [e for e in names if e not in envs.env_names()]
-    if unknown or not names:
-        what = f"unknown env {unknown[0]!r}" if unknown else "name at least one env"
-        raise UsageError(f"invalid --envs={fv['envs'].value!r}: {what}; allowed: {', '.join(envs.env_names())}")
+    if not names:
+        raise UsageError(f"invalid --envs={fv['envs'].value!r}: name at least one env")
+    for name in names:
+        try:
+            envs.check_name(name)
+        except ValueError as err:
+            raise UsageError(f"invalid --envs={fv['envs'].value!r}: {one_line(err)}") from None
     cells = sweep.build_grid(
         fv["algo"].value, _items(fv["methods"].value), names,
         _swept(fv, "sparsities", parse_sparsities, (cfg_lib.SparsityConfig, "actor")),

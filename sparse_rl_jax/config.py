@@ -102,8 +102,10 @@ POSITIVE_INT = dict(lo=1, integer=True)
 
 @dataclass(frozen=True)
 class EnvConfig:
-    name: str = "inverted_pendulum"  # checked against the Brax registry (validation.py)
-    backend: str = "positional"
+    # A Brax env (``halfcheetah``), ``dmc/<Task>`` (MuJoCo Playground) or ``gym/<Task>-v5`` (Gymnasium on
+    # the host); checked against the suite's registry (validation.py)
+    name: str = "inverted_pendulum"
+    backend: str = "auto"  # the suite's simulator; auto: its default (envs.resolve_backend)
     num_envs: int = num(16, **POSITIVE_INT)
     episode_length: int = num(1000, **POSITIVE_INT)
     action_repeat: int = num(1, **POSITIVE_INT)

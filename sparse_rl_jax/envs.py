@@ -31,6 +31,7 @@ Keys: raw ``uint32[2]`` keys (``jax.random.PRNGKey``) or typed keys (``jax.rando
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple, Optional, Tuple
 
 import jax
@@ -43,16 +44,58 @@ from brax.envs.base import Env, State, Wrapper  # noqa: E402
 from brax.envs.wrappers import training as brax_training  # noqa: E402
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
-# Used when ``backend=None`` (docs/envs.md): fast on the 2-core CPU and known to learn (Brax's own SAC).
+# Used when ``backend`` is ``auto`` or None (docs/envs.md): fast on the 2-core CPU and known to learn
+# (Brax's own SAC).
 DEFAULT_BACKENDS = {"inverted_pendulum": "positional", "halfcheetah": "spring"}
 FALLBACK_BACKEND = "spring"
+AUTO = "auto"
+# Suites: a name without a prefix is a Brax env (``halfcheetah``); ``dmc/CheetahRun`` is MuJoCo
+# Playground's DM Control Suite (`dmc`); ``gym/HalfCheetah-v5`` a Gymnasium MuJoCo task stepped on the
+# host (`gym_host`). Each suite's simulator choices for ``env.backend``:
+SUITE_BACKENDS = {"brax": BACKENDS, "dmc": ("jax", "warp"), "gym": ("mujoco",)}
 # Info entries that describe the step that just happened; kept (not reset) when an env auto-resets.
 _STEP_INFO_KEYS = ("truncation", "episode_done", "episode_metrics")
+# State fields that describe the step just taken (the rest are the episode's state, reset at its end)
+_STEP_FIELDS = ("reward", "done", "metrics", "info")
 
 
 def env_names() -> tuple:
     """Registered Brax environment names (Brax keeps the registry private; read it defensively)."""
     return tuple(sorted(getattr(brax_envs, "_envs", {}).keys()))
+
+
+def split_name(name: str) -> Tuple[str, str]:
+    """``(suite, task)`` of an env name: ``halfcheetah`` or ``brax/halfcheetah`` -> ``("brax",
+    "halfcheetah")``; ``dmc/CheetahRun``; ``gym/HalfCheetah-v5``. ValueError for an unknown prefix."""
+    suite, sep, task = name.partition("/")
+    if not sep:
+        return "brax", name
+    if suite not in SUITE_BACKENDS:
+        raise ValueError(f"env name {name!r}: unknown suite {suite!r}; allowed: a Brax env name, or "
+                         + ", ".join(f"{s}/<task>" for s in SUITE_BACKENDS))
+    return suite, task
+
+
+def _suite_module(suite: str):
+    from sparse_rl_jax import dmc, gym_host
+
+    return {"dmc": dmc, "gym": gym_host}[suite]
+
+
+def check_name(name: str) -> None:
+    """ValueError naming the env and what is allowed (or the package to install), before anything is
+    built; only the named suite's package is imported."""
+    suite, task = split_name(name)
+    if suite == "brax":
+        _check_choice("env name", task, env_names())
+        return
+    module = _suite_module(suite)
+    try:
+        tasks = module.task_names()
+    except ImportError as err:
+        raise ValueError(f"env name {name!r} needs {module.PACKAGE_HINT}; it is not installed ({err})") from None
+    if task not in tasks:
+        raise ValueError(f"env name {name!r}: {suite} has no task {task!r}; its tasks: {', '.join(tasks)}")
 
 
 class EnvTransition(NamedTuple):
@@ -84,18 +127,37 @@ def _check_positive_int(option: str, value) -> None:
 
 
 def resolve_backend(name: str, backend: Optional[str] = None) -> str:
-    """Validated backend; ``None`` picks ``DEFAULT_BACKENDS[name]`` (spring for other envs)."""
-    if backend is None:
-        return DEFAULT_BACKENDS.get(name, FALLBACK_BACKEND)
-    _check_choice("backend", backend, BACKENDS)
+    """Validated simulator backend of env ``name``; ``auto`` or None picks the suite's default (Brax:
+    ``DEFAULT_BACKENDS[name]``, spring for other envs; DMC: MJX's ``jax``; Gymnasium: ``mujoco``)."""
+    suite, task = split_name(name)
+    if backend in (None, AUTO):
+        if suite == "brax":
+            return DEFAULT_BACKENDS.get(task, FALLBACK_BACKEND)
+        return SUITE_BACKENDS[suite][0]
+    _check_choice(f"backend (of {suite} env {name})", backend, SUITE_BACKENDS[suite] + (AUTO,))
     return backend
 
 
 def make_base_env(name: str, backend: Optional[str] = None) -> Env:
-    """Unwrapped, unbatched Brax env after validating ``name`` and ``backend``."""
-    _check_choice("env name", name, env_names())
+    """Unwrapped, unbatched env of any suite after validating ``name`` and ``backend``."""
+    check_name(name)
+    backend = resolve_backend(name, backend)
+    suite, task = split_name(name)
+    if suite == "dmc":
+        from sparse_rl_jax import dmc
+
+        return dmc.PlaygroundEnv(task, backend)
+    if suite == "gym":
+        from sparse_rl_jax import gym_host
+
+        return gym_host.GymnasiumEnv(task)
     with quiet.native_lines_dropped():
-        return brax_envs.get_environment(name, backend=resolve_backend(name, backend))
+        return brax_envs.get_environment(task, backend=backend)
+
+
+def is_host_env(name: str) -> bool:
+    """Whether ``name``'s physics runs on the host (through callbacks) rather than in the compiled program."""
+    return split_name(name)[0] == "gym"
 
 
 def raw_key(key: jax.Array) -> jax.Array:
@@ -167,11 +229,10 @@ class FreshAutoResetWrapper(Wrapper):
         for k, v in fresh.info.items():
             if k not in _STEP_INFO_KEYS and k in info:
                 info[k] = _select(done, v, info[k])
-        return state.replace(
-            pipeline_state=_select(done, fresh.pipeline_state, state.pipeline_state),
-            obs=_select(done, fresh.obs, state.obs),
-            info=info,
-        )
+        # the simulator state (Brax: pipeline_state; Playground: data) and obs start the new episode
+        started = {f.name: _select(done, getattr(fresh, f.name), getattr(state, f.name))
+                   for f in dataclasses.fields(state) if f.name not in _STEP_FIELDS}
+        return state.replace(info=info, **started)
 
 
 class TrainingEnv(FreshAutoResetWrapper):
@@ -184,8 +245,7 @@ class TrainingEnv(FreshAutoResetWrapper):
 
     def __init__(self, name: str, backend: str, episode_length: int, action_repeat: int, num_envs: int,
                  batch_axes: Tuple[str, ...] = ()):
-        with quiet.native_lines_dropped():
-            base = brax_envs.get_environment(name, backend=backend)
+        base = make_base_env(name, backend)
         inner = brax_training.EpisodeWrapper(brax_training.VmapWrapper(base), episode_length, action_repeat)
         super().__init__(inner, num_envs, batch_axes)
         self.name = name
@@ -219,7 +279,7 @@ def make_env(
     must then be called inside them.
     Raises ``ValueError`` naming the option, the value and the allowed values.
     """
-    _check_choice("env name", name, env_names())
+    check_name(name)
     backend = resolve_backend(name, backend)
     for option, value in (("episode_length", episode_length), ("action_repeat", action_repeat),
                           ("num_envs", num_envs)):

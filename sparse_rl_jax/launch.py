@@ -26,7 +26,7 @@ from absl import flags
 from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
-from sparse_rl_jax import callbacks, checkpoint, cli, config_flag, plotting, run_logging, runlock, runs
+from sparse_rl_jax import callbacks, checkpoint, cli, config_flag, envs, plotting, run_logging, runlock, runs
 from sparse_rl_jax import config as cfg_lib
 from sparse_rl_jax import distributed as dist
 from sparse_rl_jax import metrics as metrics_lib
@@ -440,7 +440,7 @@ def _describe(config, num_seeds: int, total_periods: int, period_env_steps: int)
     # with ER lambdas (DS) the densities follow from the lambdas, not from sparsity.actor / .critic
     levels = (f"ER lambdas {', '.join(f'{v:g}' for v in s.er_lambdas)}" if s.er_lambdas is not None
               else f"sparsity actor {s.actor:g} critic {s.critic:g}")
-    return (f"{config.method} {config.algo.upper()} on {e.name} ({e.backend}), {num_seeds} seed(s) from seed "
+    return (f"{config.method} {config.algo.upper()} on {e.name} ({envs.resolve_backend(e.name, e.backend)}), {num_seeds} seed(s) from seed "
             f"{config.seed}, {levels}; {total_periods * period_env_steps:,} "
             f"env steps in {total_periods} evaluation periods of {period_env_steps:,}")
 

@@ -18,6 +18,10 @@ from sparse_rl_jax import methods
 
 Overrides = Dict[str, Any]
 TASKS = ("halfcheetah", "hopper", "walker2d", "ant")
+# The papers' own benchmark: the Gymnasium MuJoCo tasks, stepped on the host (gym_host); the paper tables
+# above are read under the Brax name of the same robot.
+GYM_TASKS = {"gym/HalfCheetah-v5": "halfcheetah", "gym/Hopper-v5": "hopper", "gym/Walker2d-v5": "walker2d",
+             "gym/Ant-v5": "ant"}
 
 # the per-task tables live with the method presets that read them
 from sparse_rl_jax.method_presets import DS_LAMBDAS, RLX2_SPARSITY  # noqa: E402
@@ -25,10 +29,12 @@ from sparse_rl_jax.method_presets import DS_LAMBDAS, RLX2_SPARSITY  # noqa: E402
 
 # ---------------------------------------------------------------------------- per-task paper settings
 def _backbone(algo: str, task: str) -> Overrides:
-    """The papers' TD3/SAC backbone on a Brax task: one env, one update per env step, 5k-step evals of
-    10 episodes. TD3: 25k random warm-up (Fujimoto's code); SAC: 5k (pytorch_sac, which RLx2's SAC uses)."""
+    """The papers' TD3/SAC backbone on a Brax or Gymnasium task: one env, one update per env step, 5k-step
+    evals of 10 episodes. TD3: 25k random warm-up (Fujimoto's code); SAC: 5k (pytorch_sac, which RLx2's
+    SAC uses)."""
     return {
-        "env.name": task, "env.backend": "spring", "env.num_envs": 1, "env.episode_length": 1000,
+        "env.name": task, "env.backend": "mujoco" if task in GYM_TASKS else "spring", "env.num_envs": 1,
+        "env.episode_length": 1000,
         "env.eval_episodes": 10, "eval_every": 5_000, "updates_per_env_step": 1.0,
         "warmup_env_steps": 25_000 if algo == "td3" else 5_000,
         "agent.batch_size": 256, "agent.actor_lr": 3e-4, "agent.critic_lr": 3e-4,
@@ -36,9 +42,25 @@ def _backbone(algo: str, task: str) -> Overrides:
     }
 
 
+def _dmc_settings(task: str) -> Overrides:
+    """The DM Control Suite as its state-based literature runs it (SimBa; Ma et al., 2025): action repeat
+    2, 1000-step episodes, 1M env steps, 10-episode evaluations every 10k env steps. The sparse methods
+    keep their own structure (sparsities, topology schedules) and their papers' one update per agent
+    step; their paper tables name no DMC task, so the sparsities are the method presets' defaults."""
+    return {
+        "env.name": task, "env.backend": "jax", "env.num_envs": 1, "env.episode_length": 1000,
+        "env.action_repeat": 2, "env.eval_episodes": 10, "eval_every": 10_000, "updates_per_env_step": 1.0,
+        "total_env_steps": 1_000_000, "warmup_env_steps": 10_000, "agent.batch_size": 256,
+        "replay.capacity": 1_000_000,
+    }
+
+
 def _task_settings(method: str, algo: str, task: str) -> Overrides:
     base = method.partition("+")[0]
+    if task.startswith("dmc/"):
+        return _dmc_settings(task)
     out = _backbone(algo, task)
+    task = GYM_TASKS.get(task, task)
     out["total_env_steps"] = 3_000_000  # RLx2's budget, which its baselines (dense, static, RigL) share
     if base in ("static", "set", "rigl", "rlx2", "gmp"):
         a, c = RLX2_SPARSITY[algo][task]
@@ -63,8 +85,9 @@ def preset(method: str, algo: str, task: Optional[str] = None) -> Overrides:
     family = agents.get(algo).preset_family
     out = dict(entry.preset(family))
     if task is not None:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+        if task not in TASKS and task not in GYM_TASKS and not task.startswith("dmc/"):
+            raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS + tuple(GYM_TASKS))}, "
+                             "or a DM Control task as dmc/<Task> (e.g. dmc/CheetahRun)")
         out.update(_task_settings(method, family, task))
     return out
 

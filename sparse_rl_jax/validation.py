@@ -47,8 +47,12 @@ def validate(config: cfg.Config) -> cfg.Config:
 
     _one_of("algo", config.algo, agents.names())
     _one_of("method", config.method, methods.method_names())
-    _one_of("env.name", config.env.name, envs.env_names())
-    _one_of("env.backend", config.env.backend, envs.BACKENDS)
+    try:
+        envs.check_name(config.env.name)
+    except ValueError as err:
+        raise ConfigError("env.name", config.env.name, str(err)) from None
+    suite, _ = envs.split_name(config.env.name)
+    _one_of("env.backend", config.env.backend, envs.SUITE_BACKENDS[suite] + (envs.AUTO,))
     check_ranges(config)
     upi = config.updates_per_env_step * config.env.num_envs
     _check(abs(upi - round(upi)) < 1e-9 and round(upi) >= 1, "updates_per_env_step",
