@@ -82,7 +82,7 @@ def main(argv: Sequence[str]) -> int:
     if fv["json"].value:
         print(json.dumps(result))
         return 0
-    print(f"checkpoint {result['checkpoint_step']} of {result['workdir']} ({result['env_steps']:,} env steps), "
+    print(f"checkpoint {result['checkpoint_period']} of {result['workdir']} ({result['env_steps']:,} env steps), "
           f"{result['episodes']} episodes per seed")
     for i, r in enumerate(result["returns"]):
         print(f"seed {i}: return {r:.2f}")

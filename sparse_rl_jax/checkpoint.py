@@ -91,7 +91,7 @@ def save(workdir: str, period: int, states: Any, history: List, config: Any, num
     with _stderr_kept_aside() as report:
         mgr = _manager(workdir, keep=keep)
         try:
-            mgr.save(int(period), args=ocp.args.Composite(state=ocp.args.StandardSave(states),
+            mgr.save(int(period), args=ocp.args.Composite(state=ocp.args.StandardSave(_empty_as_none(states)),
                                                          meta=ocp.args.JsonSave(meta)), force=True)
             mgr.wait_until_finished()
         except Exception as err:
@@ -110,6 +110,28 @@ def save_report(err: BaseException) -> Optional[str]:
     """The file that keeps what orbax and tensorstore printed during the failed save behind ``err``."""
     note = next((n for n in getattr(err, "__notes__", ()) if n.startswith(SAVE_REPORT_NOTE)), None)
     return note[len(SAVE_REPORT_NOTE):] if note else None
+
+
+def _is_empty(leaf: Any) -> bool:
+    return 0 in tuple(getattr(leaf, "shape", ()))
+
+
+def _empty_as_none(tree: Any) -> Any:
+    """``tree`` with its zero-size arrays (orbax refuses them) as None, which orbax keeps as structure.
+    They are part of some simulators' states: MJX's actuator activations of a model without any."""
+    import jax
+
+    return jax.tree.map(lambda x: None if _is_empty(x) else x, tree)
+
+
+def _empty_refilled(template: Any, restored: Any) -> Any:
+    """``restored`` (saved through `_empty_as_none`) with ``template``'s zero-size arrays put back."""
+    import jax
+    import numpy as np
+
+    leaves, treedef = jax.tree.flatten(template)
+    kept = iter(jax.tree.leaves(restored))
+    return treedef.unflatten([np.zeros(x.shape, x.dtype) if _is_empty(x) else next(kept) for x in leaves])
 
 
 def _log_to(path: str, name: str) -> None:
@@ -273,7 +295,8 @@ def restore(workdir: str, template: Template, period: Optional[int] = None) -> R
     mgr = _manager(workdir, read_only=True)
 
     def restore_state(item):
-        return mgr.restore(period, args=ocp.args.Composite(state=ocp.args.StandardRestore(item)))["state"]
+        got = mgr.restore(period, args=ocp.args.Composite(state=ocp.args.StandardRestore(_empty_as_none(item))))
+        return _empty_refilled(item, got["state"])
 
     try:
         try:

@@ -242,6 +242,8 @@ def test_evaluate_cli_and_three_line_policy_loading(td3_run, cli_env):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["checkpoint_period"] == CHUNKS and len(result["returns"]) == 2
     assert all(0.0 <= r <= 50.0 for r in result["returns"])
+    text = run_cli(cli_env, "experiments.evaluate", f"--workdir={workdir}", "--episodes=1")
+    assert text.returncode == 0 and f"checkpoint {CHUNKS} of {workdir}" in text.stdout, text.stderr[-3000:]
 
     policy = runs.load_policy(workdir)  # the documented three lines
     action = policy(np.zeros(4, np.float32))
