@@ -64,15 +64,27 @@ def env_names() -> tuple:
     return tuple(sorted(getattr(brax_envs, "_envs", {}).keys()))
 
 
+class UnknownEnv(ValueError):
+    """An env name no installed suite has; ``allowed`` says what would be (or which package is missing)."""
+
+    def __init__(self, name: str, allowed: str):
+        super().__init__(f"env name {name!r} is not supported; {allowed}")
+        self.allowed = allowed
+
+
+def _any_suite(brax_names) -> str:
+    return (f"allowed values are a Brax env ({', '.join(brax_names)}), dmc/<Task> (the DM Control Suite of "
+            "MuJoCo Playground, e.g. dmc/CheetahRun) or gym/<Task> (Gymnasium MuJoCo, e.g. gym/HalfCheetah-v5)")
+
+
 def split_name(name: str) -> Tuple[str, str]:
     """``(suite, task)`` of an env name: ``halfcheetah`` or ``brax/halfcheetah`` -> ``("brax",
-    "halfcheetah")``; ``dmc/CheetahRun``; ``gym/HalfCheetah-v5``. ValueError for an unknown prefix."""
+    "halfcheetah")``; ``dmc/CheetahRun``; ``gym/HalfCheetah-v5``. `UnknownEnv` for an unknown prefix."""
     suite, sep, task = name.partition("/")
     if not sep:
         return "brax", name
     if suite not in SUITE_BACKENDS:
-        raise ValueError(f"env name {name!r}: unknown suite {suite!r}; allowed: a Brax env name, or "
-                         + ", ".join(f"{s}/<task>" for s in SUITE_BACKENDS))
+        raise UnknownEnv(name, _any_suite(env_names()))
     return suite, task
 
 
@@ -83,19 +95,20 @@ def _suite_module(suite: str):
 
 
 def check_name(name: str) -> None:
-    """ValueError naming the env and what is allowed (or the package to install), before anything is
-    built; only the named suite's package is imported."""
+    """`UnknownEnv` (a ValueError naming the env and what is allowed, or the package to install) before
+    anything is built; only the named suite's package is imported."""
     suite, task = split_name(name)
     if suite == "brax":
-        _check_choice("env name", task, env_names())
+        if task not in env_names():
+            raise UnknownEnv(name, _any_suite(env_names()))
         return
     module = _suite_module(suite)
     try:
         tasks = module.task_names()
     except ImportError as err:
-        raise ValueError(f"env name {name!r} needs {module.PACKAGE_HINT}; it is not installed ({err})") from None
+        raise UnknownEnv(name, f"it needs {module.PACKAGE_HINT}, which is not installed ({err})") from None
     if task not in tasks:
-        raise ValueError(f"env name {name!r}: {suite} has no task {task!r}; its tasks: {', '.join(tasks)}")
+        raise UnknownEnv(name, f"allowed values are {suite}/<task> for the tasks {', '.join(tasks)}")
 
 
 class EnvTransition(NamedTuple):

@@ -49,8 +49,8 @@ def validate(config: cfg.Config) -> cfg.Config:
     _one_of("method", config.method, methods.method_names())
     try:
         envs.check_name(config.env.name)
-    except ValueError as err:
-        raise ConfigError("env.name", config.env.name, str(err)) from None
+    except envs.UnknownEnv as err:
+        raise ConfigError("env.name", config.env.name, err.allowed) from None
     suite, _ = envs.split_name(config.env.name)
     _one_of("env.backend", config.env.backend, envs.SUITE_BACKENDS[suite] + (envs.AUTO,))
     check_ranges(config)
