@@ -3,19 +3,18 @@ inside the compiled training program.
 
 The simulator's state lives in the JAX carry, not on the host: ``State.pipeline_state`` is MuJoCo's
 full integration state (``mj_getState(..., mjSTATE_INTEGRATION)``: time, qpos, qvel, actuator
-activations, the solver's warm start, controls, applied forces, mocap poses) as the raw bits of its
-float64 values, viewed as ``uint32``. Each step is one ``jax.pure_callback`` that is a pure function of
+activations, the solver's warm start, controls, applied forces, mocap poses) and the body positions
+(`state_size`) as the raw bits of their float64 values, viewed as ``uint32``. Each step is one ``jax.pure_callback`` that is a pure function of
 (state, action): it loads the state into a host ``MjData`` (``mj_setState``), runs Gymnasium's own
 ``step`` (frame skip, reward, termination, observation) and reads the state back. Consequences:
 
 * Seeds and envs are ordinary vmap axes (the callback sees them as leading batch dimensions) and one
   host env per thread serves all of them.
-* Checkpoints hold the exact simulator state, so ``--resume`` continues bit for bit; a trajectory
-  equals an uninterrupted Gymnasium episode bit for bit for tasks whose step reads only the state
-  (HalfCheetah, Hopper, Walker2d: tested). Ant and Humanoid read a body position *before* stepping,
-  which Gymnasium takes from the previous step's last forward pass (one physics substep stale); here
-  it is recomputed from the loaded state (``mj_kinematics``), so their forward-velocity reward term
-  differs slightly from Gymnasium's (docs/envs.md gives the measured size).
+* Checkpoints hold the exact simulator state, so ``--resume`` continues bit for bit, and a trajectory
+  equals an uninterrupted Gymnasium episode bit for bit: observations, rewards and terminations
+  (tested on HalfCheetah, Hopper and Ant). Beside the integration state the carry holds every body's
+  position as the last physics step left them, which some tasks' rewards read before stepping (see
+  `_load`); the solver's warm start is part of the integration state.
 * Resets draw Gymnasium's own initial-state noise from a generator seeded by the JAX reset key: the same
   distribution as Gymnasium, one seed per episode instead of one stream per env.
 
@@ -90,17 +89,35 @@ def _state_spec():
     return mujoco.mjtState.mjSTATE_INTEGRATION
 
 
+def _integration_size(env) -> int:
+    _, mujoco = _import()
+    return int(mujoco.mj_stateSize(env.model, _state_spec()))
+
+
+def state_size(env) -> int:
+    """float64 values per carried state: MuJoCo's integration state, then every body's frame position and
+    centre of mass as the last physics step left them (``xpos``, ``xipos``)."""
+    return _integration_size(env) + 6 * int(env.model.nbody)
+
+
 def _read(env, out: np.ndarray) -> None:
     _, mujoco = _import()
-    mujoco.mj_getState(env.model, env.data, out, _state_spec())
+    n, nb = _integration_size(env), 3 * int(env.model.nbody)
+    mujoco.mj_getState(env.model, env.data, out[:n], _state_spec())
+    out[n:n + nb] = env.data.xpos.ravel()
+    out[n + nb:] = env.data.xipos.ravel()
 
 
 def _load(env, state: np.ndarray) -> None:
+    """Put a carried state into ``env``'s MjData. The body positions are carried, not recomputed:
+    Gymnasium's Ant, Humanoid, Reacher and Pusher read them *before* stepping, as the previous step's
+    last forward pass left them (one physics substep behind the state), so recomputing would change
+    their rewards."""
     _, mujoco = _import()
-    mujoco.mj_setState(env.model, env.data, state, _state_spec())
-    # positions derived from the state (body frames, centres of mass): some tasks read them before stepping
-    mujoco.mj_kinematics(env.model, env.data)
-    mujoco.mj_comPos(env.model, env.data)
+    n, nb = _integration_size(env), 3 * int(env.model.nbody)
+    mujoco.mj_setState(env.model, env.data, state[:n], _state_spec())
+    env.data.xpos[:] = state[n:n + nb].reshape(-1, 3)
+    env.data.xipos[:] = state[n + nb:].reshape(-1, 3)
 
 
 def _rows(batch_shape, *arrays):
@@ -155,11 +172,10 @@ class GymnasiumEnv(Env):
 
     def __init__(self, task: str):
         _pool(task)
-        _, mujoco = _import()
         with _host_env(task) as env:
             self._obs_size = int(np.prod(env.observation_space.shape))
             self._action_size = int(np.prod(env.action_space.shape))
-            self._state_size = int(mujoco.mj_stateSize(env.model, _state_spec()))
+            self._state_size = state_size(env)
         self.task = task
 
     def _shapes(self, batch=()):

@@ -7,7 +7,8 @@ step, timed over chunks of ``--steps`` env steps after each tool's warm-up (``--
 steps, then one untimed chunk of learning that includes its compilation):
 
 * this framework: dense TD3, dense SAC, RLx2-TD3 and RLx2-SAC at their paper sparsities (Brax
-  ``halfcheetah``, spring backend: the study's env);
+  ``halfcheetah``, spring backend: the study's env), and dense TD3 on Gymnasium ``HalfCheetah-v5``
+  stepped on the host from inside the compiled loop (`sparse_rl_jax.gym_host`);
 * Brax's own SAC trainer on the same Brax env, in its own environment (JAX 0.7.2);
 * Stable-Baselines-Jax SAC and TD3 on Gymnasium ``HalfCheetah-v5`` (MuJoCo), in its own environment;
 * the floor: a plain jitted dense TD3 update of the same sizes (no env, no replay, no framework), and
@@ -47,6 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ROWS = [  # (program, label, algorithm, env)
     ("dense_td3", "sparse_rl_jax dense TD3", "td3", "Brax halfcheetah (spring)"),
     ("rlx2_td3", "sparse_rl_jax RLx2-TD3 (90%/85% sparse)", "td3", "Brax halfcheetah (spring)"),
+    ("gym_td3", "sparse_rl_jax dense TD3, host env in the compiled loop", "td3", "Gymnasium HalfCheetah-v5 (MuJoCo)"),
     ("sbx_td3", "SBX TD3", "td3", "Gymnasium HalfCheetah-v5 (MuJoCo)"),
     ("floor_td3", "floor: plain jitted dense TD3 update (no env)", "td3", "none"),
     ("dense_sac", "sparse_rl_jax dense SAC", "sac", "Brax halfcheetah (spring)"),

@@ -4,7 +4,8 @@
 
 Programs: ``dense_td3``, ``rlx2_td3``, ``dense_sac``, ``rlx2_sac`` (Brax halfcheetah on the spring backend,
 1 env, batch 256, 2x256, one update per env step; RLx2 at its paper sparsities with its 3-step targets on,
-as in the 2.7M of its 3M steps after the n-step delay), ``floor_td3`` (the same dense TD3 update, written
+as in the 2.7M of its 3M steps after the n-step delay), ``gym_td3`` (the dense TD3 on Gymnasium's
+HalfCheetah-v5, stepped on the host through a callback inside the same compiled loop), ``floor_td3`` (the same dense TD3 update, written
 plainly with flax and optax and scanned ``steps`` times on random data: no env, no replay, no
 framework) and ``matmul`` (a 256x256 by 256x256 float32 product, 1000 times in one program). The floor
 and matmul programs also print their FLOP rates in the ready line's ``info``.
@@ -26,11 +27,11 @@ from experiments.bench.workers import protocol
 OBS, ACT, HIDDEN, BATCH = 17, 6, (256, 256), 256  # Brax halfcheetah
 
 
-def framework_program(method: str, algo: str, steps: int, warmup: int, rounds: int):
+def framework_program(method: str, algo: str, steps: int, warmup: int, rounds: int, task: str = "halfcheetah"):
     from sparse_rl_jax import presets, runner, trainer
 
     extra = {"replay.nstep_delay": 0} if method == "rlx2" else {}
-    config = presets.make_config(method, algo, "halfcheetah", **{
+    config = presets.make_config(method, algo, task, **{
         "env.num_envs": 1, "agent.batch_size": BATCH, "agent.hidden": HIDDEN, "updates_per_env_step": 1.0,
         "warmup_env_steps": warmup, "eval_every": steps, "total_env_steps": warmup + steps * (rounds + 2),
         "replay.capacity": 1_000_000, **extra})
@@ -165,6 +166,7 @@ def main(argv) -> None:
     steps, warmup, rounds = args.get("steps", 1000), args.get("warmup", 5000), args.get("rounds", 5)
     builders = {f"{m}_{a}": (lambda m=m, a=a: framework_program(m, a, steps, warmup, rounds))
                 for a in ("td3", "sac") for m in ("dense", "rlx2")}
+    builders["gym_td3"] = lambda: framework_program("dense", "td3", steps, warmup, rounds, "gym/HalfCheetah-v5")
     builders["floor_td3"] = lambda: floor_program(steps)
     builders["matmul"] = matmul_program
     only = args.get("programs")
