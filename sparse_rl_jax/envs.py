@@ -1,8 +1,18 @@
-"""Brax environments wrapped for off-policy training: vectorized, time-limited, auto-resetting.
+"""Environments for off-policy training, of every suite, behind one contract: vectorized, time-limited,
+auto-resetting, with transitions that keep termination and truncation apart.
 
-Wrapper stack built by :func:`make_env` (innermost first)::
+Suites (`split_name`): Brax (``halfcheetah``), MuJoCo Playground's DM Control Suite (``dmc/CheetahRun``,
+`sparse_rl_jax.dmc`) and Gymnasium's MuJoCo tasks stepped on the host (``gym/HalfCheetah-v5``,
+`sparse_rl_jax.gym_host`). This module is the only one that knows them: everything above it sees
+:func:`make_env` and :func:`env_step`.
 
-    base PipelineEnv -> VmapWrapper (per-env keys) -> EpisodeWrapper -> FreshAutoResetWrapper
+Wrapper stack built by :func:`make_env` (innermost first), the same for every suite::
+
+    base env -> VmapWrapper (per-env keys) -> EpisodeWrapper -> FreshAutoResetWrapper
+
+Brax's wrappers read only what every suite's state has (``obs``, ``reward``, ``done``, ``metrics``,
+``info``); the simulator's own state (Brax: ``pipeline_state``; Playground: ``data``; Gymnasium: the
+carried MuJoCo state) is reset field by field, whatever its name.
 
 Why our own auto-reset instead of Brax's ``AutoResetWrapper``:
 

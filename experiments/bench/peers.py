@@ -1,6 +1,6 @@
 """Throughput against what users would pick instead, in one sitting, as ratios.
 
-    python -m experiments.bench.peers [--steps 1000 --rounds 7 --warmup 5000] [--skip brax,sbx]
+    python -m experiments.bench.peers [--steps 1000 --rounds 7 --warmup 5000] [--skip brax,sbx] [--only P,...]
 
 The same work for every tool: HalfCheetah, 1 env, batch 256, 2x256 networks, one gradient update per env
 step, timed over chunks of ``--steps`` env steps after each tool's warm-up (``--warmup`` random-action
@@ -42,6 +42,8 @@ flags.DEFINE_integer("rounds", 7, "timed rounds; each times one chunk of every p
 flags.DEFINE_integer("warmup", 5000, "random-action env steps before learning, for every tool", lower_bound=256)
 flags.DEFINE_integer("seed", 0, "seed of the per-round order")
 flags.DEFINE_list("skip", [], "peers to leave out: brax, sbx")
+flags.DEFINE_list("only", [], "programs to time (default: all), e.g. dense_td3,gym_td3,sbx_td3,floor_td3,matmul; "
+                  "a table row's reference (dense_<algo>) and the matmul rate are always included")
 flags.DEFINE_string("json", None, "also write the raw per-round seconds here")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -130,7 +132,7 @@ def flop_rates(seconds: Dict[str, List[float]], info: Dict, steps: int) -> str:
     per_update = info["td3_update_flops"]
     out = [f"float32 matmul 256x256x256: {mm / 1e9:.1f} GFLOP/s (median chunk)",
            f"dense TD3 update: {per_update / 1e6:.0f} MFLOP (pass model, batch 256, policy delay 2)"]
-    for p in ("floor_td3", "dense_td3"):
+    for p in (p for p in ("floor_td3", "dense_td3") if p in seconds):
         rate = per_update * steps / statistics.median(seconds[p])
         out.append(f"{p}: {rate / 1e9:.1f} GFLOP/s of update arithmetic = {100 * rate / mm:.0f}% of the matmul rate"
                    + (" (env steps and replay included)" if p == "dense_td3" else ""))
@@ -140,6 +142,14 @@ def flop_rates(seconds: Dict[str, List[float]], info: Dict, steps: int) -> str:
 def main(argv) -> int:
     del argv
     args = {"steps": FLAGS.steps, "warmup": FLAGS.warmup, "rounds": FLAGS.rounds}
+    if FLAGS.only:
+        known = [row[0] for row in ROWS] + ["matmul"]
+        if any(p not in known for p in FLAGS.only):
+            bad = next(p for p in FLAGS.only if p not in known)
+            print(f"peers: error: invalid --only={bad!r}: allowed {', '.join(known)}", file=sys.stderr)
+            return 2
+        refs = {f"dense_{algo}" for program, _, algo, _ in ROWS if program in FLAGS.only}
+        args["programs"] = sorted(set(FLAGS.only) | refs | {"matmul"})
     bad = [s for s in FLAGS.skip if s not in venvs.PEERS]
     if bad:
         print(f"peers: error: invalid --skip={bad[0]!r}: allowed {', '.join(venvs.PEERS)}", file=sys.stderr)

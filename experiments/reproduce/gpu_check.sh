@@ -5,7 +5,7 @@
 #   bash experiments/reproduce/gpu_check.sh [CELL] [SEEDS] [ENV_STEPS]
 #   bash experiments/reproduce/gpu_check.sh halfcheetah/td3/rlx2@scaled 8 60000
 #
-# Defaults: RLx2-TD3 on halfcheetah at its paper settings (sparsity 0.90/0.85, 25k random warm-up, topology
+# Defaults: RLx2-TD3 on halfcheetah (the paper tier's env: Gymnasium's HalfCheetah-v5) at its paper settings (sparsity 0.90/0.85, 25k random warm-up, topology
 # every 10k actor updates, dynamic buffer up to the paper's 1M: the `@scaled` buffer at scale 1), 8 seeds
 # vmapped in one program, cut to 60k env steps (the schedules follow the shorter budget; the paper runs 3M). The Python environment must already hold the
 # project's requirements (a GPU jaxlib included). On a machine without them, pass a folder of wheels in

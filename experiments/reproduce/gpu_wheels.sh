@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Download (on a machine that reaches PyPI) the wheels a GPU machine without Brax needs for gpu_check.sh:
-# the packages of requirements.txt that a stock CUDA JAX image lacks, for CPython 3.12 on x86-64 Linux.
+# the packages of requirements.txt that a stock CUDA JAX image lacks, for CPython 3.12 on x86-64 Linux
+# (Gymnasium among them: the paper tier runs the papers' Gymnasium tasks).
 #
 #   bash experiments/reproduce/gpu_wheels.sh [DIR]        # default DIR: .whl
 #   # then, on the GPU machine (no network needed):
@@ -13,7 +14,8 @@ cd "$(dirname "$0")/../.."
 DIR=${1:-.whl}
 pin() { grep -i "^$1==" requirements.txt | head -1; }
 PKGS="$(pin brax) $(pin mujoco) $(pin mujoco-core) $(pin mujoco-studio) $(pin mujoco-mjx) $(pin ml_collections)
-      $(pin tensorboardX) $(pin trimesh) $(pin jaxopt) $(pin glfw) $(pin PyOpenGL)"
+      $(pin tensorboardX) $(pin trimesh) $(pin jaxopt) $(pin glfw) $(pin PyOpenGL)
+      $(pin gymnasium) $(pin cloudpickle) $(pin Farama-Notifications) $(pin ImageIO) $(pin pillow)"
 PLATFORMS=""
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
   PLATFORMS="$PLATFORMS --platform $p"

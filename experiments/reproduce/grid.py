@@ -113,6 +113,9 @@ class Tier:
     warmup: Optional[int]  # None: the paper's (TD3 25k, SAC 5k)
     cells: Tuple[Cell, ...]
     eval_every: int = 5_000
+    # the env each task runs on, where it is not the Brax env of that name: the paper tier runs the
+    # papers' own benchmark, Gymnasium's MuJoCo tasks (`presets.GYM_TASKS`)
+    env_names: Optional[Mapping[str, str]] = None
 
 
 def parse_name(task: str, algo: str, name: str) -> Cell:
@@ -145,7 +148,8 @@ _PAPER = tuple(c for algo in ("td3", "sac") for task in presets.TASKS
 
 TIERS = {
     "small": Tier("small", env_steps=100_000, seeds=10, warmup=5_000, cells=_SMALL),
-    "paper": Tier("paper", env_steps=None, seeds=8, warmup=None, cells=_PAPER),
+    "paper": Tier("paper", env_steps=None, seeds=8, warmup=None, cells=_PAPER,
+                  env_names={task: name for name, task in presets.GYM_TASKS.items()}),
 }
 
 # Every comparison the report makes (per task and algorithm, where both cells ran), and what may differ.
@@ -263,6 +267,8 @@ def overrides(cell: Cell, tier: Tier, chosen: Optional[Mapping[str, Any]] = None
                                            if out.get("replay.nstep", r.nstep) > 1 else 0)})
         if period == "scaled":
             out["topology.period"] = _scaled(t.period, factor)
+    if tier.env_names:
+        out.update({"env.name": tier.env_names[cell.task], "env.backend": "auto"})
     if tier.warmup is not None:
         out["warmup_env_steps"] = tier.warmup
     out["eval_every"] = tier.eval_every

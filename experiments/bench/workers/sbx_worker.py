@@ -50,7 +50,9 @@ def main(argv) -> None:
     import jax
     import sbx
 
-    protocol.serve({f"sbx_{a}": (lambda a=a: program(a, steps, warmup)) for a in ("td3", "sac")},
+    only = args.get("programs")
+    protocol.serve({f"sbx_{a}": (lambda a=a: program(a, steps, warmup)) for a in ("td3", "sac")
+                    if not only or f"sbx_{a}" in only},
                    info={"sbx": sbx.__version__, "jax": jax.__version__})
 
 
