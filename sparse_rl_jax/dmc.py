@@ -6,10 +6,9 @@ with ``obs``, ``reward``, ``done``, ``metrics``, ``info``) but their own ``State
 both share, so a Playground env goes under them as it is; this module only loads it and settles two
 details:
 
-* **The MuJoCo implementation** (``env.backend``): ``jax`` (MJX; about 0.05 ms per cheetah step inside a
-  scan on the 2-core CPU) or ``warp`` (Playground's default, NVIDIA Warp: about 20-30 ms per step on that
-  CPU, meant for GPUs). ``auto`` means ``jax``: the only one measured here on every platform this
-  project tests (docs/envs.md).
+* **The MuJoCo implementation** (``env.backend``): ``jax`` (MJX; about 0.1 ms per cheetah step inside a
+  scan on the 2-core CPU) or ``warp`` (Playground's default, NVIDIA Warp, written for GPUs: 21 ms per
+  step on that CPU). ``auto`` means ``jax`` (docs/envs.md).
 * **Weak types.** Playground's ``reset`` returns a weakly typed ``data.time`` (a Python float) that its
   ``step`` makes a strong float32; a state carried through a compiled loop would make the loop compile
   twice. ``reset`` here returns every leaf strongly typed.
@@ -25,8 +24,6 @@ import jax
 import jax.numpy as jnp
 
 PACKAGE_HINT = "MuJoCo Playground (the 'playground' package: pip install -r requirements.txt, or the 'envs' extra)"
-BACKENDS = ("jax", "warp")
-DEFAULT_BACKEND = "jax"
 
 
 def task_names() -> Tuple[str, ...]:

@@ -30,4 +30,8 @@ def test_brax_banners_are_dropped_and_other_output_passes():
         assert banner not in out, out
     assert "a native line that must pass" in proc.stderr and "python stdout passes" in proc.stdout
     shown = _run({"SRJ_SHOW_DEPENDENCY_BANNERS": "1"})  # the escape hatch shows them all again
-    assert "Failed to import warp" in shown.stdout and "settotalmass" in shown.stderr
+    assert "settotalmass" in shown.stderr and "Brax System, piplines" in shown.stderr
+    try:  # MJX prints its Warp banners only where the warp package is missing (Playground brings it)
+        import warp  # noqa: F401
+    except ImportError:
+        assert "Failed to import warp" in shown.stdout
