@@ -2,8 +2,8 @@
 auto-resetting, with transitions that keep termination and truncation apart.
 
 Suites (`split_name`): Brax (``halfcheetah``), MuJoCo Playground's DM Control Suite (``dmc/CheetahRun``,
-`sparse_rl_jax.dmc`) and Gymnasium's MuJoCo tasks stepped on the host (``gym/HalfCheetah-v5``,
-`sparse_rl_jax.gym_host`). This module is the only one that knows them: everything above it sees
+`sparse_rl_jax.dmc`), and, stepped on the host (`sparse_rl_jax.host_envs`), Gymnasium's MuJoCo tasks
+(``gym/HalfCheetah-v5``) and dm_control's domains Playground lacks (``dmcontrol/dog-run``). This module is the only one that knows them: everything above it sees
 :func:`make_env` and :func:`env_step`.
 
 Wrapper stack built by :func:`make_env` (innermost first), the same for every suite::
@@ -60,9 +60,10 @@ DEFAULT_BACKENDS = {"inverted_pendulum": "positional", "halfcheetah": "spring"}
 FALLBACK_BACKEND = "spring"
 AUTO = "auto"
 # Suites: a name without a prefix is a Brax env (``halfcheetah``); ``dmc/CheetahRun`` is MuJoCo
-# Playground's DM Control Suite (`dmc`); ``gym/HalfCheetah-v5`` a Gymnasium MuJoCo task stepped on the
-# host (`gym_host`). Each suite's simulator choices for ``env.backend``:
-SUITE_BACKENDS = {"brax": BACKENDS, "dmc": ("jax", "warp"), "gym": ("mujoco",)}
+# Playground's DM Control Suite (`dmc`); ``gym/HalfCheetah-v5`` a Gymnasium MuJoCo task and
+# ``dmcontrol/dog-run`` a dm_control task Playground lacks, both stepped on the host (`host_envs`). Each
+# suite's simulator choices for ``env.backend``:
+SUITE_BACKENDS = {"brax": BACKENDS, "dmc": ("jax", "warp"), "gym": ("mujoco",), "dmcontrol": ("mujoco",)}
 # Info entries that describe the step that just happened; kept (not reset) when an env auto-resets.
 _STEP_INFO_KEYS = ("truncation", "episode_done", "episode_metrics")
 # State fields that describe the step just taken (the rest are the episode's state, reset at its end)
@@ -84,7 +85,8 @@ class UnknownEnv(ValueError):
 
 def _any_suite(brax_names) -> str:
     return (f"allowed values are a Brax env ({', '.join(brax_names)}), dmc/<Task> (the DM Control Suite of "
-            "MuJoCo Playground, e.g. dmc/CheetahRun) or gym/<Task> (Gymnasium MuJoCo, e.g. gym/HalfCheetah-v5)")
+            "MuJoCo Playground, e.g. dmc/CheetahRun), gym/<Task> (Gymnasium MuJoCo, e.g. gym/HalfCheetah-v5) or "
+            "dmcontrol/<domain>-<task> (dm_control's domains Playground lacks, e.g. dmcontrol/dog-run)")
 
 
 def split_name(name: str) -> Tuple[str, str]:
@@ -99,9 +101,10 @@ def split_name(name: str) -> Tuple[str, str]:
 
 
 def _suite_module(suite: str):
-    from sparse_rl_jax import dmc, gym_host
+    """What lists a suite's tasks (``task_names()``) and names its package (``PACKAGE_HINT``)."""
+    from sparse_rl_jax import dmc, host_envs
 
-    return {"dmc": dmc, "gym": gym_host}[suite]
+    return dmc if suite == "dmc" else host_envs.SUITES[suite]
 
 
 def check_name(name: str) -> None:
@@ -170,17 +173,17 @@ def make_base_env(name: str, backend: Optional[str] = None) -> Env:
         from sparse_rl_jax import dmc
 
         return dmc.PlaygroundEnv(task, backend)
-    if suite == "gym":
-        from sparse_rl_jax import gym_host
+    if is_host_env(name):
+        from sparse_rl_jax import host_envs
 
-        return gym_host.GymnasiumEnv(task)
+        return host_envs.HostEnv(suite, task)
     with quiet.native_lines_dropped():
         return brax_envs.get_environment(task, backend=backend)
 
 
 def is_host_env(name: str) -> bool:
     """Whether ``name``'s physics runs on the host (through callbacks) rather than in the compiled program."""
-    return split_name(name)[0] == "gym"
+    return split_name(name)[0] in ("gym", "dmcontrol")
 
 
 def raw_key(key: jax.Array) -> jax.Array:

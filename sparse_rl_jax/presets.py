@@ -18,8 +18,9 @@ from sparse_rl_jax import methods
 
 Overrides = Dict[str, Any]
 TASKS = ("halfcheetah", "hopper", "walker2d", "ant")
-# The papers' own benchmark: the Gymnasium MuJoCo tasks, stepped on the host (gym_host); the paper tables
+# The papers' own benchmark: the Gymnasium MuJoCo tasks, stepped on the host (host_envs); the paper tables
 # above are read under the Brax name of the same robot.
+DMC_PREFIXES = ("dmc/", "dmcontrol/")  # DM Control: Playground's tasks, and dm_control's other domains
 GYM_TASKS = {"gym/HalfCheetah-v5": "halfcheetah", "gym/Hopper-v5": "hopper", "gym/Walker2d-v5": "walker2d",
              "gym/Ant-v5": "ant"}
 
@@ -48,7 +49,7 @@ def _dmc_settings(task: str) -> Overrides:
     keep their own structure (sparsities, topology schedules) and their papers' one update per agent
     step; their paper tables name no DMC task, so the sparsities are the method presets' defaults."""
     return {
-        "env.name": task, "env.backend": "jax", "env.num_envs": 1, "env.episode_length": 1000,
+        "env.name": task, "env.backend": "auto", "env.num_envs": 1, "env.episode_length": 1000,
         "env.action_repeat": 2, "env.eval_episodes": 10, "eval_every": 10_000, "updates_per_env_step": 1.0,
         "total_env_steps": 1_000_000, "warmup_env_steps": 10_000, "agent.batch_size": 256,
         "replay.capacity": 1_000_000,
@@ -57,7 +58,7 @@ def _dmc_settings(task: str) -> Overrides:
 
 def _task_settings(method: str, algo: str, task: str) -> Overrides:
     base = method.partition("+")[0]
-    if task.startswith("dmc/"):
+    if task.startswith(DMC_PREFIXES):
         return _dmc_settings(task)
     out = _backbone(algo, task)
     task = GYM_TASKS.get(task, task)
@@ -85,9 +86,10 @@ def preset(method: str, algo: str, task: Optional[str] = None) -> Overrides:
     family = agents.get(algo).preset_family
     out = dict(entry.preset(family))
     if task is not None:
-        if task not in TASKS and task not in GYM_TASKS and not task.startswith("dmc/"):
-            raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS + tuple(GYM_TASKS))}, "
-                             "or a DM Control task as dmc/<Task> (e.g. dmc/CheetahRun)")
+        if task not in TASKS and task not in GYM_TASKS and not task.startswith(DMC_PREFIXES):
+            raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS + tuple(GYM_TASKS))}, or a "
+                             "DM Control task as dmc/<Task> (e.g. dmc/CheetahRun) or dmcontrol/<domain>-<task> "
+                             "(e.g. dmcontrol/dog-run)")
         out.update(_task_settings(method, family, task))
     return out
 

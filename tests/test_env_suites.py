@@ -1,5 +1,6 @@
 """The suites beyond Brax under the env layer's one contract (`envs.EnvTransition`): Gymnasium MuJoCo
-tasks stepped on the host (`gym_host`) and the DM Control Suite of MuJoCo Playground (`dmc`).
+tasks and dm_control's other domains stepped on the host (`host_envs`), and the DM Control Suite of MuJoCo
+Playground (`dmc`).
 
 What a user relies on: a Gymnasium trajectory here is Gymnasium's own, bit for bit; termination
 (the task ended the episode) and truncation (the time limit) keep Gymnasium's meaning; the transition at
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 import sparse_rl_jax as srj
-from sparse_rl_jax import checkpoint, envs, gym_host, runs, validation
+from sparse_rl_jax import checkpoint, envs, host_envs, runs, validation
 from tests.conftest import leaves_equal, run_chunks, tiny_config
 
 
@@ -68,6 +69,31 @@ def test_a_host_trajectory_is_gymnasiums_own_bit_for_bit(task, steps):
     if task != "HalfCheetah-v5":  # random actions topple them: the episode ends by termination
         assert reference[-1][2] and n < steps
         assert not np.array_equal(np.asarray(trs.obs[n, 0]), reference[-1][0])  # the next episode began
+
+
+@pytest.mark.parametrize("task", ["manipulator-bring_ball", "quadruped-walk", "dog-run"])
+def test_dm_control_episodes_interleaved_on_one_host_env_are_each_uninterrupted(task):
+    """Two envs' episodes step in turn on one host simulator; each must equal its own dm_control episode.
+    Manipulator draws its target into the model at reset, so a carry without those model fields fails."""
+    env = envs.make_env(f"dmcontrol/{task}", num_envs=2, episode_length=1000)
+    actions = jax.random.uniform(jax.random.PRNGKey(5), (25, 2, env.action_size), minval=-1.0, maxval=1.0)
+
+    def run(key):
+        state = env.reset(key)
+        return state, jax.lax.scan(lambda s, a: envs.env_step(env, s, a), state, actions)[1]
+
+    initial, trs = jax.jit(run)(jax.random.PRNGKey(2))
+    adapter = host_envs.DMControl
+    for row in range(2):
+        reference = adapter.make(task)
+        adapter.reset(reference, 0)
+        host_envs._load(adapter, reference, np.asarray(initial.pipeline_state[row]).view(np.float64))
+        low, high = adapter.action_box(reference)
+        for t in range(actions.shape[0]):
+            obs, reward, _ = adapter.step(reference, low + (np.asarray(actions[t, row], np.float64) + 1) * 0.5 * (high - low))
+            assert np.array_equal(np.asarray(trs.next_obs[t, row]), obs.astype(np.float32)), (row, t)
+            assert np.asarray(trs.reward[t, row]) == np.float32(reward), (row, t)
+    assert not np.array_equal(np.asarray(initial.obs[0]), np.asarray(initial.obs[1]))
 
 
 def test_host_env_time_limit_truncates_with_the_final_observation():
@@ -157,6 +183,8 @@ def test_dmc_states_with_empty_arrays_survive_a_checkpoint(tmp_path):
     ("gym/NoSuchTask-v5", "allowed values are gym/<task> for the tasks"),
     ("dmc/NoSuchTask", "allowed values are dmc/<task> for the tasks"),
     ("atari/Pong", "dmc/<Task> (the DM Control Suite"),
+    ("dmcontrol/quadruped-escape", "allowed values are dmcontrol/<task> for the tasks"),  # a new terrain each episode
+    ("dmcontrol/cheetah-run", "allowed values are dmcontrol/<task> for the tasks"),  # Playground's: dmc/CheetahRun
 ])
 def test_unknown_envs_of_any_suite_fail_before_anything_is_built(name, says):
     with pytest.raises(validation.ConfigError) as err:
@@ -168,7 +196,7 @@ def test_a_missing_suite_package_is_named(monkeypatch):
     def missing():
         raise ImportError("No module named 'gymnasium'")
 
-    monkeypatch.setattr(gym_host, "task_names", missing)
+    monkeypatch.setattr(host_envs.Gymnasium, "task_names", staticmethod(missing))
     with pytest.raises(validation.ConfigError, match=r"needs the gymnasium\[mujoco\] package"):
         srj.validate(srj.make_config("dense", "td3", **{"env.name": "gym/HalfCheetah-v5"}))
 
@@ -187,4 +215,6 @@ def test_paper_presets_target_the_papers_gymnasium_tasks():
     assert ds.sparsity.er_lambdas == srj.make_config("ds", "sac", task="walker2d").sparsity.er_lambdas
     dmc = srj.make_config("rigl", "sac", task="dmc/CheetahRun")
     assert (dmc.env.action_repeat, dmc.env.episode_length, dmc.total_env_steps) == (2, 1000, 1_000_000)
-    srj.validate(gym), srj.validate(dmc)
+    dog = srj.make_config("rigl", "sac", task="dmcontrol/dog-run")
+    assert (dog.env.action_repeat, dog.total_env_steps) == (2, 1_000_000)
+    srj.validate(gym), srj.validate(dmc), srj.validate(dog)

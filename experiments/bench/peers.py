@@ -8,7 +8,7 @@ steps, then one untimed chunk of learning that includes its compilation):
 
 * this framework: dense TD3, dense SAC, RLx2-TD3 and RLx2-SAC at their paper sparsities (Brax
   ``halfcheetah``, spring backend: the study's env), and dense TD3 on Gymnasium ``HalfCheetah-v5``
-  stepped on the host from inside the compiled loop (`sparse_rl_jax.gym_host`);
+  stepped on the host from inside the compiled loop (`sparse_rl_jax.host_envs`);
 * Brax's own SAC trainer on the same Brax env, in its own environment (JAX 0.7.2);
 * Stable-Baselines-Jax SAC and TD3 on Gymnasium ``HalfCheetah-v5`` (MuJoCo), in its own environment;
 * the floor: a plain jitted dense TD3 update of the same sizes (no env, no replay, no framework), and
