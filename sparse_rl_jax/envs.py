@@ -3,8 +3,8 @@ auto-resetting, with transitions that keep termination and truncation apart.
 
 Suites (`split_name`): Brax (``halfcheetah``), MuJoCo Playground's DM Control Suite (``dmc/CheetahRun``,
 `sparse_rl_jax.dmc`), and, stepped on the host (`sparse_rl_jax.host_envs`), Gymnasium's MuJoCo tasks
-(``gym/HalfCheetah-v5``) and dm_control's domains Playground lacks (``dmcontrol/dog-run``). This module is the only one that knows them: everything above it sees
-:func:`make_env` and :func:`env_step`.
+(``gym/HalfCheetah-v5``) and dm_control's domains Playground lacks (``dmcontrol/dog-run``). This module
+is the only one that knows them: everything above it sees :func:`make_env` and :func:`env_step`.
 
 Wrapper stack built by :func:`make_env` (innermost first), the same for every suite::
 

@@ -440,7 +440,8 @@ def _describe(config, num_seeds: int, total_periods: int, period_env_steps: int)
     # with ER lambdas (DS) the densities follow from the lambdas, not from sparsity.actor / .critic
     levels = (f"ER lambdas {', '.join(f'{v:g}' for v in s.er_lambdas)}" if s.er_lambdas is not None
               else f"sparsity actor {s.actor:g} critic {s.critic:g}")
-    return (f"{config.method} {config.algo.upper()} on {e.name} ({envs.resolve_backend(e.name, e.backend)}), {num_seeds} seed(s) from seed "
+    backend = envs.resolve_backend(e.name, e.backend)
+    return (f"{config.method} {config.algo.upper()} on {e.name} ({backend}), {num_seeds} seed(s) from seed "
             f"{config.seed}, {levels}; {total_periods * period_env_steps:,} "
             f"env steps in {total_periods} evaluation periods of {period_env_steps:,}")
 

@@ -90,7 +90,8 @@ def test_dm_control_episodes_interleaved_on_one_host_env_are_each_uninterrupted(
         host_envs._load(adapter, reference, np.asarray(initial.pipeline_state[row]).view(np.float64))
         low, high = adapter.action_box(reference)
         for t in range(actions.shape[0]):
-            obs, reward, _ = adapter.step(reference, low + (np.asarray(actions[t, row], np.float64) + 1) * 0.5 * (high - low))
+            action = low + (np.asarray(actions[t, row], np.float64) + 1) * 0.5 * (high - low)
+            obs, reward, _ = adapter.step(reference, action)
             assert np.array_equal(np.asarray(trs.next_obs[t, row]), obs.astype(np.float32)), (row, t)
             assert np.asarray(trs.reward[t, row]) == np.float32(reward), (row, t)
     assert not np.array_equal(np.asarray(initial.obs[0]), np.asarray(initial.obs[1]))
@@ -155,7 +156,8 @@ def test_playground_dmc_transitions_truncate_at_the_limit_and_keep_the_final_obs
 
 
 def test_a_gymnasium_run_resumes_exactly_from_its_checkpoint(tmp_path):
-    config = tiny_config("rlx2", "td3", **{"env.name": "gym/Hopper-v5", "env.backend": "auto", "env.episode_length": 30})
+    config = tiny_config("rlx2", "td3", **{"env.name": "gym/Hopper-v5", "env.backend": "auto",
+                                           "env.episode_length": 30})
     _, states, _, chunk = run_chunks(config, num_seeds=2, chunks=1)
     from sparse_rl_jax import trainer
 
@@ -171,7 +173,8 @@ def test_a_gymnasium_run_resumes_exactly_from_its_checkpoint(tmp_path):
 
 
 def test_dmc_states_with_empty_arrays_survive_a_checkpoint(tmp_path):
-    config = tiny_config("static", "sac", **{"env.name": "dmc/CartpoleBalance", "env.backend": "auto", "env.episode_length": 30})
+    config = tiny_config("static", "sac", **{"env.name": "dmc/CartpoleBalance", "env.backend": "auto",
+                                             "env.episode_length": 30})
     _, states, _, _ = run_chunks(config, num_seeds=1, chunks=1)
     host = jax.device_get(states)
     assert any(0 in np.shape(x) for x in jax.tree.leaves(host))  # MJX's act: cartpole has no activations
