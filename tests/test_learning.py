@@ -116,14 +116,14 @@ def test_rlx2_td3_at_90_percent_sparsity_learns_inverted_pendulum():
 @pytest.mark.slow
 def test_rlx2_td3_learns_gymnasium_inverted_pendulum_on_the_host():
     best, last = _best_return(
-        "rlx2", "td3", **{"env.name": "gym/InvertedPendulum-v5", "updates_per_env_step": 1.0,
-                          "sparsity.actor": 0.9, "sparsity.critic": 0.9, "topology.period": 1000,
-                          "replay.nstep_delay": 4000, "replay.check_every": 2000})
+        "rlx2", "td3", **{"env.name": "gym/InvertedPendulum-v5", "env.backend": "auto",
+                          "updates_per_env_step": 1.0, "sparsity.actor": 0.9, "sparsity.critic": 0.9,
+                          "topology.period": 1000, "replay.nstep_delay": 4000, "replay.check_every": 2000})
     assert int(last["topology/critic/events"][0]) >= 1  # the topology evolved on the way
     assert best >= THRESHOLD
 
 
 @pytest.mark.slow
 def test_dense_sac_learns_dm_control_cartpole_balance():
-    best, _ = _best_return("dense", "sac", **{"env.name": "dmc/CartpoleBalance"})
+    best, _ = _best_return("dense", "sac", **{"env.name": "dmc/CartpoleBalance", "env.backend": "auto"})
     assert best >= THRESHOLD
