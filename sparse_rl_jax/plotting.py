@@ -189,3 +189,22 @@ def interval_bars(values: Dict[str, tuple], path: str, xlabel: str) -> str:
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
+
+
+def fraction_curves(series: Dict[str, List[tuple]], path: str, xlabel: str, ylabel: str, title: str) -> str:
+    """One line per name through ``[(x, point, lo, hi), ...]``, each point with its interval."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, points) in enumerate(series.items()):
+        points = sorted(points)
+        x = [p[0] for p in points]
+        y = np.array([p[1] for p in points], float)
+        lo = np.array([p[2] if p[2] is not None else np.nan for p in points], float)
+        hi = np.array([p[3] if p[3] is not None else np.nan for p in points], float)
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=name, color=f"C{i}")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="small")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    return _save(fig, path)

@@ -180,7 +180,7 @@ def test_rliable_aggregates_are_reproducible_and_leave_numpys_generator_alone():
 
 
 # ---------------------------------------------------------------------------------------- records
-def _batch(results, cell, first, returns, train_flops=0.5, tier=SMALL):
+def _batch(results, cell, first, returns, train_flops=0.5, tier=SMALL, total_size=None):
     """A finished batch's record as the runner keeps it: ``returns[t][seed]`` at 5k-step evaluations."""
     run = os.path.join(results, "_run", cell.dirname, records.batch_name(first, len(returns[0])))
     log = run_logging.RunLog(run, len(returns[0]), tensorboard=False)
@@ -190,7 +190,8 @@ def _batch(results, cell, first, returns, train_flops=0.5, tier=SMALL):
     log.close()
     run_logging.write_json(os.path.join(run, "config.json"), {"method": cell.method})
     run_logging.write_json(os.path.join(run, records.PROVENANCE), {"commit": "abcdef0123"})
-    run_logging.write_json(os.path.join(run, "summary.json"), {"mean": {"train_flops": train_flops}})
+    run_logging.write_json(os.path.join(run, "summary.json"), {"mean": {"train_flops": train_flops,
+                                                                       "total_size": total_size}})
     return records.keep(run, results, tier, cell)
 
 
@@ -231,15 +232,17 @@ def test_report_from_records(tmp_path, monkeypatch):
     monkeypatch.setattr(stats, "BOOTSTRAP_REPS", 2_000)
     results = str(tmp_path / "results")
     cells = {"dense@rlx2.scaled": 800, "dense@rlx2.full": 1000, "dense@ds.scaled": 700, "dense@ds.full": 900,
-             "rlx2@paper_period": 1000, "rlx2@scaled_period": 950, "rigl": 700, "static": 690, "rlx2+importance": 1300}
+             "rlx2@paper_period": 1000, "rlx2@scaled_period": 950, "rigl": 700, "static": 690, "rlx2+importance": 1300,
+             "rlx2@s95": 700, "rlx2@s98": 400}
+    sizes = {"rlx2@paper_period": 0.13, "rlx2@s95": 0.05, "rlx2@s98": 0.02}
     for i, (name, final) in enumerate(cells.items()):
         _batch(results, grid.parse_name("halfcheetah", "td3", name), 0, _curves(final, seed=i),
-               train_flops=0.8 if "importance" in name else 0.4)
+               train_flops=0.8 if "importance" in name else 0.4, total_size=sizes.get(name))
     json.dump({"halfcheetah/td3/rlx2": {"buffer": {"value": "full"}}, "family/rlx2": {"period": {"value": "paper"}}},
               open(choices.path(results, SMALL), "w"))
     md = tmp_path / "RESULTS.md"
     md.write_text("intro\n<!-- study:small begin -->\nSTALE TEXT\n<!-- study:small end -->\noutro\n")
-    assert report.write(results, SMALL, markdown=str(md)) == 9
+    assert report.write(results, SMALL, markdown=str(md)) == 11
     study = report.load(results, SMALL)
     assert study.reference("halfcheetah", "td3").name == "dense@rlx2.full"
     rows = {(r["claim"], r["against"]): r for r in report.claim_rows(study)}
@@ -260,7 +263,7 @@ def test_report_from_records(tmp_path, monkeypatch):
     assert "| halfcheetah | td3 | RLx2 above RigL" in text and "**holds**" in text
     out = os.path.join(results, "small")
     for name in ("cells.csv", "claims.csv", "cells.md", "aggregates.md", "profile.png", "iqm.png",
-                 "halfcheetah_td3.png", "report.md"):
+                 "halfcheetah_td3.png", "report.md", "curve.csv", "sparsity_curve_halfcheetah_td3.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     curve = open(os.path.join(out, "curves", "halfcheetah_td3_rlx2__paper_period.csv")).read().splitlines()
     assert curve[0].startswith("env_steps,seed_0,") and curve[0].endswith("mean,ci_lo,ci_hi")
@@ -269,3 +272,9 @@ def test_report_from_records(tmp_path, monkeypatch):
     assert rlx2["matched_dense"] == "dense@rlx2.full" and rlx2["commits"] == "abcdef01"
     assert rlx2["pct_ref_lo"] < rlx2["pct_ref"] < rlx2["pct_ref_hi"]
     assert rows[("RLx2 above RigL at the same sparsity and schedule", "-")]["a"] == "rlx2@paper_period"
+    # the sparsity curve: the paper-level cell (the chosen period's arm) and the level cells, in % of dense
+    points = {p["cell"]: p for p in report.curve_rows(study, report.cell_rows(study))}
+    assert set(points) == {"rlx2@paper_period", "rlx2@s95", "rlx2@s98", "static"}  # static: its paper level
+    assert points["rlx2@s98"]["pct_ref"] == pytest.approx(400 / 1000, rel=0.1)
+    assert points["rlx2@s98"]["pct_ref_lo"] < points["rlx2@s98"]["pct_ref"] < points["rlx2@s98"]["pct_ref_hi"]
+    assert "### Sparsity curve" in text and "| halfcheetah TD3 | rlx2 | rlx2@s95 |" in text

@@ -49,7 +49,11 @@ PAPER_CAPACITY = 1_000_000  # RLx2's TD3 buffer (and its min size 10% of it, its
 SETTINGS = ("rlx2", "ds")
 BUFFERS = ("scaled", "full")
 PERIODS = ("paper_period", "scaled_period")
-TAGS = SETTINGS + BUFFERS + PERIODS + ("vl", "rlx2_sparsity")
+# The sparsity curve (the papers' central figure; spent last, order (e)): RLx2 and its sparse baselines at
+# uniform actor and critic sparsities beside their plain cells (the paper's own level)
+LEVELS = {"s80": 0.8, "s95": 0.95, "s98": 0.98}
+CURVE_METHODS = ("rlx2", "static", "set")
+TAGS = SETTINGS + BUFFERS + PERIODS + ("vl", "rlx2_sparsity") + tuple(LEVELS)
 # the keys of RLx2's value learning: its multi-step targets and its dynamic-capacity buffer
 VALUE_LEARNING = ("replay.nstep", "replay.nstep_delay", "replay.dynamic")
 
@@ -130,21 +134,25 @@ def _cells(task: str, algo: str, names: List[str]) -> List[Cell]:
 RECIPES = ["dense@rlx2.scaled", "dense@rlx2.full", "dense@ds.scaled", "dense@ds.full"]
 # The second task's cells are walker2d's until the measurement the study asks for (which of hopper,
 # walker2d and ant a dense TD3 clearly learns at 100k env steps) has been made.
-# In the order the compute is spent (the issue's (a), then (b), then the second task's deciding cells):
-# each family's own dense pair first (it chooses the family's buffer), then its period ablation.
+# In the order the compute is spent (the issue's (a), (b), the second task's deciding cells (c), SAC (d),
+# the sparsity curve (e)): each family's own dense pair first (it chooses the family's buffer), then its
+# period ablation.
 _TD3_A = ["dense@rlx2.scaled", "dense@rlx2.full", "rlx2@paper_period", "rlx2@scaled_period", "rigl", "static",
           "set", "rlx2+importance", "dense@vl", "dense@ds.scaled", "dense@ds.full"]
 _TD3_B = ["ds@paper_period", "ds@scaled_period", "ds+importance", "ds@rlx2_sparsity",
           "ds+importance@rlx2_sparsity"]
+_CURVE = [f"{m}@{level}" for m in CURVE_METHODS for level in LEVELS]
 _SMALL = tuple(_cells("halfcheetah", "td3", _TD3_A + _TD3_B)
                + _cells("walker2d", "td3", RECIPES[:2] + ["rlx2", "rigl", "static"])
                + _cells("halfcheetah", "sac", ["dense@rlx2.scaled", "dense@rlx2.full", "rlx2", "rigl",
-                                               "static", "rlx2+importance"]))
+                                               "static", "rlx2+importance"])
+               + _cells("halfcheetah", "td3", _CURVE))
 _PAPER = tuple(c for algo in ("td3", "sac") for task in presets.TASKS
                for c in _cells(task, algo, ["dense@rlx2.scaled", "dense@rlx2.full", "dense@ds.scaled",
                                             "dense@ds.full", "rlx2", "rigl", "set", "static", "rlx2+importance",
                                             "dense@vl", "ds", "ds+importance"]
-                               + (["ds@rlx2_sparsity", "ds+importance@rlx2_sparsity"] if algo == "td3" else [])))
+                               + (["ds@rlx2_sparsity", "ds+importance@rlx2_sparsity"] if algo == "td3" else []))
+               ) + tuple(_cells("halfcheetah", "td3", _CURVE))
 
 TIERS = {
     "small": Tier("small", env_steps=100_000, seeds=10, warmup=5_000, cells=_SMALL),
@@ -153,7 +161,7 @@ TIERS = {
 }
 
 # Every comparison the report makes (per task and algorithm, where both cells ran), and what may differ.
-COMPARISONS = (
+COMPARISONS = tuple(Comparison(f"{m}@{level}", m, ("sparsity.",)) for m in CURVE_METHODS for level in LEVELS) + (
     Comparison("rlx2", "rigl", VALUE_LEARNING + ("method",)),
     Comparison("rigl", "set", ("method",)),
     Comparison("set", "static", ("method",)),
@@ -240,6 +248,11 @@ def overrides(cell: Cell, tier: Tier, chosen: Optional[Mapping[str, Any]] = None
     if "rlx2_sparsity" in tags:
         a, c = presets.RLX2_SPARSITY[cell.algo][cell.task]
         out.update({"sparsity.er_lambdas": None, "sparsity.actor": a, "sparsity.critic": c})
+    level = [LEVELS[t] for t in cell.tags if t in LEVELS]
+    if level:
+        if cell.base_method not in ("static", "set", "rigl", "rlx2"):
+            raise ValueError(f"cell {cell.key}: the sparsity levels are for RLx2 and its sparse baselines")
+        out.update({"sparsity.actor": level[0], "sparsity.critic": level[0]})
     # the buffer: a recipe names it; every other cell takes its family's choice
     buffer = next((b for b in BUFFERS if b in tags), None) or chosen.get("buffer")
     if buffer is None:

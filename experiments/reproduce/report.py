@@ -325,6 +325,55 @@ def aggregate_section(study: Study, out: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------ sparsity curve
+def curve_rows(study: Study, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The sparsity curve's points: each curve method's plain cell (the paper's level) and its level cells,
+    with their sparsities and final return as a fraction of the task's dense reference (Fieller 95% CI)."""
+    by_name = {(r["task"], r["algo"], r["cell"]): r for r in rows}
+    out = []
+    for task, algo in study.groups():
+        for method in grid.CURVE_METHODS:
+            cells = [study.resolve(method, task, algo)] + [
+                grid.Cell(task, algo, method, (level,)) for level in grid.LEVELS]
+            for cell in cells:
+                row = by_name.get((task, algo, cell.name)) if cell is not None else None
+                if row is None or row["pct_ref"] is None:
+                    continue
+                out.append({"task": task, "algo": algo, "method": method, "cell": cell.name,
+                            "seeds": row["seeds"], "sparsity_actor": row["sparsity_actor"],
+                            "sparsity_critic": row["sparsity_critic"], "total_size": row["total_size"],
+                            "pct_ref": row["pct_ref"], "pct_ref_lo": row["pct_ref_lo"],
+                            "pct_ref_hi": row["pct_ref_hi"], "reference": row["reference"]})
+    return out
+
+
+def curve_section(points: List[Dict[str, Any]], out: str) -> str:
+    """The curve's table and figure (x: the agent's overall sparsity, 1 - its size as a fraction of dense)."""
+    from sparse_rl_jax import plotting
+
+    if not points:
+        return "Sparsity curve: no level cell has finished yet.\n"
+    lines = ["| task | method | cell | seeds | sparsity actor / critic | size of dense | "
+             "final return, % of the dense reference [95% CI] |", "|---|---|---|---:|---:|---:|---:|"]
+    figures = []
+    for task, algo in sorted({(p["task"], p["algo"]) for p in points}):
+        series: Dict[str, List[tuple]] = {}
+        for p in (p for p in points if (p["task"], p["algo"]) == (task, algo)):
+            lines.append(f"| {task} {algo.upper()} | {p['method']} | {p['cell']} | {p['seeds']} | "
+                         f"{_fmt(p['sparsity_actor'], 'frac')} / {_fmt(p['sparsity_critic'], 'frac')} | "
+                         f"{_fmt(p['total_size'], 'frac')} | "
+                         f"{stats.fmt_interval(p['pct_ref'], p['pct_ref_lo'], p['pct_ref_hi'], pct=True)} |")
+            if p["total_size"] is not None:
+                series.setdefault(p["method"], []).append(
+                    (1.0 - p["total_size"], p["pct_ref"], p["pct_ref_lo"], p["pct_ref_hi"]))
+        name = f"sparsity_curve_{task}_{algo}.png"
+        plotting.fraction_curves(series, os.path.join(out, name), xlabel="sparsity of the agent (1 - size / dense)",
+                                 ylabel="final return / dense reference",
+                                 title=f"{task} {algo.upper()}: final return against sparsity, 95% CIs")
+        figures.append(f"![sparsity curve {task} {algo}]({name})")
+    return "\n".join(lines + [""] + figures) + "\n"
+
+
 # ---------------------------------------------------------------------------------------- writing
 def _fmt(v: Any, kind: str = "") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -461,12 +510,17 @@ def write(results: str, tier: grid.Tier, markdown: Optional[str] = None) -> int:
     run_logging.write_text_atomic(os.path.join(out, "claims.csv"), _csv(crow))
     cells_md, claims_md = cells_markdown(rows, study), claims_markdown(crow)
     agg_md = aggregate_section(study, out)
+    points = curve_rows(study, rows)
+    run_logging.write_text_atomic(os.path.join(out, "curve.csv"), _csv(points))
+    curve_md = curve_section(points, out)
+    run_logging.write_text_atomic(os.path.join(out, "curve.md"), curve_md)
     run_logging.write_text_atomic(os.path.join(out, "cells.md"), cells_md)
     run_logging.write_text_atomic(os.path.join(out, "claims.md"), claims_md)
     run_logging.write_text_atomic(os.path.join(out, "aggregates.md"), agg_md)
     prefix = os.path.relpath(out, os.path.dirname(markdown)) if markdown else "."
     plots = " ".join(f"![{t} {a}]({prefix}/{t}_{a}.png)" for t, a in study.groups())
     body = (f"### Claims\n\n{claims_md}\n### Aggregates\n\n{agg_md.replace('](', f']({prefix}/')}\n"
+            f"### Sparsity curve\n\n{curve_md.replace('](', f']({prefix}/')}\n"
             f"### Cells\n\n{cells_md}\n### Learning curves\n\n{plots}\n")
     run_logging.write_text_atomic(os.path.join(out, "report.md"), body.replace(f"]({prefix}/", "](")
                                   if markdown else body)
