@@ -13,6 +13,12 @@ Variants: ``ours_matched`` (this framework, the settings above, seeds vmapped in
 ``brax_norm`` (Brax's trainer, the settings above, one process per seed), ``ours_default_entropy`` (ours with
 its own -|A| target entropy), the two with normalization off (``ours_no_norm``, ``brax_no_norm``) and
 ``ours_softplus`` (``ours_matched`` with Brax's policy scale, ``agent.policy_scale=softplus``).
+**The study's SAC** (issue 28, item 7: the gate must test the SAC the study runs): ``ours_study`` is
+exactly the study's ``halfcheetah/sac/dense@rlx2.full`` cell (`experiments/reproduce`: 100k env steps,
+5k random warm-up, normalization off, target entropy -|A|, a buffer of the whole run, evaluation every
+5k) whatever ``--env_steps`` says; ``brax_study`` is Brax's trainer at those settings as far as it has
+them (5k warm-up, normalization off, its 1M buffer, which holds the whole 100k run; its target entropy is
+fixed at -0.5 x |A|). Run them with ``--variants ours_study,brax_study --env_steps 100000 --evals 20``.
 Each variant's eval returns go to ``<workdir>/<variant>.json`` as soon as it finishes; a rerun skips
 finished variants. At the end a markdown table: eval return (mean ± std over seeds) at each evaluation,
 and ours as a percentage of Brax's at the last one.
@@ -31,7 +37,10 @@ from absl import app, flags
 from experiments.bench import venvs
 
 FLAGS = flags.FLAGS
-VARIANTS = ("ours_matched", "brax_norm", "ours_default_entropy", "ours_no_norm", "brax_no_norm", "ours_softplus")
+VARIANTS = ("ours_matched", "brax_norm", "ours_default_entropy", "ours_no_norm", "brax_no_norm", "ours_softplus",
+            "ours_study", "brax_study")
+STUDY_CELL = "small,halfcheetah/sac/dense@rlx2.full"  # experiments/reproduce/config.py's <tier>,<cell>
+STUDY_WARMUP = 5_000
 flags.DEFINE_integer("seeds", 3, "seeds per variant", lower_bound=1)
 flags.DEFINE_integer("env_steps", 100_000, "env steps per run", lower_bound=4000)
 flags.DEFINE_integer("evals", 4, "evaluations per run (evenly spaced; the last at the end)", lower_bound=1)
@@ -55,8 +64,13 @@ def run_ours(variant: str, workdir: str) -> Dict[int, List[float]]:
         sets["agent.policy_scale"] = "softplus"
     resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
     cmd = [sys.executable, "-m", "experiments.train", "--workdir", run_dir, "--noplots"]
-    cmd += ["--resume"] if resume else (["--config=experiments/configs/preset.py:dense,sac,halfcheetah",
-                                         "--seeds", str(FLAGS.seeds)] + [f"--config.{k}={v}" for k, v in sets.items()])
+    if resume:
+        cmd += ["--resume"]
+    elif variant == "ours_study":  # the study's own cell, unchanged
+        cmd += [f"--config=experiments/reproduce/config.py:{STUDY_CELL}", "--seeds", str(FLAGS.seeds)]
+    else:
+        cmd += (["--config=experiments/configs/preset.py:dense,sac,halfcheetah", "--seeds", str(FLAGS.seeds)]
+                + [f"--config.{k}={v}" for k, v in sets.items()])
     subprocess.check_call(cmd, cwd=REPO)
     history = run_logging.read_history(run_dir)
     out: Dict[int, List[float]] = {}
@@ -70,7 +84,8 @@ def run_brax(variant: str) -> Dict[int, List[float]]:
     exe = venvs.python("brax")
     out: Dict[int, List[float]] = {}
     for seed in range(FLAGS.seeds):
-        args = {"mode": "learn", "env_steps": FLAGS.env_steps, "warmup": WARMUP, "evals": FLAGS.evals,
+        warmup = STUDY_WARMUP if variant == "brax_study" else WARMUP
+        args = {"mode": "learn", "env_steps": FLAGS.env_steps, "warmup": warmup, "evals": FLAGS.evals,
                 "seed": seed, "normalize": variant == "brax_norm"}
         proc = subprocess.run([exe, "-m", "experiments.bench.workers.brax_sac", json.dumps(args)], cwd=REPO,
                               env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"), check=True,
@@ -111,10 +126,17 @@ def main(argv) -> int:
     for v, r in results.items():
         cells = [f"{_cell(vals)} @ {s:,}" for s, vals in sorted(r.items())][-FLAGS.evals:]
         print(f"| {v} | " + " | ".join(cells) + " |")
-    if "ours_matched" in results and "brax_norm" in results:
-        ours = statistics.mean(results["ours_matched"][max(results["ours_matched"])])
-        brax = statistics.mean(results["brax_norm"][max(results["brax_norm"])])
-        print(f"\nours_matched / brax_norm at the last evaluation: {100 * ours / brax:.0f}%")
+    for mine, theirs in (("ours_matched", "brax_norm"), ("ours_study", "brax_study")):
+        if mine in results and theirs in results:
+            ours = results[mine][max(results[mine])]
+            brax = results[theirs][max(results[theirs])]
+            pct = 100 * statistics.mean(ours) / statistics.mean(brax)
+            line = f"\n{mine} / {theirs} at the last evaluation: {pct:.0f}%"
+            if len(ours) > 1 and len(brax) > 1:
+                from experiments.reproduce import stats  # Fieller's interval, as the study reports ratios
+                r = stats.ratio_of(ours, brax)
+                line += f" (95% CI {stats.fmt_interval(r.ratio, r.lo, r.hi, pct=True)})" if r else ""
+            print(line)
     return 0
 
 
