@@ -12,7 +12,17 @@ from experiments.reproduce import choices, grid, records, report, stats
 from sparse_rl_jax import presets, run_logging, validation
 
 SMALL, PAPER = grid.TIERS["small"], grid.TIERS["paper"]
-CHOICES = ({"buffer": "scaled", "period": "paper"}, {"buffer": "full", "period": "scaled"})
+CHOICES = ({"buffer": "scaled", "period": "paper", "second_task": "walker2d"},
+           {"buffer": "full", "period": "scaled", "second_task": "walker2d"})
+
+
+def _runs(cell, tier, chosen):
+    """Whether ``cell`` runs under ``chosen`` (a candidate second task that was not chosen never does)."""
+    try:
+        grid.overrides(cell, tier, chosen)
+    except grid.NotChosen:
+        return False
+    return True
 
 
 def _config(key, tier=SMALL, chosen=CHOICES[0]):
@@ -24,7 +34,8 @@ def test_every_cell_of_every_tier_validates():
         assert len(set(tier.cells)) == len(tier.cells)
         for cell in tier.cells:
             for chosen in CHOICES:
-                validation.validate(grid.make_config(cell, tier, chosen))
+                if _runs(cell, tier, chosen):
+                    validation.validate(grid.make_config(cell, tier, chosen))
 
 
 def _matched(tier, cmp_name, other, task, algo, chosen):
@@ -46,7 +57,7 @@ def test_fair_pairs_differ_only_in_the_methods_own_keys():
             for cmp, chosen in ((c, ch) for c in grid.COMPARISONS for ch in CHOICES):
                 a = _matched(tier, cmp.a, cmp.b, task, algo, chosen)
                 b = _matched(tier, cmp.b, cmp.a, task, algo, chosen)
-                if a in tier.cells and b in tier.cells:
+                if a in tier.cells and b in tier.cells and _runs(a, tier, chosen) and _runs(b, tier, chosen):
                     ca, cb = grid.make_config(a, tier, chosen), grid.make_config(b, tier, chosen)
                     bad = [k for k in grid.differing_keys(ca, cb) if not grid.allowed(k, cmp.allowed)]
                     assert not bad, f"{tier.name} {a.key} vs {b.key}: also differ in {bad}"
@@ -106,7 +117,7 @@ def test_cells_wait_for_their_familys_choices():
         with pytest.raises(ValueError, match="invalid cell"):
             grid.parse_cell(bad)
     with pytest.raises(ValueError, match="not in the small tier"):
-        grid.select(SMALL, ["ant/td3/rlx2"])
+        grid.select(SMALL, ["ant/sac/rlx2"])
 
 
 def test_choices_are_made_from_data_once(tmp_path):
@@ -129,6 +140,36 @@ def test_choices_are_made_from_data_once(tmp_path):
     assert made["family/rlx2"]["period"]["decided_on"] == "halfcheetah/td3"
     finals["halfcheetah/td3/rlx2@scaled_period"] = np.array([200., 210, 190, 205])  # clearly better
     assert choices.choose(str(tmp_path / "other"), SMALL, rigl, final)["period"] == "scaled"
+
+
+def test_the_second_task_is_the_probe_that_clearly_learns(tmp_path):
+    """Hopper's dense TD3 rises far above its untrained policy, walker2d's a little, ant's not at all:
+    hopper is chosen, the others' cells never run, and hopper's probe goes on to the tier's seeds."""
+    results = str(tmp_path)
+    probes = {"hopper": ([10., 12, 11], [900., 950, 1000]), "walker2d": ([100., 120, 110], [300., 200, 400]),
+              "ant": ([-50., -40, -60], [-55., -30, -70])}
+
+    def pick(i):
+        return lambda c: (np.array(probes[c.task][i]) if c.task in probes and c.name == grid.PROBE else None)
+
+    rigl = {t: grid.parse_cell(f"{t}/td3/rigl") for t in probes}
+    with pytest.raises(grid.MissingChoice, match="second-task choice"):
+        grid.make_config(rigl["hopper"], SMALL, {"buffer": "full", "period": "paper"})
+    assert "second_task" not in choices.choose(results, SMALL, rigl["ant"], lambda c: None, pick(0))  # no probes yet
+    chosen = choices.choose(results, SMALL, rigl["ant"], pick(1), pick(0))
+    assert chosen["second_task"] == "hopper"
+    made = json.load(open(choices.path(results, SMALL)))["tier"]["second_task"]
+    assert made["probes"]["hopper"]["p"] < stats.ALPHA < made["probes"]["ant"]["p"] and made["seeds"] == 3
+    assert made["probes"]["hopper"]["t"] > made["probes"]["walker2d"]["t"]
+    full = {**chosen, "buffer": "full", "period": "paper"}
+    grid.make_config(rigl["hopper"], SMALL, full)
+    for task in ("walker2d", "ant"):
+        with pytest.raises(grid.NotChosen):
+            grid.make_config(rigl[task], SMALL, full)
+        assert grid.seeds_wanted(SMALL, grid.parse_cell(f"{task}/td3/{grid.PROBE}"), 10, full) == 3
+    assert grid.seeds_wanted(SMALL, grid.parse_cell(f"hopper/td3/{grid.PROBE}"), 10, full) == 10
+    assert grid.seeds_wanted(SMALL, rigl["hopper"], 10, full) == 10
+    assert choices.of(results, SMALL, rigl["walker2d"])["second_task"] == "hopper"  # a tier-wide choice
 
 
 # ------------------------------------------------------------------------------------------ stats

@@ -27,6 +27,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+import numpy as np
 from typing import List, Optional, Sequence
 
 from absl import app, flags
@@ -58,6 +60,14 @@ def _final(results: str, tier: grid.Tier):
     return final
 
 
+def _untrained(results: str, tier: grid.Tier):
+    """Per seed, a finished cell's first evaluation: after the random warm-up, before any update."""
+    def first(cell: grid.Cell):
+        data = records.load(results, tier, cell)
+        return None if data is None else np.asarray(data.returns[0], float)
+    return first
+
+
 def partial_batch(workdir: str) -> Optional[str]:
     """A batch of the cell's run directory that was cut off after its first checkpoint."""
     if not os.path.isdir(workdir):
@@ -73,7 +83,14 @@ def partial_batch(workdir: str) -> Optional[str]:
 def state_of(results: str, root: str, tier: grid.Tier, cell: grid.Cell, seeds: int) -> str:
     data = records.load(results, tier, cell)
     have = data.num_seeds if data is not None else 0
-    if have >= seeds:
+    chosen = choices.of(results, tier, cell)
+    try:
+        grid.overrides(cell, tier, chosen)
+    except grid.NotChosen:
+        return "not chosen (second task)"
+    except grid.MissingChoice:
+        pass
+    if have >= grid.seeds_wanted(tier, cell, seeds, chosen):
         return f"done ({have} seeds)"
     if partial_batch(grid.cell_dir(root, tier, cell)):
         return f"partial ({have} seeds recorded)"
@@ -131,15 +148,21 @@ def _run_cell(tier: grid.Tier, c: grid.Cell, seeds: int, results: str, root: str
     batch = partial_batch(cdir)
     if have >= seeds and batch is None:
         return None
+    chosen = choices.choose(results, tier, c, _final(results, tier), _untrained(results, tier))
+    want = grid.seeds_wanted(tier, c, seeds, chosen)
+    if have >= want and batch is None:
+        return None
     try:
-        grid.make_config(c, tier, choices.choose(results, tier, c, _final(results, tier)))
+        grid.make_config(c, tier, chosen)
+    except grid.NotChosen:
+        return None
     except grid.MissingChoice as err:
         waiting.append(c.key)
         print(f"reproduce: {c.key} waits: {err}", flush=True)
         return None
     if batch is None:
         first = records.next_seed(results, root, tier, c)
-        count = seeds - have
+        count = want - have
         batch = os.path.join(cdir, records.batch_name(first, count))
     else:
         rng = records.parse_batch(os.path.basename(batch))

@@ -120,6 +120,11 @@ class Tier:
     # the env each task runs on, where it is not the Brax env of that name: the paper tier runs the
     # papers' own benchmark, Gymnasium's MuJoCo tasks (`presets.GYM_TASKS`)
     env_names: Optional[Mapping[str, str]] = None
+    # the candidates for the second task (the small tier): each first runs its probe cell (`PROBE`) with
+    # `probe_seeds` seeds; the second-task choice (choices.py) then picks the one whose dense TD3 clearly
+    # learns, and only that task's other cells run (its probe goes on to the tier's seeds)
+    second_tasks: Tuple[str, ...] = ()
+    probe_seeds: int = 3
 
 
 def parse_name(task: str, algo: str, name: str) -> Cell:
@@ -132,8 +137,8 @@ def _cells(task: str, algo: str, names: List[str]) -> List[Cell]:
 
 
 RECIPES = ["dense@rlx2.scaled", "dense@rlx2.full", "dense@ds.scaled", "dense@ds.full"]
-# The second task's cells are walker2d's until the measurement the study asks for (which of hopper,
-# walker2d and ant a dense TD3 clearly learns at 100k env steps) has been made.
+# The second task (c) is chosen by measurement, as the study asks: which of hopper, walker2d and ant a
+# dense TD3 clearly learns at 100k env steps (`Tier.second_tasks`, choices.py).
 # In the order the compute is spent (the issue's (a), (b), the second task's deciding cells (c), SAC (d),
 # the sparsity curve (e)): each family's own dense pair first (it chooses the family's buffer), then its
 # period ablation.
@@ -142,8 +147,11 @@ _TD3_A = ["dense@rlx2.scaled", "dense@rlx2.full", "rlx2@paper_period", "rlx2@sca
 _TD3_B = ["ds@paper_period", "ds@scaled_period", "ds+importance", "ds@rlx2_sparsity",
           "ds+importance@rlx2_sparsity"]
 _CURVE = [f"{m}@{level}" for m in CURVE_METHODS for level in LEVELS]
+SECOND_TASKS = ("hopper", "walker2d", "ant")
+PROBE = "dense@rlx2.scaled"  # a candidate second task's probe: the rlx2 family's scaled dense recipe
 _SMALL = tuple(_cells("halfcheetah", "td3", _TD3_A + _TD3_B)
-               + _cells("walker2d", "td3", RECIPES[:2] + ["rlx2", "rigl", "static"])
+               + [c for t in SECOND_TASKS for c in _cells(t, "td3", [PROBE])]
+               + [c for t in SECOND_TASKS for c in _cells(t, "td3", ["dense@rlx2.full", "rlx2", "rigl", "static"])]
                + _cells("halfcheetah", "sac", ["dense@rlx2.scaled", "dense@rlx2.full", "rlx2", "rigl",
                                                "static", "rlx2+importance"])
                + _cells("halfcheetah", "td3", _CURVE))
@@ -155,7 +163,8 @@ _PAPER = tuple(c for algo in ("td3", "sac") for task in presets.TASKS
                ) + tuple(_cells("halfcheetah", "td3", _CURVE))
 
 TIERS = {
-    "small": Tier("small", env_steps=100_000, seeds=10, warmup=5_000, cells=_SMALL),
+    "small": Tier("small", env_steps=100_000, seeds=10, warmup=5_000, cells=_SMALL,
+                  second_tasks=SECOND_TASKS),
     "paper": Tier("paper", env_steps=None, seeds=8, warmup=None, cells=_PAPER,
                   env_names={task: name for name, task in presets.GYM_TASKS.items()}),
 }
@@ -210,6 +219,21 @@ class MissingChoice(ValueError):
     """A cell needs a family choice that has not been made yet (its deciding cells have not finished)."""
 
 
+class NotChosen(ValueError):
+    """A cell of a candidate second task that the second-task choice did not pick: it never runs."""
+
+
+def is_probe(tier: Tier, cell: Cell) -> bool:
+    return cell.task in tier.second_tasks and cell.algo == "td3" and cell.name == PROBE
+
+
+def seeds_wanted(tier: Tier, cell: Cell, seeds: int, chosen: Mapping[str, Any]) -> int:
+    """How many seeds ``cell`` should have now: a probe has `Tier.probe_seeds` until its task is chosen."""
+    if is_probe(tier, cell) and chosen.get("second_task") != cell.task:
+        return min(tier.probe_seeds, seeds)
+    return seeds
+
+
 def _family_base(cell: Cell) -> cfg.Config:
     """The family's paper preset for the task: the config every cell of the family is derived from."""
     if cell.family == "ds":
@@ -222,6 +246,13 @@ def overrides(cell: Cell, tier: Tier, chosen: Optional[Mapping[str, Any]] = None
     recorded choices (``{"buffer": "scaled"|"full", "period": "paper"|"scaled"}``); a cell that needs
     one that is missing raises `MissingChoice`."""
     chosen = dict(chosen or {})
+    if cell.task in tier.second_tasks and not is_probe(tier, cell):
+        second = chosen.get("second_task")
+        if second is None:
+            raise MissingChoice(f"cell {cell.key} needs the second-task choice: run the probes "
+                                f"{', '.join(f'{t}/td3/{PROBE}' for t in tier.second_tasks)} first")
+        if second != cell.task:
+            raise NotChosen(f"cell {cell.key}: the second task is {second}, not {cell.task}")
     base = _family_base(cell)
     method, fam = cell.method, cell.family
     tags = set(cell.tags)

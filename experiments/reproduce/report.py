@@ -404,9 +404,17 @@ def cells_markdown(rows: List[Dict[str, Any]], study: Study) -> str:
                      f"{_fmt(r['total_size'], 'frac')} | {_fmt(r['train_flops'], 'frac')} | "
                      f"{_fmt(r['wall_time_s'], 'time')} | {r['commits']} |")
     done = {(r["task"], r["algo"], r["cell"]) for r in rows}
-    missing = [c.key for c in study.tier.cells if (c.task, c.algo, c.name) not in done]
+    second = study.chosen.get(choices.TIER_KEY, {}).get("second_task")
+    unchosen = [c.key for c in study.tier.cells if second and c.task in study.tier.second_tasks
+                and c.task != second and not grid.is_probe(study.tier, c)]
+    missing = [c.key for c in study.tier.cells
+               if (c.task, c.algo, c.name) not in done and c.key not in unchosen]
     if missing:
         lines.append(f"\nNot run yet ({len(missing)} of {len(study.tier.cells)}): {', '.join(missing)}")
+    if second:
+        probes = ", ".join(f"{t}/td3/{grid.PROBE}" for t in study.tier.second_tasks)
+        lines.append(f"\nSecond task (chosen from the probes {probes}, choices.json): {second}; the other "
+                     f"candidates' cells do not run.")
     spent = compute_spent(study)
     if spent["hours"]:
         lines.append(f"\nCompute spent on the recorded batches: {spent['hours']:.1f} hours of wall time "
