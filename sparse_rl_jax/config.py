@@ -102,8 +102,9 @@ POSITIVE_INT = dict(lo=1, integer=True)
 
 @dataclass(frozen=True)
 class EnvConfig:
-    # A Brax env (``halfcheetah``), ``dmc/<Task>`` (MuJoCo Playground) or ``gym/<Task>-v5`` (Gymnasium on
-    # the host); checked against the suite's registry (validation.py)
+    # A Brax env (``halfcheetah``), ``dmc/<Task>`` (MuJoCo Playground), ``gym/<Task>-v5`` (Gymnasium on the
+    # host) or ``dmcontrol/<domain>-<task>`` (dm_control on the host); checked against the suite's registry
+    # (validation.py)
     name: str = "inverted_pendulum"
     backend: str = "auto"  # the suite's simulator; auto: its default (envs.resolve_backend)
     num_envs: int = num(16, **POSITIVE_INT)

@@ -23,7 +23,8 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-PACKAGE_HINT = "MuJoCo Playground (the 'playground' package: pip install -r requirements.txt, or the 'envs' extra)"
+PACKAGE_HINT = ("MuJoCo Playground (the 'playground' package: pip install -r requirements.txt, or the 'envs' "
+                "extra)")
 
 
 def task_names() -> Tuple[str, ...]:
@@ -68,7 +69,8 @@ class PlaygroundEnv:
     def observation_size(self) -> int:
         size = self._env.observation_size
         if not isinstance(size, int):
-            raise ValueError(f"dmc/{self.task}: observations are a dict ({size}); only flat observations are supported")
+            raise ValueError(f"dmc/{self.task}: observations are a dict ({size}); only flat observations "
+                             "are supported")
         return size
 
     @property

@@ -19,10 +19,10 @@ from sparse_rl_jax import methods
 Overrides = Dict[str, Any]
 TASKS = ("halfcheetah", "hopper", "walker2d", "ant")
 # The papers' own benchmark: the Gymnasium MuJoCo tasks, stepped on the host (host_envs); the paper tables
-# above are read under the Brax name of the same robot.
-DMC_PREFIXES = ("dmc/", "dmcontrol/")  # DM Control: Playground's tasks, and dm_control's other domains
+# are read under the Brax name of the same robot.
 GYM_TASKS = {"gym/HalfCheetah-v5": "halfcheetah", "gym/Hopper-v5": "hopper", "gym/Walker2d-v5": "walker2d",
              "gym/Ant-v5": "ant"}
+DMC_PREFIXES = ("dmc/", "dmcontrol/")  # DM Control: Playground's tasks, and dm_control's other domains
 
 # the per-task tables live with the method presets that read them
 from sparse_rl_jax.method_presets import DS_LAMBDAS, RLX2_SPARSITY  # noqa: E402

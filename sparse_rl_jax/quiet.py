@@ -4,8 +4,9 @@ Importing Brax imports MuJoCo's MJX, which ``print``s "Failed to import warp: ..
 mujoco_warp: ..." when the optional NVIDIA Warp package is absent (an install without MuJoCo Playground,
 which brings it; Brax's backends do not use it); building a Brax halfcheetah makes MuJoCo's C library
 write "WARNING: compiler attribute 'settotalmass' is deprecated ..." (from Brax's own
-``half_cheetah.xml``; Gymnasium's models say it too) straight to file descriptor 2; and Brax warns on every env construction that "Brax System, piplines and environments are not actively
-being maintained". None of them concerns a user of this library, so:
+``half_cheetah.xml``; Gymnasium's models say it too) straight to file descriptor 2; and Brax warns on
+every env construction that "Brax System, piplines and environments are not actively being maintained".
+None of them concerns a user of this library, so:
 
 * `import_brax()` imports ``brax.envs`` with those two Python-level lines dropped (any other output of the
   import passes through) and installs a `warnings` filter for the maintenance banner only;
