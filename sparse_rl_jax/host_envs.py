@@ -105,19 +105,27 @@ class DMControl:
                           "pendulum", "point_mass", "reacher", "swimmer", "walker")
     EXCLUDED = ("quadruped-escape",)
 
+    @staticmethod
+    def _suite():
+        """``dm_control.suite``, imported without its renderer's complaint about a missing display
+        (training never renders)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing")
+            from dm_control import suite
+        return suite
+
     @classmethod
     def task_names(cls) -> Tuple[str, ...]:
-        from dm_control import suite
-
+        suite = cls._suite()
         return tuple(f"{d}-{t}" for d, t in suite.ALL_TASKS
                      if d not in cls.PLAYGROUND_DOMAINS and f"{d}-{t}" not in cls.EXCLUDED)
 
-    @staticmethod
-    def make(task: str):
-        from dm_control import suite
-
+    @classmethod
+    def make(cls, task: str):
         domain, name = task.split("-", 1)
-        return suite.load(domain, name, task_kwargs={"time_limit": float("inf")},
+        return cls._suite().load(domain, name, task_kwargs={"time_limit": float("inf")},
                           environment_kwargs={"flat_observation": True})
 
     @staticmethod
