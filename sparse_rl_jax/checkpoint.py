@@ -161,6 +161,8 @@ def _stderr_kept_aside():
         yield path
         failed = False
     finally:
+        if failed:
+            _settle(path)
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
@@ -172,6 +174,24 @@ def _stderr_kept_aside():
             if text:
                 sys.stderr.write(text)
                 sys.stderr.flush()
+
+
+def _settle(path: str, quiet_s: float = 1.0, limit_s: float = 10.0) -> None:
+    """Wait until the report file of a failed save stops growing (``quiet_s`` without a new byte, at most
+    ``limit_s``): tensorstore's threads go on reporting the failed writes (asyncio "Event loop is closed"
+    tracebacks) for a while after orbax has given up, later still on a loaded machine, and those lines
+    belong in the report, not on the user's screen."""
+    import gc
+    import time
+
+    gc.collect()  # pending futures whose callbacks report the closed loop
+    start = last_change = time.monotonic()
+    size = os.path.getsize(path)
+    while time.monotonic() - last_change < quiet_s and time.monotonic() - start < limit_s:
+        time.sleep(0.1)
+        now = os.path.getsize(path)
+        if now != size:
+            size, last_change = now, time.monotonic()
 
 
 def _is_json_history(history: List) -> bool:
