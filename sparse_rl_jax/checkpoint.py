@@ -108,8 +108,14 @@ SAVE_REPORT_NOTE = "orbax's own report of the failed save: "
 
 def save_report(err: BaseException) -> Optional[str]:
     """The file that keeps what orbax and tensorstore printed during the failed save behind ``err``."""
-    note = next((n for n in getattr(err, "__notes__", ()) if n.startswith(SAVE_REPORT_NOTE)), None)
-    return note[len(SAVE_REPORT_NOTE):] if note else None
+    seen = set()
+    while err is not None and id(err) not in seen:  # a later error (a cleanup's) may have come on top
+        note = next((n for n in getattr(err, "__notes__", ()) if n.startswith(SAVE_REPORT_NOTE)), None)
+        if note:
+            return note[len(SAVE_REPORT_NOTE):]
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _is_empty(leaf: Any) -> bool:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Callable, List, Sequence, TextIO
+import tempfile
+from typing import Callable, List, Optional, Sequence, TextIO
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -53,6 +54,17 @@ def describe_write_failure(err: OSError) -> str:
     what = f" {err.filename}" if getattr(err, "filename", None) else ""
     reason = err.strerror or one_line(err) or type(err).__name__
     return f"could not write{what} ({reason})"
+
+
+def report_file(program: str) -> Optional[str]:
+    """A new empty file in the temporary directory for what a failing process prints after its last
+    line, or None if none can be made there (that disk may be the full one)."""
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"{program}-", suffix=".log")
+    except OSError:
+        return None
+    os.close(fd)
+    return path
 
 
 def divert_stderr(path: str) -> TextIO:

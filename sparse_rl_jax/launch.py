@@ -75,12 +75,15 @@ def main(program: str, argv: Sequence[str], *, doc: str, help_flags: Callable[[]
             if failure is None:
                 raise
             report = checkpoint.save_report(err)
-            # orbax's and tensorstore's threads go on reporting the failed writes after the save has
-            # returned (until the process ends): into the report file with the rest, not on the user's screen
-            out = cli.divert_stderr(report) if report else sys.stderr
+            # the writers' threads (orbax, tensorstore, tensorboardX's flusher and its exit hook) go on
+            # reporting the failed writes until the process ends: into a file, not on the user's screen
+            late = report or cli.report_file(program)
+            out = cli.divert_stderr(late or os.devnull)
+            where = (f"{checkpoint.SAVE_REPORT_NOTE}{report}" if report else
+                     f"the libraries' later reports: {late}" if late else "")
             print(f"{program}: stopped: {cli.describe_write_failure(failure)}; {last_good_checkpoint(planned)}; "
                   f"make room or fix the permissions, then continue with: {continue_with(planned)}"
-                  + (f" ({checkpoint.SAVE_REPORT_NOTE}{report})" if report else ""), file=out, flush=True)
+                  + (f" ({where})" if where else ""), file=out, flush=True)
             return cli.IO_ERROR
     return 0
 
@@ -379,6 +382,7 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
     say(f"run: {_describe(config, plan.num_seeds, total_periods, period_env_steps)}", flush=True)
     say(f"layout: {_describe_layout(plan)}", flush=True)
     say(f"workdir: {workdir}", flush=True)
+    failed = True
     try:
         if start_period < total_periods:
             what = f"resuming after period {start_period}/{total_periods}" if restored else "starting"
@@ -393,8 +397,9 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
         else:
             say(f"the run is complete ({total_periods} periods); rewriting summary and plots", flush=True)
             states = restored.states
+        failed = False
     finally:
-        log.close()
+        log.close(check=not failed)
     if not primary:
         return {}
     summary = write_summary(plan.run, log.history, trainer, states.agent)

@@ -198,10 +198,19 @@ class RunLog:
             write_text_atomic(base + ".csv", _csv_text(rows))
             write_text_atomic(base + ".jsonl", "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
 
-    def close(self) -> None:
+    def close(self, check: bool = True) -> None:
+        """Flush and close the TensorBoard writers, every one even if one fails (a full disk); the first
+        failure is raised when ``check`` (pass False while another error is already ending the run: it
+        names the file that failed first)."""
+        failure = None
         for writer in self._writers:
-            writer.close()
+            try:
+                writer.close()
+            except OSError as err:
+                failure = failure or err
         self._writers = []
+        if failure is not None and check:
+            raise failure
 
 
 # ---------------------------------------------------------------------------- per-layer densities

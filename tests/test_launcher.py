@@ -423,6 +423,26 @@ def test_a_full_disk_stops_in_one_line_and_the_run_resumes(td3_run, cli_env, tmp
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+def test_a_failing_tensorboard_writer_leaves_the_others_closed(tmp_path):
+    """A full disk fails the first seed's final flush: every other writer is still closed, the first failure
+    is raised, and not at all while another error is already ending the run."""
+    for check in (True, False):
+        log = run_logging.RunLog(str(tmp_path / str(check)), 3)
+        writers = list(log._writers)
+
+        def full(_close=writers[0].close):
+            _close()
+            raise OSError(28, "No space left on device")
+
+        writers[0].close = full
+        if check:
+            with pytest.raises(OSError, match="No space"):
+                log.close(check=check)
+        else:
+            log.close(check=check)
+        assert all(w.all_writers is None for w in writers) and log._writers == []
+
+
 # ---------------------------------------------------------------------------- bad input
 @pytest.fixture
 def no_training(monkeypatch):
@@ -591,15 +611,27 @@ def _wrapped_write_error():
     (KeyboardInterrupt(), 130, "prog: interrupted; continue with: again"),
     (signal.SIGTERM, 143, "prog: terminated (SIGTERM), stop requested: True; continue with: again"),
 ])
-def test_every_ending_has_its_exit_status(raised, status, line, capsys):
-    """`launch.main`, the path both launchers take: its exit statuses and their one line on stderr."""
+def test_every_ending_has_its_exit_status(raised, status, line, capfd):
+    """`launch.main`, the path both launchers take: its exit statuses and their one line on stderr. After
+    a failed write, whatever the process prints later (library threads, exit hooks) goes to the file the
+    line names, never to the screen."""
     guard = signal.signal(signal.SIGTERM, lambda *args: None)  # if no handler were installed: not pytest's end
     try:
         got = launch.main("prog", ["prog"], doc="", help_flags=list, plan=lambda argv: "plan", execute=_ends(raised),
                           continue_with=lambda plan: "again")
+        os.write(2, b"a late traceback\n")
     finally:
         signal.signal(signal.SIGTERM, guard)
-    assert got == status and capsys.readouterr().err.strip() == line
+    err = capfd.readouterr().err  # capfd puts file descriptor 2 back afterwards
+    if status != cli.IO_ERROR:
+        assert got == status and err == line + "\na late traceback\n"
+        return
+    assert got == status and err.endswith(")\n") and err.count("\n") == 1, err
+    head, late = err[:-2].split(" (the libraries' later reports: ")
+    assert head == line
+    with open(late) as f:
+        assert f.read() == "a late traceback\n"
+    os.remove(late)
 
 
 def test_bad_input_is_usage_error_from_the_plan(capsys):
