@@ -25,6 +25,7 @@ TARGET_MASKS = ("share", "prune")
 ACTOR_CLOCKS = ("actor_updates", "critic_updates")
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 POLICY_SCALES = ("tanh_range", "softplus")
+BACKBONES = ("mlp", "simba")  # the network bodies of `networks.py`
 
 
 class Range(NamedTuple):
@@ -117,7 +118,15 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
+    # The networks' widths: per hidden layer (mlp backbone) or per residual block, all equal (simba);
+    # ``actor_hidden`` / ``critic_hidden`` override it for one network (None: ``hidden``).
     hidden: Tuple[int, ...] = num((256, 256), lo=1, integer=True, each=True)
+    actor_hidden: Optional[Tuple[int, ...]] = num(None, lo=1, integer=True, each=True, optional=True)
+    critic_hidden: Optional[Tuple[int, ...]] = num(None, lo=1, integer=True, each=True, optional=True)
+    # Each network's body (`networks.py`): 'mlp' (ReLU layers) or 'simba' (SimBa's residual blocks with
+    # LayerNorm, the body of the sparse-scaling work of Ma et al.)
+    actor_backbone: str = choice("mlp", BACKBONES)
+    critic_backbone: str = choice("mlp", BACKBONES)
     actor_lr: float = num(3e-4, lo=0, lo_open=True)
     critic_lr: float = num(3e-4, lo=0, lo_open=True)
     alpha_lr: float = num(3e-4, lo=0, lo_open=True)
@@ -137,8 +146,11 @@ class AgentConfig:
     noise_clip: float = num(0.5, lo=0)
     exploration_noise: float = num(0.1, lo=0)
     # SAC
-    init_log_alpha: float = num(0.0, -20, 20)
-    target_entropy: Optional[float] = num(None, optional=True)  # None: -|A|
+    init_log_alpha: float = num(0.0, -20, 20)  # the temperature starts at exp(init_log_alpha)
+    # One Q network instead of the twin (Ma et al. on DM Control): the target and the actor read it alone
+    single_q: bool = choice(False, FLAG)
+    target_entropy: Optional[float] = num(None, optional=True)  # None: -|A| x target_entropy_per_action
+    target_entropy_per_action: float = num(1.0, lo=0)  # the default target's |A| multiple (Ma et al.: 0.5)
     # How the actor's raw scale output becomes the Gaussian's std (`networks.GaussianActor`):
     # 'tanh_range' squashes it into log std in [-5, 2] (std 0.22 at a zero output; CleanRL, SpinningUp);
     # 'softplus' is Brax's softplus(raw) + 0.001 (std 0.69 at a zero output).
@@ -304,7 +316,7 @@ def _build(cls, values: Dict[str, Any], prefix: str):
     if unknown:
         raise ValueError(f"unknown config key {prefix}.{sorted(unknown)[0]}; allowed: {sorted(names)}")
     values = dict(values)
-    for name in ("hidden", "er_lambdas"):  # JSON lists back to hashable tuples
+    for name in ("hidden", "actor_hidden", "critic_hidden", "er_lambdas"):  # JSON lists back to hashable tuples
         if isinstance(values.get(name), list):
             values[name] = tuple(values[name])
     return cls(**values)

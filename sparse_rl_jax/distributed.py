@@ -384,11 +384,14 @@ def make_chunk_fn(trainer: trainer_lib.Trainer, mesh: Mesh):
         axes = _per_field(trainer_lib.TrainState, None, 0)
         step = jax.vmap(jax.vmap(iteration, in_axes=(axes, None), out_axes=(axes, 0), axis_name=SHARD),
                         in_axes=(0, None), axis_name=trainer_lib.SEED_BATCH)
+        # every shard measures the networks on a batch of its own buffer; the metrics read shard 0's
+        diagnose = jax.vmap(jax.vmap(trainer.diagnose, in_axes=(axes,)))
     else:
         step = jax.vmap(iteration, in_axes=(0, None), axis_name=trainer_lib.SEED_BATCH)
+        diagnose = None
 
     def local(states, first):
-        return trainer.chunk(states, first, n, step_all=step)
+        return trainer.chunk(states, first, n, step_all=step, diagnose_all=diagnose)
 
     spec = _specs(dp)
     info_spec = P(SEED, DATA) if dp else P(SEED)

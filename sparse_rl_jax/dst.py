@@ -114,14 +114,14 @@ def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequen
         grown = optim_lib.grown_mask(net.masks, masks)
         opt_state = optim_lib.reset_grown_moments(opt_state, grown)
     metrics = {"mask_change": change, "topology_events": (event != schedules.NO_EVENT).astype(jnp.int32),
-               "updates": jnp.int32(1), "active": active}
+               "updates": jnp.int32(1), "active": active, "grad_norm": optax.global_norm(grads)}
     return net.replace(params=params, opt_state=opt_state, masks=masks, updates=update, active=active), metrics
 
 
 def zero_metrics(net: SparseNet) -> Dict:
     """The metrics of an update that did not happen (TD3's actor between its delayed updates)."""
     return {"mask_change": jnp.float32(0.0), "topology_events": jnp.int32(0), "updates": jnp.int32(0),
-            "active": jnp.zeros_like(net.active)}
+            "active": jnp.zeros_like(net.active), "grad_norm": jnp.float32(0.0)}
 
 
 def mask_change(old, new) -> jax.Array:

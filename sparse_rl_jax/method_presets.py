@@ -27,7 +27,7 @@ DS_LAMBDAS = {
 
 
 # Each preset function takes the agent's `preset_family` ("td3": a deterministic actor, "sac": a
-# stochastic one), the backbone whose papers' settings apply; DDPG, which neither paper ran, takes TD3's.
+# stochastic one), the algorithm whose papers' settings apply; DDPG, which neither paper ran, takes TD3's.
 def dense(algo: str) -> Overrides:
     return {"sparsity.actor": 0.0, "sparsity.critic": 0.0}
 

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from sparse_rl_jax import config as cfg_lib
-from sparse_rl_jax import dst, replay, run_logging
+from sparse_rl_jax import dst, plasticity, replay, run_logging
 from sparse_rl_jax import trainer as trainer_lib
 from sparse_rl_jax.sparsity import flops
 
@@ -49,6 +49,11 @@ def chunk_metrics(trainer: Trainer, states: TrainState, info: Dict, updates: int
         m[f"topology/{net_name}/mask_change"] = np.asarray(info[f"{net_name}_mask_change"]) / np.maximum(events, 1)
         m[f"topology/{net_name}/events"] = events
         m[f"topology/{net_name}/net_updates"] = np.asarray(net.updates)
+        updates_made = np.asarray(info[f"{net_name}_updates"])
+        m[f"plasticity/{net_name}/grad_norm"] = np.where(
+            updates_made > 0, np.asarray(info[f"{net_name}_grad_norm"]) / np.maximum(updates_made, 1), np.nan)
+        for measure in plasticity.STATE_MEASURES:  # of the final states, on a replay batch (`Trainer.diagnose`)
+            m[f"plasticity/{net_name}/{measure}"] = np.asarray(info[f"plasticity/{net_name}/{measure}"])
     m["buffer/size"] = np.asarray(replay.num_transitions(states.replay))
     if "buffer_policy_distance" in info:
         checks = np.asarray(info["buffer_checks"])
@@ -258,6 +263,7 @@ def summarize(run: cfg_lib.RunSpec, history: List[list], trainer, agent) -> Dict
                "best_return": float(rets.max()) if len(rets) else None,
                "auc": run_logging.area_under_curve(steps, rets)}
         row.update(size_and_flops(trainer, agent, i, history))
+        row.update(final_plasticity(history, i))
         seeds.append(row)
     return {
         "method": config.method, "algo": config.algo, "env": config.env.name, "num_seeds": run.num_seeds,
@@ -267,9 +273,23 @@ def summarize(run: cfg_lib.RunSpec, history: List[list], trainer, agent) -> Dict
     }
 
 
+def final_plasticity(history: List[list], seed: int) -> Dict[str, Optional[float]]:
+    """The last period's plasticity measures of one seed (``plasticity/<net>/<measure>``; None if absent,
+    e.g. a run recorded before they existed, or no update in the period for the gradient norm)."""
+    last = history[-1][1] if history else {}
+    out = {}
+    for name in PLASTICITY_FIELDS:
+        value = run_logging.seed_value(last.get(name), seed)
+        out[name] = None if value is None or not np.isfinite(value) else float(value)
+    return out
+
+
+PLASTICITY_FIELDS = tuple(f"plasticity/{net}/{m}" for net in ("actor", "critic") for m in plasticity.MEASURES)
+
+
 def _aggregate(rows: List[Dict[str, Any]], fn) -> Dict[str, Optional[float]]:
     out = {}
-    for name in run_logging.SUMMARY_FIELDS:
+    for name in run_logging.SUMMARY_FIELDS + PLASTICITY_FIELDS:
         vals = [r[name] for r in rows if r.get(name) is not None]
         out[name] = float(fn(vals)) if vals else None
     return out

@@ -1,14 +1,31 @@
-"""Flax actor and critic networks of the agents (TD3, SAC, DDPG).
+"""Flax actor and critic networks of the agents (TD3, SAC, DDPG), on one of two backbones.
 
 Layer naming is part of the public contract, because the sparsity layer finds input and output layers by
-path: every MLP is a dict of ``dense_0 .. dense_{L-1}``; ``dense_0`` is its input layer and the highest
-index its output layer. The twin critic holds two MLPs under ``q1`` and ``q2`` (kept as separate
-matrices, not a stacked ensemble, so every layer of every Q has its own exact non-zero count).
+path: every network body is a dict of ``dense_0 .. dense_{L-1}`` kernels in the order the input meets
+them; ``dense_0`` is its input layer and the highest index its output layer (the head). The twin critic
+holds two networks under ``q1`` and ``q2`` (kept as separate matrices, not a stacked ensemble, so every
+layer of every Q has its own exact non-zero count).
 
-Parameter trees (what ``init`` returns):
+Backbones (`BACKBONES`, per network: ``agent.actor_backbone`` / ``agent.critic_backbone``):
+
+* ``mlp``: ReLU layers of widths ``hidden``, then the head.
+* ``simba`` (Lee et al., SimBa, ICLR 2025; the body of Ma et al., ICML 2025): an encoder ``Dense(h)``
+  (orthogonal init), then per entry of ``hidden`` (all equal to ``h``, the skip adds them) a residual
+  block ``x + Dense(h)(ReLU(Dense(4h)(LayerNorm(x))))`` (He init), a final LayerNorm, then the head
+  (orthogonal init). Its kernels are ``dense_0`` (encoder), ``dense_{2b+1}``, ``dense_{2b+2}`` (block
+  ``b``'s expansion and projection) and ``dense_{2B+1}`` (head); its LayerNorms are ``norm_0 ..
+  norm_B`` (``norm_B`` the final one). So every kernel is maskable by the same rules as an MLP's,
+  while the LayerNorms' scales and biases (1-D) stay dense.
+
+Parameter trees (what ``init`` returns), MLP:
     actor:  {'params': {'dense_0': {'kernel', 'bias'}, 'dense_1': ..., 'dense_2': ...}}
     critic: {'params': {'q1': {'dense_0': ..., 'dense_1': ..., 'dense_2': ...}, 'q2': {...}}}
-    single critic (DDPG): {'params': {'q1': {...}}}, so every critic's first Q is ``q1``
+    single critic (DDPG, SAC with ``agent.single_q``): {'params': {'q1': {...}}}, so every critic's
+    first Q is ``q1``
+
+Every ReLU's output and the last hidden features (the head's input) are sown as ``intermediates``
+(``activations``, ``features``) for the plasticity diagnostics (`plasticity.py`); an ``apply`` that does
+not ask for that collection pays nothing.
 
 Masking is *not* done inside the forward pass: stored weights are kept exactly zero at inactive positions,
 so gradients w.r.t. them are the dense gradients that RigL and importance growth need.
@@ -20,6 +37,10 @@ from typing import Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from sparse_rl_jax.config import BACKBONES
+
+SIMBA_EXPANSION = 4  # a block's inner width is 4h
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
@@ -72,13 +93,41 @@ class Dense(nn.Module):
         return kernel_matmul(x, kernel) + bias
 
 
-def mlp_layers(x: jax.Array, features: Sequence[int]) -> jax.Array:
-    """ReLU layers ``dense_0 .. dense_{L-1}`` registered on the calling compact module."""
-    for i, width in enumerate(features):
-        x = Dense(width, name=f"dense_{i}")(x)
-        if i < len(features) - 1:
-            x = nn.relu(x)
-    return x
+def check_hidden(backbone: str, hidden: Sequence[int]) -> None:
+    """ValueError unless ``hidden`` describes a ``backbone`` body."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; allowed: {', '.join(BACKBONES)}")
+    if not hidden:
+        raise ValueError("hidden must name at least one layer (mlp) or block (simba)")
+    if backbone == "simba" and len(set(hidden)) != 1:
+        raise ValueError(f"a simba body's blocks share one width (their skips add), got {tuple(hidden)}")
+
+
+def body_layers(module: nn.Module, x: jax.Array, backbone: str, hidden: Sequence[int], out: int) -> jax.Array:
+    """A ``backbone`` body of widths ``hidden`` and its linear head of width ``out``, registered on the
+    calling compact ``module`` (module docstring: layer names); sows the head's input as ``features``."""
+    check_hidden(backbone, hidden)
+    if backbone == "mlp":
+        for i, width in enumerate(hidden):
+            x = nn.relu(Dense(width, name=f"dense_{i}")(x))
+            module.sow("intermediates", "activations", x)
+        module.sow("intermediates", "features", x)
+        return Dense(out, name=f"dense_{len(hidden)}")(x)
+    h, blocks = int(hidden[0]), len(hidden)
+    x = Dense(h, kernel_init=nn.initializers.orthogonal(), name="dense_0")(x)
+    for b in range(blocks):
+        y = nn.LayerNorm(name=f"norm_{b}")(x)
+        y = nn.relu(Dense(SIMBA_EXPANSION * h, kernel_init=nn.initializers.he_normal(), name=f"dense_{2 * b + 1}")(y))
+        module.sow("intermediates", "activations", y)
+        x = x + Dense(h, kernel_init=nn.initializers.he_normal(), name=f"dense_{2 * b + 2}")(y)
+    x = nn.LayerNorm(name=f"norm_{blocks}")(x)
+    module.sow("intermediates", "features", x)
+    return Dense(out, kernel_init=nn.initializers.orthogonal(), name=f"dense_{2 * blocks + 1}")(x)
+
+
+def kernel_count(backbone: str, hidden: Sequence[int]) -> int:
+    """Kernels of one body with its head (the ``dense_i`` layers)."""
+    return len(hidden) + 1 if backbone == "mlp" else 2 * len(hidden) + 2
 
 
 class MLP(nn.Module):
@@ -88,7 +137,19 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return mlp_layers(x, self.features)
+        return body_layers(self, x, "mlp", self.features[:-1], self.features[-1])
+
+
+class Body(nn.Module):
+    """A ``backbone`` body of widths ``hidden`` with its linear head of width ``out``."""
+
+    out: int
+    hidden: Sequence[int] = (256, 256)
+    backbone: str = "mlp"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return body_layers(self, x, self.backbone, self.hidden, self.out)
 
 
 class DeterministicActor(nn.Module):
@@ -96,10 +157,11 @@ class DeterministicActor(nn.Module):
 
     action_dim: int
     hidden: Sequence[int] = (256, 256)
+    backbone: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        return jnp.tanh(mlp_layers(obs, (*self.hidden, self.action_dim)))
+        return jnp.tanh(body_layers(self, obs, self.backbone, self.hidden, self.action_dim))
 
 
 class GaussianActor(nn.Module):
@@ -111,10 +173,11 @@ class GaussianActor(nn.Module):
     action_dim: int
     hidden: Sequence[int] = (256, 256)
     scale: str = "tanh_range"
+    backbone: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> Tuple[jax.Array, jax.Array]:
-        out = mlp_layers(obs, (*self.hidden, 2 * self.action_dim))
+        out = body_layers(self, obs, self.backbone, self.hidden, 2 * self.action_dim)
         mean, log_std = jnp.split(out, 2, axis=-1)
         if self.scale == "softplus":
             return mean, jnp.log(jax.nn.softplus(log_std) + SOFTPLUS_MIN_STD)
@@ -127,24 +190,27 @@ class TwinCritic(nn.Module):
     """Two independent Q networks Q1, Q2 taking (obs, action); returns (q1, q2), each of shape [...]."""
 
     hidden: Sequence[int] = (256, 256)
+    backbone: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> Tuple[jax.Array, jax.Array]:
         x = jnp.concatenate([obs, action], axis=-1)
-        q1 = MLP((*self.hidden, 1), name="q1")(x)[..., 0]
-        q2 = MLP((*self.hidden, 1), name="q2")(x)[..., 0]
+        q1 = Body(1, self.hidden, self.backbone, name="q1")(x)[..., 0]
+        q2 = Body(1, self.hidden, self.backbone, name="q2")(x)[..., 0]
         return q1, q2
 
 
 class SingleCritic(nn.Module):
-    """One Q network (DDPG), under ``q1`` like the twin critic's first; returns ``(q1,)``."""
+    """One Q network (DDPG; SAC with ``agent.single_q``), under ``q1`` like the twin critic's first;
+    returns ``(q1,)``."""
 
     hidden: Sequence[int] = (256, 256)
+    backbone: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> Tuple[jax.Array]:
         x = jnp.concatenate([obs, action], axis=-1)
-        return (MLP((*self.hidden, 1), name="q1")(x)[..., 0],)
+        return (Body(1, self.hidden, self.backbone, name="q1")(x)[..., 0],)
 
 
 def squash_gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array):

@@ -108,6 +108,29 @@ def buffer_and_nstep(history: List[list], path: str) -> str:
     return _save(fig, path)
 
 
+PLASTICITY_PANELS = (("dormant_ratio", "dormant ReLU units (tau 0.1)"), ("srank", "srank of the features"),
+                     ("feature_norm", "feature norm"), ("weight_norm", "weight norm"),
+                     ("grad_norm", "gradient norm (mean over updates)"))
+
+
+def plasticity_curves(history: List[list], path: str, title: str = "Plasticity") -> str:
+    """The plasticity measures (`sparse_rl_jax.plasticity`) over env steps, one column per measure, one
+    line per network (mean over seeds, shaded min-max)."""
+    fig, axes = plt.subplots(1, len(PLASTICITY_PANELS), figsize=(4 * len(PLASTICITY_PANELS), 3.6), squeeze=False)
+    for ax, (measure, label) in zip(axes[0], PLASTICITY_PANELS):
+        for net in ("actor", "critic"):
+            steps, values = _per_seed(history, f"plasticity/{net}/{measure}")
+            if len(steps):
+                _band(ax, steps, values, net)
+        ax.set_title(label, fontsize="medium")
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="x-small")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def masks_picture(masks: Dict[str, np.ndarray], path: str, title: str = "Final masks") -> str:
     """One panel per layer: active connections (dark) of a ``bool[in, out]`` mask, with its density."""
     names = list(masks) or ["(none)"]
@@ -136,7 +159,8 @@ def run_plots(workdir: str, history: List[list], masks: Dict[str, np.ndarray], l
     out = os.path.join(workdir, "plots")
     paths = [learning_curves({label: history}, os.path.join(out, "learning_curve.png"), f"{label}: learning curve"),
              layer_density(history, os.path.join(out, "layer_density.png")),
-             masks_picture(masks, os.path.join(out, "final_masks.png"), f"{label}: final masks (seed 0)")]
+             masks_picture(masks, os.path.join(out, "final_masks.png"), f"{label}: final masks (seed 0)"),
+             plasticity_curves(history, os.path.join(out, "plasticity.png"), f"{label}: plasticity")]
     if rlx2_panels:
         paths.append(buffer_and_nstep(history, os.path.join(out, "buffer_nstep.png")))
     return paths

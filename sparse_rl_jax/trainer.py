@@ -27,12 +27,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from sparse_rl_jax import agents, envs, evaluation, methods, normalization, replay
+from sparse_rl_jax import agents, envs, evaluation, methods, normalization, plasticity, replay
 from sparse_rl_jax.config import Config
 
 ProgressFn = Callable[[int, Dict[str, Any]], None]
 # The vmap axis of the seeds (or sweep cells) inside a chunk; the env's auto-reset agrees over it.
 SEED_BATCH = "seed_batch"
+# the key of the batch the plasticity measures read (folded with the env steps: a fresh batch each period)
+DIAGNOSIS_SEED = 0x5EED
 
 
 @struct.dataclass
@@ -224,18 +226,37 @@ class Trainer:
             info["buffer_checks"] = check.astype(jnp.float32)
         return ts, info
 
+    def diagnose(self, ts: TrainState) -> Dict[str, jax.Array]:
+        """The plasticity measures (`plasticity.measure`) of both networks, ``plasticity/<net>/<measure>``,
+        on one batch of the agent's batch size drawn from the replay buffer with a key of its own (the
+        run's keys are untouched, so the trajectory is the same with or without it)."""
+        key = jax.random.fold_in(jax.random.PRNGKey(DIAGNOSIS_SEED), ts.env_steps)
+        batch = replay.sample(ts.replay, key, self.config.agent.batch_size)
+        obs = normalize_obs(ts.obs_stats, batch.obs)
+        agent, state = self.agent, ts.agent
+        out = {}
+        for name, inputs in (("actor", (obs,)), ("critic", (obs, batch.action))):
+            module = agent.actor_module if name == "actor" else agent.critic_module
+            for measure, value in plasticity.measure(module, getattr(state, name).params, *inputs).items():
+                out[f"plasticity/{name}/{measure}"] = value
+        return out
+
     # ------------------------------------------------------------------ chunk
-    def chunk(self, states: TrainState, first_iteration, num_iterations: int, step_all=None):
+    def chunk(self, states: TrainState, first_iteration, num_iterations: int, step_all=None,
+              diagnose_all=None):
         """Advance vmapped `states` (leading seed axis) by `num_iterations`; returns (states, info summed
-        over the iterations). ``step_all(states, iteration)``: one iteration of every seed (default: this
-        trainer's `iteration` vmapped over seeds; the scale-out layouts pass theirs)."""
+        over the iterations, with the plasticity measures of the final states). ``step_all(states,
+        iteration)``: one iteration of every seed, ``diagnose_all(states)``: `diagnose` of every seed
+        (defaults: this trainer's, vmapped over seeds; the scale-out layouts pass theirs)."""
         states = states.replace(finished_return_sum=jnp.zeros_like(states.finished_return_sum),
                                 finished_count=jnp.zeros_like(states.finished_count))
         if step_all is None:
             step_all = jax.vmap(self.iteration, in_axes=(0, None), axis_name=SEED_BATCH)  # counter shared
         iterations = first_iteration + jnp.arange(num_iterations)
         states, infos = jax.lax.scan(step_all, states, iterations)
-        return states, jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
+        info = jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
+        info.update((diagnose_all or jax.vmap(self.diagnose))(states))
+        return states, info
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sparse_rl_jax import config as cfg
+from sparse_rl_jax import networks
 
 
 class ConfigError(ValueError):
@@ -61,9 +62,24 @@ def validate(config: cfg.Config) -> cfg.Config:
     _check(config.train_iterations >= 1, "total_env_steps", config.total_env_steps,
            f"must exceed warmup_env_steps={config.warmup_env_steps} by at least one iteration "
            f"({config.env_steps_per_iteration} env steps), or the run trains nothing")
+    _validate_networks(config, agents.AGENTS[config.algo])
     _validate_sparsity(config)
     _validate_replay(config)
     return config
+
+
+def _validate_networks(config: cfg.Config, agent_cls) -> None:
+    a = config.agent
+    for name in ("actor", "critic"):
+        option = f"agent.{name}_hidden" if getattr(a, f"{name}_hidden") else "agent.hidden"
+        hidden = getattr(a, f"{name}_hidden") or a.hidden
+        try:
+            networks.check_hidden(getattr(a, f"{name}_backbone"), hidden)
+        except ValueError as err:
+            raise ConfigError(option, hidden, f"{err} (the {name}'s backbone is "
+                              f"{getattr(a, f'{name}_backbone')})") from None
+    _check(not a.single_q or agent_cls.single_q_option, "agent.single_q", a.single_q,
+           f"{config.algo} has no single-Q option (TD3's clipped double Q needs two; DDPG always has one)")
 
 
 def _validate_sparsity(config: cfg.Config) -> None:
@@ -75,7 +91,10 @@ def _validate_sparsity(config: cfg.Config) -> None:
             _check(getattr(s, name) == 0.0, f"sparsity.{name}", getattr(s, name),
                    "must be 0 with sparsity.er_lambdas (the ER lambdas set the densities); "
                    "clear er_lambdas to give a sparsity level")
-        sparse_layers = len(config.agent.hidden) + (0 if s.dense_output else 1) - (1 if s.dense_input else 0)
+        a = config.agent
+        kernels = max(networks.kernel_count(a.actor_backbone, a.actor_hidden or a.hidden),
+                      networks.kernel_count(a.critic_backbone, a.critic_hidden or a.hidden))
+        sparse_layers = kernels - (1 if s.dense_output else 0) - (1 if s.dense_input else 0)
         _check(len(s.er_lambdas) >= sparse_layers, "sparsity.er_lambdas", s.er_lambdas,
                f"needs one lambda per sparse layer ({sparse_layers} here)")
     _check(t.gmp_begin < t.gmp_end, "topology.gmp_begin/gmp_end", (t.gmp_begin, t.gmp_end),

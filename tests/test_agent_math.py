@@ -140,6 +140,7 @@ def test_log_std_is_a_tanh_rescale_onto_the_bounds():
 # ------------------------------------------------------------------ 3. SAC temperature
 def test_sac_target_entropy_default_and_configured():
     assert _agent(SAC).target_entropy == -float(ACT)
+    assert _agent(SAC, target_entropy_per_action=0.5).target_entropy == -0.5 * ACT  # Ma et al.'s -|A|/2
     assert _agent(SAC, target_entropy=-0.7).target_entropy == pytest.approx(-0.7)
     assert _agent(SAC, target_entropy=0.0).target_entropy == 0.0  # 0 is a value, not "unset"
     assert _agent(SAC, target_entropy=3.0).target_entropy == 3.0
@@ -171,6 +172,26 @@ def test_sac_temperature_moves_alpha_towards_the_target_entropy():
     assert abs(entropy) > 0.6, entropy  # so that +-0.5 around it also separates other (wrong) rules
     assert step(entropy + 0.5)[0] == pytest.approx(lr, rel=1e-3)
     assert step(entropy - 0.5)[0] == pytest.approx(-lr, rel=1e-3)
+
+
+def test_sac_single_q_learns_one_critic_and_bootstraps_from_it():
+    """``agent.single_q`` (Ma et al. on DMC): one Q network under q1; its loss is that Q's squared TD error
+    and the soft target reads that Q alone (no minimum over a twin)."""
+    agent = _agent(SAC, single_q=True)
+    state = agent.init(jax.random.PRNGKey(0), 0.0, 0.0)
+    assert set(state.critic.params["params"]) == {"q1"}
+    window, key = _window(jax.random.PRNGKey(1)), jax.random.PRNGKey(2)
+    loss, _ = agent.critic_loss(state.critic.params, state, window, 1, key)
+    target = agent.soft_target(state, window, 1, key)
+    (q,) = networks.SingleCritic(HIDDEN).apply(state.critic.params, window.obs, window.action)
+    np.testing.assert_allclose(loss, jnp.mean((q - target) ** 2), rtol=1e-6)
+    # the target by hand: the next action from the actor, the one target Q, the entropy term
+    alpha = jnp.exp(state.log_alpha)
+    next_obs = window.next_obs[:, 0]
+    action, logp = agent.sample(state.actor.params, next_obs, jax.random.split(key)[0])
+    (next_q,) = networks.SingleCritic(HIDDEN).apply(state.critic.target, next_obs, action)
+    want = window.rewards[:, 0] + agent.cfg.gamma * (next_q - alpha * logp)
+    np.testing.assert_allclose(target, want, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------ 4. TD3 target policy noise

@@ -23,13 +23,19 @@ from sparse_rl_jax.export import (ChecksumError, CorruptFileError, PolicyFileErr
                                   UnsupportedVersionError, dense_checkpoint_bytes, export_actor,
                                   load_jax_policy, load_policy, read_policy, size_report)
 from sparse_rl_jax.export import format as fmt
+from sparse_rl_jax.export.numpy_policy import dense_numpy_actor
 
 OBS, ACT, HIDDEN = 17, 6, (256, 256)
 TOL = 1e-5
 
 
-def make_actor(algo: str, seed: int = 0):
-    module = (networks.DeterministicActor if algo == "td3" else networks.GaussianActor)(ACT, HIDDEN)
+SIMBA = (64, 64)  # two residual blocks of width 64
+
+
+def make_actor(algo: str, seed: int = 0, backbone: str = "mlp"):
+    hidden = SIMBA if backbone == "simba" else HIDDEN
+    module = (networks.DeterministicActor if algo == "td3" else networks.GaussianActor)(ACT, hidden,
+                                                                                         backbone=backbone)
     params = module.init(jax.random.key(seed), jnp.zeros((1, OBS)))
     rng = np.random.default_rng(seed)
     # Non-zero biases (so every bias matters) and weights scaled so the actions are spread over (-1, 1).
@@ -45,8 +51,8 @@ def random_masks(params, sparsity: float, rng, dense_layers=()):
     """
     masked, masks = {}, {}
     for name, layer in params["params"].items():
-        kernel = layer["kernel"]
-        if name in dense_layers:
+        kernel = layer.get("kernel")
+        if kernel is None or name in dense_layers:  # a LayerNorm's scale and bias stay dense
             masks[name] = {"kernel": None, "bias": None}
             masked[name] = dict(layer)
             continue
@@ -76,7 +82,10 @@ def make_normalizer(rng):
 
 @pytest.fixture(scope="module")
 def actors():
-    return {algo: make_actor(algo, seed=i) for i, algo in enumerate(("td3", "sac"))}
+    actors = {algo: make_actor(algo, seed=i) for i, algo in enumerate(("td3", "sac"))}
+    actors.update({f"simba_{algo}": make_actor(algo, seed=2 + i, backbone="simba")
+                   for i, algo in enumerate(("td3", "sac"))})
+    return actors
 
 
 @pytest.fixture()
@@ -85,7 +94,7 @@ def exported(actors, tmp_path):
 
     def build(algo, sparsity, with_norm, seed=0, **kwargs):
         rng = np.random.default_rng(seed)
-        module, params = actors[algo]
+        module, params = actors[kwargs.pop("backbone", "") + algo]
         params, masks = random_masks(params, sparsity, rng, kwargs.pop("dense_layers", ()))
         norm = make_normalizer(rng) if with_norm else None
         path = tmp_path / f"{algo}_{sparsity}_{with_norm}.npz"
@@ -155,6 +164,30 @@ def test_jax_actions_match_jax_actor(exported, algo, sparsity, with_norm, kernel
                             ("bcoo", 32): ("bcoo",) * 3, ("dense", 32): ("dense",) * 3}[kernel, min_width]
     np.testing.assert_allclose(np.asarray(policy(obs)), ref, atol=TOL, rtol=0)
     np.testing.assert_allclose(np.asarray(policy(obs[3])), ref[3], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+@pytest.mark.parametrize("sparsity,with_norm", [(0.0, True), (0.9, False)])
+def test_simba_actor_round_trip(exported, algo, sparsity, with_norm):
+    """A simba actor (LayerNorms, residual blocks) acts the same in every runtime as in Flax; its file is
+    version 2, while an MLP's stays version 1 (older readers keep reading those)."""
+    module, params, masks, norm, path = exported(algo, sparsity, with_norm, backbone="simba_")
+    obs = observations(16)
+    ref = reference_actions(module, algo, params, obs, norm)
+    assert 0.2 < np.abs(ref).mean() < 0.9
+    exported_policy = read_policy(path)
+    assert int(fmt._read_arrays(str(path))["format_version"]) == 2
+    assert [(l.has_norm, l.skip_from, l.activation) for l in exported_policy.layers] == [
+        (False, None, "identity"), (True, None, "relu"), (False, 1, "identity"), (True, None, "relu"),
+        (False, 3, "identity"), (True, None, "identity")]
+    numpy_policy = load_policy(path)
+    np.testing.assert_allclose(numpy_policy(obs), ref, atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.stack([numpy_policy(o) for o in obs[:4]]), ref[:4], atol=TOL, rtol=0)
+    np.testing.assert_allclose(dense_numpy_actor(exported_policy)(obs), ref, atol=TOL, rtol=0)
+    for kernel in ("gather", "bcoo", "dense"):
+        np.testing.assert_allclose(np.asarray(load_jax_policy(path, kernel=kernel)(obs)), ref, atol=TOL, rtol=0)
+    *_, mlp_path = exported(algo, sparsity, with_norm)
+    assert int(fmt._read_arrays(str(mlp_path))["format_version"]) == 1
 
 
 def test_dense_layers_without_mask_are_stored_dense(exported):
@@ -254,9 +287,9 @@ def _rewrite(path, arrays, fix_checksum):
 def test_wrong_version_is_a_clear_error(exported):
     *_, path = exported("td3", 0.9, False)
     arrays = _arrays(path)
-    arrays["format_version"] = np.asarray(2, np.int32)
-    _rewrite(path, arrays, fix_checksum=True)  # a well-formed version-2 file, not a corrupted one
-    with pytest.raises(UnsupportedVersionError, match="version 2 is not supported.*reads version 1"):
+    arrays["format_version"] = np.asarray(3, np.int32)
+    _rewrite(path, arrays, fix_checksum=True)  # a well-formed version-3 file, not a corrupted one
+    with pytest.raises(UnsupportedVersionError, match="version 3 is not supported.*reads versions 1, 2"):
         load_policy(path)
 
 

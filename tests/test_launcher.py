@@ -20,15 +20,20 @@ import numpy as np
 import pytest
 
 from experiments import train
-from sparse_rl_jax import callbacks, checkpoint, cli, config_flag, distributed, launch, run_logging, runner, runs
+from sparse_rl_jax import (callbacks, checkpoint, cli, config_flag, distributed, launch, plasticity, run_logging,
+                           runner, runs)
 from sparse_rl_jax import config as cfg_lib
 from sparse_rl_jax.export import load_policy, read_policy
 from tests.conftest import CONFIGS, ROOT, TIMING, tiny_args
 
 TINY = tiny_args(eval_every=160)  # four evaluation periods
 TD3_ARGS = [f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY, "--seeds=2", "--keep_checkpoints=2"]
-SAC_ARGS = [f"--config={CONFIGS}/preset.py:ds,sac", "--config.env=inverted_pendulum", *TINY]
-DDPG_ARGS = [f"--config={CONFIGS}/preset.py:rigl+importance,ddpg", *TINY, "--noplots"]
+# SAC and DDPG run on SimBa bodies (the TD3 run and the learning tests cover MLPs): two residual blocks of
+# width 16, one ER lambda per sparse kernel for DS (encoder, two per block; its head stays dense)
+SIMBA_ARGS = ["--config.agent.actor_backbone=simba", "--config.agent.critic_backbone=simba"]
+SAC_ARGS = [f"--config={CONFIGS}/preset.py:ds,sac", "--config.env=inverted_pendulum", *TINY, *SIMBA_ARGS,
+            "--config.agent.single_q=True", "--config.sparsity.er_lambdas=(1.5,4,4,4,4)"]
+DDPG_ARGS = [f"--config={CONFIGS}/preset.py:rigl+importance,ddpg", *TINY, *SIMBA_ARGS, "--noplots"]
 CHUNKS = 4
 
 
@@ -126,6 +131,7 @@ def test_td3_end_to_end_outputs(td3_run):
         assert [r["env_steps"] for r in rows] == [160, 320, 480, 640]
         assert {"eval/episode_reward", "sparsity/actor", "buffer/size", "nstep",
                 "density/actor/dense_0", "density/critic/q1/dense_1"} <= set(rows[0])
+        assert {f"plasticity/{n}/{m}" for n in ("actor", "critic") for m in plasticity.MEASURES} <= set(rows[-1])
         with open(os.path.join(workdir, "metrics", f"seed_{seed}.csv")) as f:
             lines = f.read().splitlines()
         assert lines[0].startswith("env_steps,") and len(lines) == 1 + CHUNKS
@@ -136,7 +142,7 @@ def test_td3_end_to_end_outputs(td3_run):
     import jax
     assert summary["platform"]["jax"] == jax.__version__ and summary["platform"]["backend"] == "cpu"
     for key in ("final_return", "best_return", "auc", "sparsity_actor", "sparsity_critic", "total_size",
-                "train_flops", "inference_flops"):
+                "train_flops", "inference_flops", "plasticity/critic/srank", "plasticity/actor/grad_norm"):
         assert summary["mean"][key] is not None
     assert 0.85 < summary["mean"]["sparsity_actor"] < 0.95
     assert summary["mean"]["total_size"] < 0.3 and summary["mean"]["inference_flops"] < 0.2
@@ -151,7 +157,7 @@ def test_td3_end_to_end_outputs(td3_run):
                 assert abs(r["flops/train_fraction"] - s_ / d_) < 1e-9
         assert abs(summary["seeds"][seed]["train_flops"] - sum(sparse) / sum(dense)) < 1e-9
         assert 0.05 < summary["seeds"][seed]["train_flops"] < 0.5
-    for name in ("learning_curve", "layer_density", "final_masks", "buffer_nstep"):
+    for name in ("learning_curve", "layer_density", "final_masks", "plasticity", "buffer_nstep"):
         assert _is_png(os.path.join(workdir, "plots", f"{name}.png"))
     assert checkpoint.all_periods(workdir) == [CHUNKS - 1, CHUNKS]
 
@@ -164,6 +170,8 @@ def test_sac_end_to_end(first_runs):
     summary = json.load(open(os.path.join(workdir, "summary.json")))
     assert summary["algo"] == "sac" and summary["method"] == "ds" and summary["num_seeds"] == 1
     assert summary["seeds"][0]["final_return"] is not None
+    critic = runs.restore(workdir).states.agent.critic.params["params"]
+    assert sorted(critic) == ["q1"] and "norm_2" in critic["q1"]  # one Q, a two-block SimBa body
     assert checkpoint.all_periods(workdir) == [2, 4]
     assert _is_png(os.path.join(workdir, "plots", "learning_curve.png"))
     assert not os.path.exists(os.path.join(workdir, "plots", "buffer_nstep.png"))  # not an RLx2 run
@@ -185,12 +193,18 @@ def test_ddpg_end_to_end_with_export(first_runs, cli_env, tmp_path):
     assert min(events) >= 2, events
     state = runs.restore(workdir).states.agent
     assert list(state.critic.params["params"]) == ["q1"]  # DDPG's single critic
+    assert {"norm_0", "norm_1", "norm_2"} <= set(state.actor.params["params"])  # a SimBa body
     out = tmp_path / "ddpg.npz"
     proc = run_cli(cli_env, "experiments.export", f"--workdir={workdir}", f"--out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_policy(out).output_transform == "tanh" and read_policy(out).algo == "ddpg"
+    assert [l.skip_from for l in read_policy(out).layers] == [None, None, 1, None, 3, None]
     obs = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     np.testing.assert_allclose(load_policy(out)(obs), runs.load_policy(workdir)(obs), atol=1e-5)
+    # resumed from its checkpoint for one more period
+    proc = run_cli(cli_env, "experiments.train", f"--workdir={workdir}", "--resume", "--extend_to=800", "--noplots")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[5/5] env steps 800/800 (100%)" in proc.stdout
 
 
 def _state_leaves(workdir):

@@ -55,7 +55,7 @@ def test_run_plots_are_valid_pngs(tmp_path):
              "critic/q1/dense_2": np.ones((16, 1), bool)}
     paths = plotting.run_plots(str(tmp_path), history, masks, "rlx2 TD3", rlx2_panels=True)
     assert [os.path.basename(p) for p in paths] == [
-        "learning_curve.png", "layer_density.png", "final_masks.png", "buffer_nstep.png"]
+        "learning_curve.png", "layer_density.png", "final_masks.png", "plasticity.png", "buffer_nstep.png"]
     assert all(_valid_png(p) for p in paths)
 
 

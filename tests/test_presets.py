@@ -54,7 +54,7 @@ def test_ds_paper_preset(task, algo):
         assert c.warmup_env_steps == 25_000
 
 
-def test_td3_backbone_and_other_methods():
+def test_td3_paper_settings_and_other_methods():
     for method in ("dense", "static", "rigl", "gmp"):
         c = srj.make_config(method, "td3", "hopper")
         assert c.warmup_env_steps == 25_000

@@ -69,8 +69,12 @@ def update_chunk(iterations: int, repeats: int, method: str = "dense", algo: str
     """A method's update alone, vmapped over one seed as `Trainer.chunk` runs it, scanned over
     ``iterations`` updates on a fixed random window of the env's sizes (no env, no replay): returns the
     jitted ``chunk(states, first_update)`` and the agent states after its first (compiling) call."""
-    tr = trainer.Trainer(bench_config(method, algo, iterations, repeats))
-    agent, obs, act, b = tr.agent, tr.obs_dim, tr.action_dim, 256
+    return trainer_update_chunk(trainer.Trainer(bench_config(method, algo, iterations, repeats)), iterations)
+
+
+def trainer_update_chunk(tr: trainer.Trainer, iterations: int, b: int = 256):
+    """`update_chunk` for any trainer (its agent, sizes and config): batch ``b``."""
+    agent, obs, act = tr.agent, tr.obs_dim, tr.action_dim
     k = jax.random.split(jax.random.PRNGKey(1), 4)
     window = replay.Window(
         obs=jax.random.normal(k[0], (b, obs)), action=jax.random.uniform(k[1], (b, act), minval=-1, maxval=1),

@@ -39,7 +39,8 @@ def to_config_dict(config: cfg.Config) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_typed(cfg.Config, cfg.to_dict(config)))
 
 
-def preset_config(method: str, algo: str, task: Optional[str] = None, **overrides: Any
-                  ) -> ml_collections.ConfigDict:
-    """Defaults, then the method's preset (`presets.make_config`, per task when given), then ``overrides``."""
-    return to_config_dict(presets.make_config(method, algo, task, **overrides))
+def preset_config(method: str, algo: str, task: Optional[str] = None, recipe: Optional[str] = None,
+                  **overrides: Any) -> ml_collections.ConfigDict:
+    """Defaults, then the method's preset (`presets.make_config`, per task when given, a recipe over it),
+    then ``overrides``."""
+    return to_config_dict(presets.make_config(method, algo, task, recipe=recipe, **overrides))

@@ -79,8 +79,11 @@ def build_net(key, module, example_inputs: Sequence[jax.Array], sparsity_level, 
 
 
 def min_q(critic_apply, params, obs, action) -> jax.Array:
-    q1, q2 = critic_apply(params, obs, action)
-    return jnp.minimum(q1, q2)
+    """The smallest of the critic's Q values (the clipped double-Q estimate; one Q: itself)."""
+    q, *others = critic_apply(params, obs, action)
+    for other in others:
+        q = jnp.minimum(q, other)
+    return q
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,16 +117,18 @@ class AgentBase:
     preset_family: ClassVar[str]
     # per-update info entries averaged into `training/<name>` metrics
     metric_names: ClassVar[Tuple[str, ...]] = ("critic_loss", "actor_loss", "q")
+    # whether `agent.single_q` may replace its twin critic by one Q network
+    single_q_option: ClassVar[bool] = False
     # `AgentConfig` fields the update reads as state leaves (`hparam_keys` adds the drop fraction)
     hparam_names: ClassVar[Tuple[str, ...]] = ("actor_lr", "critic_lr", "tau")
 
     @classmethod
-    def make_actor(cls, action_dim: int, hidden: Sequence[int]) -> nn.Module:
+    def make_actor(cls, action_dim: int, hidden: Sequence[int], backbone: str = "mlp") -> nn.Module:
         raise NotImplementedError
 
     @classmethod
-    def make_critic(cls, hidden: Sequence[int]) -> nn.Module:
-        return networks.TwinCritic(tuple(hidden))
+    def make_critic(cls, hidden: Sequence[int], backbone: str = "mlp") -> nn.Module:
+        return networks.TwinCritic(tuple(hidden), backbone)
 
     @classmethod
     def interval_for(cls, cfg: AgentConfig) -> int:
@@ -146,12 +151,20 @@ class AgentBase:
         return self.interval_for(self.cfg)
 
     @property
+    def actor_hidden(self) -> Tuple[int, ...]:
+        return tuple(self.cfg.actor_hidden or self.cfg.hidden)
+
+    @property
+    def critic_hidden(self) -> Tuple[int, ...]:
+        return tuple(self.cfg.critic_hidden or self.cfg.hidden)
+
+    @property
     def actor_module(self) -> nn.Module:
-        return self.make_actor(self.action_dim, self.cfg.hidden)
+        return self.make_actor(self.action_dim, self.actor_hidden, self.cfg.actor_backbone)
 
     @property
     def critic_module(self) -> nn.Module:
-        return self.make_critic(self.cfg.hidden)
+        return self.make_critic(self.critic_hidden, self.cfg.critic_backbone)
 
     def gradients(self, loss_fn, *args, local: Tuple[str, ...] = ()):
         """``jax.grad(loss_fn, has_aux=True)(*args)``, gradients and aux metrics averaged over the

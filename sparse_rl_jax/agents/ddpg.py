@@ -39,8 +39,8 @@ class DDPG(TD3):
     hparam_names = TD3.hparam_names[:-2]  # no target policy smoothing: no policy_noise, noise_clip
 
     @classmethod
-    def make_critic(cls, hidden):
-        return networks.SingleCritic(tuple(hidden))
+    def make_critic(cls, hidden, backbone="mlp"):
+        return networks.SingleCritic(tuple(hidden), backbone)
 
     @classmethod
     def interval_for(cls, cfg) -> int:

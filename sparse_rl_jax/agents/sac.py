@@ -23,7 +23,8 @@ from sparse_rl_jax.sparsity import optim as optim_lib
 from sparse_rl_jax.sparsity.flops import Pass, PassModel
 
 # The pass model (`sparsity.flops`): the next action from the online actor (and, with n-step targets, one
-# actor pass per intermediate state), the actor update through both Qs; no actor target.
+# actor pass per intermediate state), the actor update through the critic's Qs (both, or the single one
+# with `agent.single_q`: the critic's stored size says which); no actor target.
 FLOP_MODEL = PassModel(passes=(
     Pass("next action: online actor forward", "actor", 1.0),
     Pass("entropy at intermediate states: actor forward", "actor", 1.0, "nstep"),
@@ -53,14 +54,22 @@ class SAC(common.AgentBase):
     preset_family = "sac"
     metric_names = ("critic_loss", "actor_loss", "q", "alpha", "entropy")
     hparam_names = common.AgentBase.hparam_names + ("alpha_lr",)
+    single_q_option = True
 
     @classmethod
-    def make_actor(cls, action_dim, hidden):
-        return networks.GaussianActor(action_dim, tuple(hidden))
+    def make_actor(cls, action_dim, hidden, backbone="mlp"):
+        return networks.GaussianActor(action_dim, tuple(hidden), backbone=backbone)
 
     @property
     def actor_module(self):
-        return networks.GaussianActor(self.action_dim, tuple(self.cfg.hidden), scale=self.cfg.policy_scale)
+        return networks.GaussianActor(self.action_dim, self.actor_hidden, scale=self.cfg.policy_scale,
+                                      backbone=self.cfg.actor_backbone)
+
+    @property
+    def critic_module(self):
+        if self.cfg.single_q:
+            return networks.SingleCritic(self.critic_hidden, self.cfg.critic_backbone)
+        return super().critic_module
 
     @staticmethod
     def alpha_optimizer():
@@ -69,7 +78,7 @@ class SAC(common.AgentBase):
     @property
     def target_entropy(self) -> float:
         te = self.cfg.target_entropy
-        return -float(self.action_dim) if te is None else float(te)
+        return -float(self.action_dim) * self.cfg.target_entropy_per_action if te is None else float(te)
 
     # ----------------------------------------------------------------- init / acting
     def init(self, key, actor_sparsity, critic_sparsity, hparams=None) -> SACState:
@@ -115,9 +124,9 @@ class SAC(common.AgentBase):
 
     def critic_loss(self, critic_params, state: SACState, window, n_active, key):
         target = self.soft_target(state, window, n_active, key)
-        q1, q2 = self.critic_module.apply(critic_params, window.obs, window.action)
-        loss = 0.5 * (jnp.mean((q1 - target) ** 2) + jnp.mean((q2 - target) ** 2))
-        return loss, {"critic_loss": loss, "q": jnp.mean(q1)}
+        qs = self.critic_module.apply(critic_params, window.obs, window.action)
+        loss = sum(jnp.mean((q - target) ** 2) for q in qs) / len(qs)  # the mean over the Q networks
+        return loss, {"critic_loss": loss, "q": jnp.mean(qs[0])}
 
     def actor_loss(self, actor_params, critic_params, log_alpha, obs, key):
         action, logp = self.sample(actor_params, obs, key)

@@ -48,8 +48,8 @@ class TD3(common.AgentBase):
     hparam_names = common.AgentBase.hparam_names + ("exploration_noise", "policy_noise", "noise_clip")
 
     @classmethod
-    def make_actor(cls, action_dim, hidden):
-        return networks.DeterministicActor(action_dim, tuple(hidden))
+    def make_actor(cls, action_dim, hidden, backbone="mlp"):
+        return networks.DeterministicActor(action_dim, tuple(hidden), backbone)
 
     @classmethod
     def interval_for(cls, cfg) -> int:

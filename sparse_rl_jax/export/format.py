@@ -4,24 +4,29 @@ Why a file format of its own: a 95%-sparse actor trained with masks is still sto
 plus masks, so a deployment pays for the zeros twice (file and compute). Here each sparse layer is
 stored in CSR with the smallest index dtypes that fit, so the file shrinks with the sparsity.
 
-Layout (format version 1; every entry an ``.npy`` member of one zip, deflate-compressed by default):
+Layout (format version 2; every entry an ``.npy`` member of one zip, deflate-compressed by default):
 
 * ``format_version``: int32 scalar. Read first, so a newer file fails with a version error instead of
   a confusing shape or checksum error.
 * ``meta``: UTF-8 JSON (as uint8) with ``format``, ``algo``, ``obs_dim``, ``action_dim``,
   ``output_transform``, ``values_dtype``, ``has_normalizer``, one record per layer
-  (``name``, ``in``, ``out``, ``storage`` 'csr'|'dense', ``activation``, ``nnz``) and the caller's
-  ``metadata``.
+  (``name``, ``in``, ``out``, ``storage`` 'csr'|'dense', ``activation``, ``nnz``, and in version 2
+  ``norm`` (bool), ``norm_eps`` and ``skip_from``) and the caller's ``metadata``.
 * per layer ``i``: ``layer{i}.bias`` and either CSR (``layer{i}.indptr``, ``layer{i}.indices``,
   ``layer{i}.values``) or ``layer{i}.weight`` (dense). Matrices are stored as **W^T** (rows = output
   units, columns = input units), so one layer is ``y = W^T x + b``, a CSR mat-vec whose inner loop
   reads one output row contiguously. Index arrays use the smallest unsigned dtype holding their
   largest value (uint8 for 256-wide inputs, so a stored weight costs 5 bytes in float32).
+* per layer with ``norm`` (version 2): ``layer{i}.norm_scale``, ``layer{i}.norm_bias`` (``[in]``).
 * ``obs_mean``, ``obs_std`` (optional): the observation normaliser, applied as ``(obs - mean) / std``.
 * ``checksum``: sha256 (32 uint8) over the canonical bytes of every other entry (see :func:`checksum`).
 
 The network is ``h = act_i(W_i^T h + b_i)`` with ``relu`` between layers and ``identity`` on the last,
-then the output transform: ``tanh`` (TD3) or ``tanh_mean`` (SAC: tanh of the mean head; the log-std half
+then the output transform. Version 2 adds what residual bodies (``networks.py``'s simba) need: a layer
+with ``norm`` applies a LayerNorm to its input first (``(h - mean) / sqrt(var + eps) * scale + bias``
+over the features), and a layer with ``skip_from = j`` adds layer ``j``'s input (before ``j``'s norm)
+to its own output. A policy without either is written as version 1, byte for byte what version-1
+writers wrote, so older readers keep reading MLP policies. The output transform: ``tanh`` (TD3) or ``tanh_mean`` (SAC: tanh of the mean head; the log-std half
 of the output layer is dropped at export because the deterministic policy never reads it).
 
 This module imports only NumPy (no JAX, no SciPy), so it can be copied to a deployment target.
@@ -40,7 +45,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 FORMAT_NAME = "sparse_rl_jax.policy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this module reads and writes
+READABLE_VERSIONS = (1, 2)
+LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default, the networks' LayerNorms
 OUTPUT_TRANSFORMS = ("tanh", "tanh_mean")
 # each built-in agent's exported actor: TD3/DDPG a tanh policy; SAC's output layer is [mean | log_std]
 # and its deterministic policy tanh(mean). An agent added to `sparse_rl_jax.agents` gets a line here
@@ -49,6 +56,7 @@ HEADS: Dict[str, str] = {"td3": "tanh", "ddpg": "tanh", "sac": "tanh_mean"}
 ACTIVATIONS = ("relu", "identity")
 VALUE_DTYPES = ("float32", "float16")
 _LAYER_RE = re.compile(r"^dense_(\d+)$")
+_NORM_RE = re.compile(r"^norm_(\d+)$")
 
 
 class PolicyFileError(ValueError):
@@ -84,6 +92,16 @@ class Layer:
     indices: Optional[np.ndarray] = None
     values: Optional[np.ndarray] = None
     weight: Optional[np.ndarray] = None
+    # LayerNorm of the layer's input (``[in]`` each; None: none) and the input of which earlier layer
+    # is added to the output (None: none): format version 2
+    norm_scale: Optional[np.ndarray] = None
+    norm_bias: Optional[np.ndarray] = None
+    norm_eps: float = LAYER_NORM_EPS
+    skip_from: Optional[int] = None
+
+    @property
+    def has_norm(self) -> bool:
+        return self.norm_scale is not None
 
     @property
     def is_sparse(self) -> bool:
@@ -125,6 +143,16 @@ class ExportedPolicy:
     def action_dim(self) -> int:
         return self.layers[-1].shape[0]
 
+    @property
+    def version(self) -> int:
+        """The format version the policy needs: 2 with LayerNorms or skips, else 1."""
+        return 2 if any(l.has_norm or l.skip_from is not None for l in self.layers) else 1
+
+    @property
+    def saved_inputs(self) -> Tuple[int, ...]:
+        """Layers whose input a later layer adds to its output (the runtimes keep those)."""
+        return tuple(sorted({l.skip_from for l in self.layers if l.skip_from is not None}))
+
 
 # ------------------------------------------------------------------------------------- from params
 def _unwrap(tree: Any) -> Any:
@@ -135,14 +163,37 @@ def _unwrap(tree: Any) -> Any:
 
 
 def _layer_names(params: Mapping[str, Any]) -> Tuple[str, ...]:
-    """``dense_0 .. dense_{L-1}`` in index order; anything else means this is not an actor MLP."""
+    """``dense_0 .. dense_{L-1}`` in index order (beside a simba body's ``norm_i``); anything else means
+    this is not an actor of `networks.py`."""
     names = [k for k in params if _LAYER_RE.match(k)]
-    if not names or len(names) != len(params):
-        raise ValueError(f"actor params must hold only dense_0..dense_{{L-1}} layers, got {sorted(params)}")
+    if not names or len(names) + len(_norm_names(params)) != len(params):
+        raise ValueError(f"actor params must hold only dense_0..dense_{{L-1}} layers (and a simba body's "
+                         f"norm_0..norm_B), got {sorted(params)}")
     names.sort(key=lambda n: int(_LAYER_RE.match(n).group(1)))
     if [int(_LAYER_RE.match(n).group(1)) for n in names] != list(range(len(names))):
         raise ValueError(f"actor layers must be numbered dense_0..dense_{len(names) - 1}, got {names}")
     return tuple(names)
+
+
+def _norm_names(params: Mapping[str, Any]) -> Tuple[str, ...]:
+    return tuple(sorted((k for k in params if _NORM_RE.match(k)), key=lambda n: int(_NORM_RE.match(n).group(1))))
+
+
+def _residual_plan(params: Mapping[str, Any], count: int) -> Dict[int, Tuple[Optional[str], Optional[int]]]:
+    """Per layer index: (its input's LayerNorm, the layer whose input its output adds), from the names of a
+    simba body (`networks.body_layers`): block ``b`` is ``norm_b -> dense_{2b+1} -> ReLU -> dense_{2b+2}
+    + skip``, then ``norm_B -> head``. An MLP (no ``norm_i``) has neither anywhere."""
+    norms = _norm_names(params)
+    if not norms:
+        return {}
+    blocks = len(norms) - 1
+    if [int(_NORM_RE.match(n).group(1)) for n in norms] != list(range(blocks + 1)) or count != 2 * blocks + 2:
+        raise ValueError(f"a simba actor of {blocks} blocks has norm_0..norm_{blocks} and dense_0.."
+                         f"dense_{2 * blocks + 1}; got {count} dense layers and {list(norms)}")
+    plan = {2 * b + 1: (f"norm_{b}", None) for b in range(blocks)}
+    plan.update({2 * b + 2: (None, 2 * b + 1) for b in range(blocks)})
+    plan[2 * blocks + 1] = (f"norm_{blocks}", None)
+    return plan
 
 
 def _kernel_mask(masks: Any, name: str) -> Optional[np.ndarray]:
@@ -228,6 +279,7 @@ def actor_to_exported(actor_params: Any, actor_masks: Any, algo: str, obs_normal
         raise ValueError(f"values_dtype must be one of {VALUE_DTYPES}, got {values_dtype!r}")
     params, masks = _unwrap(actor_params), _unwrap(actor_masks)
     names = _layer_names(params)
+    plan = _residual_plan(params, len(names))
     layers = []
     for i, name in enumerate(names):
         kernel = np.asarray(params[name]["kernel"], np.float32)
@@ -235,12 +287,19 @@ def actor_to_exported(actor_params: Any, actor_masks: Any, algo: str, obs_normal
         mask = _kernel_mask(masks, name)
         if i == len(names) - 1:
             kernel, bias, mask = _trim_output(kernel, bias, mask, head)
-        activation = "identity" if i == len(names) - 1 else "relu"
+        norm, skip = plan.get(i, (None, None))
+        # a simba body's encoder and block outputs are linear: the ReLU sits inside the blocks
+        linear = i == len(names) - 1 or bool(plan) and i not in plan or skip is not None
+        activation = "identity" if linear else "relu"
         if mask is None:
-            layers.append(Layer(name=name, shape=kernel.T.shape, bias=bias, activation=activation,
-                                weight=np.ascontiguousarray(kernel.T)))
+            layer = Layer(name=name, shape=kernel.T.shape, bias=bias, activation=activation,
+                          weight=np.ascontiguousarray(kernel.T))
         else:
-            layers.append(_csr_layer(name, kernel, mask, bias, activation))
+            layer = _csr_layer(name, kernel, mask, bias, activation)
+        if norm is not None:
+            layer = dataclasses.replace(layer, norm_scale=np.asarray(params[norm]["scale"], np.float32),
+                                        norm_bias=np.asarray(params[norm]["bias"], np.float32))
+        layers.append(dataclasses.replace(layer, skip_from=skip))
     mean, std = _normalizer_arrays(obs_normalizer)
     policy = ExportedPolicy(algo=algo, layers=tuple(layers), output_transform=head,
                             obs_mean=mean, obs_std=std, values_dtype=values_dtype,
@@ -271,11 +330,17 @@ def _meta(policy: ExportedPolicy) -> Dict[str, Any]:
         "format": FORMAT_NAME, "algo": policy.algo, "obs_dim": policy.obs_dim,
         "action_dim": policy.action_dim, "output_transform": policy.output_transform,
         "values_dtype": policy.values_dtype, "has_normalizer": policy.obs_mean is not None,
-        "layers": [{"name": l.name, "in": l.shape[1], "out": l.shape[0],
-                    "storage": "csr" if l.is_sparse else "dense", "activation": l.activation,
-                    "nnz": l.nnz} for l in policy.layers],
+        "layers": [_layer_meta(l, policy.version) for l in policy.layers],
         "metadata": dict(policy.metadata),
     }
+
+
+def _layer_meta(layer: Layer, version: int) -> Dict[str, Any]:
+    meta = {"name": layer.name, "in": layer.shape[1], "out": layer.shape[0],
+            "storage": "csr" if layer.is_sparse else "dense", "activation": layer.activation, "nnz": layer.nnz}
+    if version >= 2:
+        meta.update(norm=layer.has_norm, norm_eps=float(layer.norm_eps), skip_from=layer.skip_from)
+    return meta
 
 
 def _json_default(value: Any) -> Any:
@@ -291,10 +356,12 @@ def _payload(policy: ExportedPolicy) -> Dict[str, np.ndarray]:
         meta = json.dumps(_meta(policy), sort_keys=True, default=_json_default).encode()
     except TypeError as err:
         raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
-    arrays = {"format_version": np.asarray(FORMAT_VERSION, np.int32),
+    arrays = {"format_version": np.asarray(policy.version, np.int32),
               "meta": np.frombuffer(meta, np.uint8)}
     for i, layer in enumerate(policy.layers):
         arrays[f"layer{i}.bias"] = layer.bias
+        if layer.has_norm:
+            arrays[f"layer{i}.norm_scale"], arrays[f"layer{i}.norm_bias"] = layer.norm_scale, layer.norm_bias
         if layer.is_sparse:
             arrays[f"layer{i}.indptr"] = layer.indptr
             arrays[f"layer{i}.indices"] = layer.indices
@@ -378,10 +445,11 @@ def _check_version(path: str, arrays: Mapping[str, np.ndarray]) -> None:
     version = arrays["format_version"]
     if version.shape != () or version.dtype.kind not in "iu":
         raise CorruptFileError(f"{path}: format_version must be an integer scalar")
-    if int(version) != FORMAT_VERSION:
+    if int(version) not in READABLE_VERSIONS:
         raise UnsupportedVersionError(
             f"{path}: policy file format version {int(version)} is not supported by this reader "
-            f"(it reads version {FORMAT_VERSION}); re-export the policy or use a matching sparse_rl_jax")
+            f"(it reads versions {', '.join(map(str, READABLE_VERSIONS))}); re-export the policy or use a "
+            "matching sparse_rl_jax")
 
 
 def _check_checksum(path: str, arrays: Mapping[str, np.ndarray]) -> None:
@@ -395,7 +463,11 @@ def _check_checksum(path: str, arrays: Mapping[str, np.ndarray]) -> None:
 def _layer_from_arrays(i: int, spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Layer:
     bias = arrays[f"layer{i}.bias"].astype(np.float32)
     common = dict(name=spec["name"], shape=(int(spec["out"]), int(spec["in"])), bias=bias,
-                  activation=spec["activation"])
+                  activation=spec["activation"], skip_from=spec.get("skip_from"),
+                  norm_eps=float(spec.get("norm_eps", LAYER_NORM_EPS)))
+    if spec.get("norm"):
+        common.update(norm_scale=arrays[f"layer{i}.norm_scale"].astype(np.float32),
+                      norm_bias=arrays[f"layer{i}.norm_bias"].astype(np.float32))
     if spec["storage"] == "dense":
         return Layer(weight=arrays[f"layer{i}.weight"].astype(np.float32), **common)
     return Layer(indptr=arrays[f"layer{i}.indptr"], indices=arrays[f"layer{i}.indices"],
@@ -456,10 +528,18 @@ def _validate(policy: ExportedPolicy) -> None:
     if policy.output_transform not in OUTPUT_TRANSFORMS:
         raise ValueError(f"unknown output transform {policy.output_transform!r}")
     prev = None
-    for layer in policy.layers:
+    for i, layer in enumerate(policy.layers):
         out_dim, in_dim = layer.shape
         if prev is not None and in_dim != prev:
             raise ValueError(f"{layer.name}: input width {in_dim} != previous output {prev}")
+        if layer.has_norm and (layer.norm_scale.shape != (in_dim,) or layer.norm_bias is None
+                               or layer.norm_bias.shape != (in_dim,) or not layer.norm_eps > 0):
+            raise ValueError(f"{layer.name}: its LayerNorm needs scale and bias of shape ({in_dim},) and eps > 0")
+        if layer.skip_from is not None:
+            j = layer.skip_from
+            if not (isinstance(j, int) and 0 <= j < i) or policy.layers[j].shape[1] != out_dim:
+                raise ValueError(f"{layer.name}: skip_from={j!r} must name an earlier layer whose input "
+                                 f"width is {out_dim}")
         if layer.activation not in ACTIVATIONS:
             raise ValueError(f"{layer.name}: unknown activation {layer.activation!r}")
         if layer.bias.shape != (out_dim,):
@@ -496,6 +576,8 @@ def dense_checkpoint_bytes(actor_params: Any, path: str | os.PathLike) -> int:
     params = _unwrap(actor_params)
     arrays = {f"{name}.{leaf}": np.asarray(params[name][leaf], np.float32)
               for name in _layer_names(params) for leaf in ("kernel", "bias")}
+    arrays.update({f"{name}.{leaf}": np.asarray(params[name][leaf], np.float32)
+                   for name in _norm_names(params) for leaf in ("scale", "bias")})
     path = os.fspath(path)
     with open(path, "wb") as f:
         np.savez(f, **arrays)

@@ -102,17 +102,33 @@ def _layer_arrays(layer: Layer, kernel: str, min_sparse_width: int) -> Tuple[str
     return "gather", {"idx": jnp.asarray(idx), "val": jnp.asarray(val)}
 
 
-def _make_forward(kinds: Tuple[str, ...], relu: Tuple[bool, ...], normalize: bool) -> Callable:
+def _layer_norm(h: jax.Array, arrays: Dict[str, jax.Array], eps: float) -> jax.Array:
+    """LayerNorm over the features of feature-major ``h [features, B]`` (flax's formula)."""
+    mean = jnp.mean(h, axis=0, keepdims=True)
+    var = jnp.maximum(jnp.mean(h * h, axis=0, keepdims=True) - mean * mean, 0.0)
+    return (h - mean) * lax.rsqrt(var + eps) * arrays["norm_scale"][:, None] + arrays["norm_bias"][:, None]
+
+
+def _make_forward(kinds: Tuple[str, ...], layers: Tuple[Layer, ...], normalize: bool) -> Callable:
     """Pure forward ``(arrays, obs [B, obs_dim]) -> actions [B, act]``; structure is closed over."""
+    relu = tuple(l.activation == "relu" for l in layers)
+    norms = tuple(l.norm_eps if l.has_norm else None for l in layers)
+    skips = tuple(l.skip_from for l in layers)
 
     def forward(arrays: Dict[str, Any], obs: jax.Array) -> jax.Array:
         h = obs.astype(jnp.float32).T
         if normalize:
             h = (h - arrays["obs_mean"][:, None]) / arrays["obs_std"][:, None]
-        for kind, act, layer in zip(kinds, relu, arrays["layers"]):
+        inputs = []
+        for kind, act, eps, skip, layer in zip(kinds, relu, norms, skips, arrays["layers"]):
+            inputs.append(h)
+            if eps is not None:
+                h = _layer_norm(h, layer, eps)
             h = _MATMULS[kind](layer, h) + layer["bias"][:, None]
             if act:
                 h = jax.nn.relu(h)
+            if skip is not None:
+                h = h + inputs[skip]
         return jnp.tanh(h).T
 
     return forward
@@ -134,6 +150,8 @@ class JaxPolicy:
         for layer in exported.layers:
             kind, arrays = _layer_arrays(layer, kernel, min_sparse_width)
             arrays["bias"] = jnp.asarray(layer.bias)
+            if layer.has_norm:
+                arrays["norm_scale"], arrays["norm_bias"] = jnp.asarray(layer.norm_scale), jnp.asarray(layer.norm_bias)
             kinds.append(kind)
             layers.append(arrays)
         self.kinds = tuple(kinds)  # per layer: 'gather' | 'bcoo' | 'dense' (what actually runs)
@@ -141,8 +159,7 @@ class JaxPolicy:
         if exported.obs_mean is not None:
             self.arrays["obs_mean"] = jnp.asarray(exported.obs_mean)
             self.arrays["obs_std"] = jnp.asarray(exported.obs_std)
-        relu = tuple(l.activation == "relu" for l in exported.layers)
-        self.apply = _make_forward(tuple(kinds), relu, exported.obs_mean is not None)
+        self.apply = _make_forward(tuple(kinds), exported.layers, exported.obs_mean is not None)
         self._batch = jax.jit(self.apply)
         # A separate program for one observation, so adding/removing the batch axis is not an extra
         # eager dispatch per call (that would cost more than the sparse layers themselves).

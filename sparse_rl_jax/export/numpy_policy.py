@@ -79,6 +79,16 @@ def _layer_accumulate(layer: Layer, matrix, kernel: str) -> Accumulate:
     return public
 
 
+def layer_norm(h: np.ndarray, layer: Layer, axis: int) -> np.ndarray:
+    """``layer``'s LayerNorm of its input ``h`` over the features (``axis``), as flax computes it: the
+    variance as E[h^2] - E[h]^2, floored at 0."""
+    mean = h.mean(axis=axis, keepdims=True)
+    var = np.maximum((h * h).mean(axis=axis, keepdims=True) - mean * mean, 0)
+    shape = (-1,) if h.ndim == 1 else ((1, -1) if axis == 1 else (-1, 1))
+    return ((h - mean) / np.sqrt(var + np.float32(layer.norm_eps)) * layer.norm_scale.reshape(shape)
+            + layer.norm_bias.reshape(shape)).astype(np.float32)
+
+
 def _layer_matrix(layer: Layer):
     """W^T as a SciPy CSR array (sparse layers) or a C-contiguous ndarray (dense layers)."""
     if not layer.is_sparse:
@@ -104,12 +114,14 @@ class NumpyPolicy:
         self._norm = (None if exported.obs_mean is None else (exported.obs_mean, exported.obs_std))
         self._norm_t = (None if exported.obs_mean is None
                         else (exported.obs_mean[:, None], exported.obs_std[:, None]))
-        matrices = [_layer_matrix(l) for l in exported.layers]
-        relu = [l.activation == "relu" for l in exported.layers]
-        biases = [l.bias for l in exported.layers]
-        self._single = tuple(zip([_layer_accumulate(l, m, kernel) for l, m in zip(exported.layers, matrices)],
-                                 biases, relu))
-        self._batched = tuple(zip(matrices, [b[:, None] for b in biases], relu))
+        layers = exported.layers
+        matrices = [_layer_matrix(l) for l in layers]
+        relu = [l.activation == "relu" for l in layers]
+        biases = [l.bias for l in layers]
+        self._single = tuple(zip([_layer_accumulate(l, m, kernel) for l, m in zip(layers, matrices)],
+                                 biases, relu, layers))
+        self._batched = tuple(zip(matrices, [b[:, None] for b in biases], relu, layers))
+        self._saved = frozenset(exported.saved_inputs)  # inputs a later layer's skip adds
         self._zero = np.float32(0)
 
     @property
@@ -125,15 +137,22 @@ class NumpyPolicy:
         raise ValueError(f"obs must have shape [{self.obs_dim}] or [B, {self.obs_dim}], got {x.shape}")
 
     def _act_one(self, x: np.ndarray) -> np.ndarray:
-        """Three prebuilt in-place kernels; allocation is one bias copy per layer."""
+        """Prebuilt in-place kernels; an MLP's allocation is one bias copy per layer."""
         h = np.ascontiguousarray(x)  # the compiled kernel reads raw memory
         if self._norm is not None:
             h = (h - self._norm[0]) / self._norm[1]
-        for accumulate, bias, relu in self._single:
+        inputs = {}
+        for i, (accumulate, bias, relu, layer) in enumerate(self._single):
+            if i in self._saved:
+                inputs[i] = h
+            if layer.has_norm:
+                h = np.ascontiguousarray(layer_norm(h, layer, axis=0))
             y = bias.copy()
             accumulate(h, y)
             if relu:
                 np.maximum(y, self._zero, out=y)
+            if layer.skip_from is not None:
+                y += inputs[layer.skip_from]
             h = y
         return np.tanh(h, out=h)
 
@@ -142,11 +161,18 @@ class NumpyPolicy:
         h = np.ascontiguousarray(x.T)
         if self._norm_t is not None:
             h = (h - self._norm_t[0]) / self._norm_t[1]
-        for matrix, bias, relu in self._batched:
+        inputs = {}
+        for i, (matrix, bias, relu, layer) in enumerate(self._batched):
+            if i in self._saved:
+                inputs[i] = h
+            if layer.has_norm:
+                h = layer_norm(h, layer, axis=0)
             y = matrix @ h
             y += bias
             if relu:
                 np.maximum(y, self._zero, out=y)
+            if layer.skip_from is not None:
+                y += inputs[layer.skip_from]
             h = y
         return np.ascontiguousarray(np.tanh(h, out=h).T)
 
@@ -161,23 +187,30 @@ def load_policy(path: str | os.PathLike, kernel: str = "auto") -> NumpyPolicy:
 
 
 def dense_numpy_actor(exported: ExportedPolicy) -> Callable[[np.ndarray], np.ndarray]:
-    """The plain dense NumPy actor (``x @ W + b``, ReLU, tanh): the benchmark's NumPy baseline.
+    """The plain dense NumPy actor (``x @ W + b``, ReLU, tanh; LayerNorms and skips where the layers have
+    them): the benchmark's NumPy baseline.
 
     Built from the exported layers so both run the same weights; this is the code a deployer would
     write without a sparse format.
     """
-    kernels = tuple(l.dense_kernel() for l in exported.layers)
-    biases = tuple(l.bias for l in exported.layers)
+    layers = exported.layers
+    kernels = tuple(l.dense_kernel() for l in layers)
     mean, std = exported.obs_mean, exported.obs_std
 
     def act(obs: np.ndarray) -> np.ndarray:
         h = np.asarray(obs, np.float32)
         if mean is not None:
             h = (h - mean) / std
-        for i, (w, b) in enumerate(zip(kernels, biases)):
-            h = h @ w + b
-            if i < len(kernels) - 1:
+        inputs = []
+        for w, layer in zip(kernels, layers):
+            inputs.append(h)
+            if layer.has_norm:
+                h = layer_norm(h, layer, axis=h.ndim - 1)
+            h = h @ w + layer.bias
+            if layer.activation == "relu":
                 h = np.maximum(h, 0)
+            if layer.skip_from is not None:
+                h = h + inputs[layer.skip_from]
         return np.tanh(h)
 
     return act
