@@ -3,11 +3,19 @@
     python -m experiments.sweep --workdir runs/sweep --algo td3 --methods static,rigl,rlx2 \\
         --sparsities 0.5,0.8,0.9,0.95 --envs inverted_pendulum,halfcheetah --seeds 3 \\
         [--drop_fractions 0.1,0.3,0.5] [--lrs 3e-4,1e-3] [--set total_env_steps=100000 --set env.num_envs=16] \\
+        [--recipe ma2025] [--widths 64,128,256,512 [--matched]] \\
         [--max_batch 64] [--nodense] [--coordinator_address HOST:PORT --num_processes N --process_id I]
 
 A *cell* is one (env, method, actor/critic sparsity, drop fraction, learning rate); it runs ``--seeds``
 seeds and gets its own work directory ``<workdir>/<env>/<method>/<cell>/`` laid out like a launcher run
 (``config.json`` with the cell's own values, ``metrics/seed_<i>.csv|jsonl``, ``summary.json``).
+
+``--recipe`` puts a paper's settings (`sparse_rl_jax.presets.RECIPES`, e.g. Ma et al.'s SimBa SAC) over
+every cell's preset. ``--widths`` makes it a scaling sweep: every cell once per critic width (every layer,
+or every SimBa block, that wide; a separate compiled program per width), and ``--matched`` adds, per
+width, the sparsity levels at which its critic has as many weights as each narrower dense critic. Beside
+``results.md`` it writes ``scaling.md`` and ``scaling.png`` (return against the critic's weights, all and
+active).
 
 Cells of one (env, method) differ only in numbers, and every number here -- the seed, the actor and critic
 sparsity, the drop fraction, the learning rate -- is a traced value of the compiled program, so each
@@ -38,7 +46,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
 
-from sparse_rl_jax import agents, cli, config_flag, envs, launch, sweep
+from sparse_rl_jax import agents, cli, config_flag, envs, launch, presets, sweep
 from sparse_rl_jax import config as cfg_lib
 from sparse_rl_jax import distributed as dist
 from sparse_rl_jax import methods as methods_lib
@@ -67,6 +75,12 @@ def define_flags() -> flags.FlagValues:
                          flag_values=fv)
     flags.DEFINE_boolean("dense", True, "Add the dense baseline of every env (needed for % of dense).",
                          flag_values=fv)
+    flags.DEFINE_string("recipe", None, "A paper's settings over every cell's preset (presets.RECIPES: "
+                        + ", ".join(presets.RECIPES) + ").", flag_values=fv)
+    flags.DEFINE_string("widths", None, "Comma-separated critic widths (every layer or SimBa block): a scaling "
+                        "sweep.", flag_values=fv)
+    flags.DEFINE_boolean("matched", False, "With --widths: add, per width, the levels that match each narrower "
+                         "dense critic's weights.", flag_values=fv)
     flags.DEFINE_boolean("aggregate_only", False, "Only rebuild results.csv / results.md.", flag_values=fv)
     dist.define_flags(fv)  # --coordinator_address, --num_processes, --process_id, ... (and --data_shards)
     return fv
@@ -131,6 +145,7 @@ class Plan:
     cells: List[sweep.Cell]
     seeds: List[int]
     overrides: Dict[str, Any]
+    recipe: Optional[str]
     max_batch: int
     aggregate_only: bool
     command: str  # to continue after an interruption
@@ -152,19 +167,45 @@ def grid(fv: flags.FlagValues, overrides: Dict[str, Any]) -> List[sweep.Cell]:
             envs.check_name(name)
         except ValueError as err:
             raise UsageError(f"invalid --envs={fv['envs'].value!r}: {one_line(err)}") from None
+    recipe = fv["recipe"].value
+    if recipe is not None and recipe not in presets.RECIPES:
+        raise UsageError(f"invalid --recipe={recipe!r}: allowed values are {', '.join(presets.RECIPES)}")
+    widths = _widths(fv)
+    methods = _items(fv["methods"].value)
+    matched = None
+    if fv["matched"].value:
+        if len(widths) < 2 or widths == [None]:
+            raise UsageError("invalid --matched: needs --widths with at least two widths")
+        base = presets.make_config(methods[0] if methods else sweep.DENSE, fv["algo"].value, recipe=recipe,
+                                   **{**overrides, "env.name": names[0]})
+        matched = sweep.matched_sparsities(base, widths)
     cells = sweep.build_grid(
-        fv["algo"].value, _items(fv["methods"].value), names,
+        fv["algo"].value, methods, names,
         _swept(fv, "sparsities", parse_sparsities, (cfg_lib.SparsityConfig, "actor")),
         _swept(fv, "drop_fractions", _floats, (cfg_lib.TopologyConfig, "drop_fraction")),
-        _swept(fv, "lrs", _floats, (cfg_lib.AgentConfig, "actor_lr")), dense=fv["dense"].value)
+        _swept(fv, "lrs", _floats, (cfg_lib.AgentConfig, "actor_lr")), dense=fv["dense"].value,
+        widths=widths, extra_sparsities=matched)
     if not cells:
         raise UsageError(f"no cells: --methods={fv['methods'].value!r} with --nodense; name at least one method")
     for cell in cells:
         try:
-            validate(sweep.cell_config(cell, fv["algo"].value, overrides))
+            validate(sweep.cell_config(cell, fv["algo"].value, overrides, recipe=recipe))
         except ConfigError as err:
             raise UsageError(f"cell {cell.env}/{cell.method}/{cell.name}: {one_line(err)}") from None
     return cells
+
+
+def _widths(fv: flags.FlagValues) -> List[Optional[int]]:
+    text = fv["widths"].value
+    if text is None:
+        return [None]
+    try:
+        widths = [int(t) for t in _items(text)]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise UsageError(f"invalid --widths={text!r}: expected comma-separated positive integers, e.g. 64,128,256")
+    return sorted(set(widths))
 
 
 def plan(argv: Sequence[str]) -> Plan:
@@ -181,7 +222,7 @@ def plan(argv: Sequence[str]) -> Plan:
     lock = launch.lock_workdir(root)  # one sweep per root: a second one exits 2 naming the first
     first = fv["seed_offset"].value
     return Plan(root, fv["algo"].value, cells, list(range(first, first + fv["seeds"].value)), overrides,
-                fv["max_batch"].value, fv["aggregate_only"].value,
+                fv["recipe"].value, fv["max_batch"].value, fv["aggregate_only"].value,
                 f"python -m experiments.sweep {shlex.join(argv[1:])} (done cells are skipped, an unfinished group restarts)",
                 lock)
 
@@ -191,7 +232,7 @@ def execute(p: Plan, stop=None) -> int:
         p.lock.announce()
     try:
         return sweep.run(p.root, p.algo, p.cells, p.seeds, p.overrides, max_batch=p.max_batch,
-                         aggregate_only=p.aggregate_only, stop=stop)
+                         aggregate_only=p.aggregate_only, stop=stop, recipe=p.recipe)
     finally:
         if p.lock is not None:
             p.lock.release()

@@ -246,6 +246,9 @@ def size_and_flops(trainer, agent, seed: int, history: Optional[List[list]] = No
     return {
         "sparsity_actor": 1.0 - actor.fraction,
         "sparsity_critic": 1.0 - critic.fraction,
+        # weights (kernels, `sparsity.flops`): all, and the active ones; a scaling sweep's x axes
+        "actor_weights": float(actor.dense), "actor_active_weights": float(actor.sparse),
+        "critic_weights": float(critic.dense), "critic_active_weights": float(critic.sparse),
         "total_size": flops.total_size(trainer.agent.flop_model, actor, critic).fraction,
         "train_flops": train,
         "inference_flops": flops.inference_flops(actor).fraction,

@@ -232,3 +232,22 @@ def fraction_curves(series: Dict[str, List[tuple]], path: str, xlabel: str, ylab
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     return _save(fig, path)
+
+
+def scaling_curves(series: Dict[str, List[tuple]], path: str, title: str = "Return against critic size") -> str:
+    """Two panels, final return (mean, +-std bars) against the critic's weights and against its active
+    weights (log axes), one line per method and level: ``series`` as `sweep.scaling_series` gives it."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for label, points in series.items():
+        pts = sorted(points)
+        for ax, i in zip(axes, (0, 1)):
+            xs = [p[i] for p in pts]
+            ax.errorbar(xs, [p[2] for p in pts], yerr=[p[3] for p in pts], marker="o", capsize=3, label=label)
+    for ax, xlabel in zip(axes, ("critic weights (all)", "critic weights (active)")):
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("final return (mean ± std over seeds)")
+    axes[1].legend(fontsize="x-small")
+    fig.suptitle(title)
+    return _save(fig, path)

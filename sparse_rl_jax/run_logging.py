@@ -31,7 +31,8 @@ import numpy as np
 
 RETURN_KEY = "eval/episode_reward"
 SUMMARY_FIELDS = ("final_return", "best_return", "auc", "sparsity_actor", "sparsity_critic", "total_size",
-                  "train_flops", "inference_flops")
+                  "train_flops", "inference_flops", "actor_weights", "actor_active_weights", "critic_weights",
+                  "critic_active_weights")
 
 
 # ---------------------------------------------------------------------------- history <-> JSON

@@ -10,6 +10,7 @@ each run stops at the first evaluation that reaches it.
 Network sizes: TD3, SAC and RLx2-TD3 learn with 2x64 networks (measured 2026-12-03, seed 0: 1000 at
 18k, 24k and 14k env steps, about a minute each against 1-3 minutes at 2x256, which was the single
 largest cost of `make test`); DDPG uses 2x128 (1000 at 14k; at 2x64 it stayed below 250 within the budget).
+Static-sparse SimBa SAC (`SIMBA_SAC`, measured 2026-12-07, seed 0): 1000 at 10k env steps.
 Other suites, same settings (measured 2026-12-07, seed 0): RLx2-TD3 at 90% sparsity on
 gym/InvertedPendulum-v5 reached 1000 at 12k env steps (dense TD3: 10k), dense SAC on
 dmc/CartpoleBalance 906 at 12k (from about 300 after the warm-up).
@@ -90,9 +91,17 @@ def test_dense_td3_learns_inverted_pendulum():
     assert best >= THRESHOLD
 
 
+# Ma et al.'s kind of agent at this test's scale: SimBa bodies (actor 1 block x 64, critic 2 x 64), one Q,
+# static ER masks at 80%, normalised observations (dense MLP SAC learns in the DM Control test below)
+SIMBA_SAC = {"agent.actor_backbone": "simba", "agent.critic_backbone": "simba", "agent.actor_hidden": (64,),
+             "agent.critic_hidden": (64, 64), "agent.single_q": True, "sparsity.actor": 0.8,
+             "sparsity.critic": 0.8, "sparsity.distribution": "er", "env.normalize_observations": True}
+
+
 @pytest.mark.slow
-def test_dense_sac_learns_inverted_pendulum():
-    best, _ = _best_return("dense", "sac")
+def test_sparse_simba_sac_learns_inverted_pendulum():
+    best, last = _best_return("static", "sac", **SIMBA_SAC)
+    assert abs(float(last["sparsity/critic"][0]) - 0.8) < 0.01
     assert best >= THRESHOLD
 
 

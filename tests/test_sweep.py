@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from experiments import sweep as sweep_cli
+import sparse_rl_jax as srj
 from sparse_rl_jax import callbacks, runner, sweep
+from sparse_rl_jax import config as cfg_lib
 from tests.conftest import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,11 +89,11 @@ def test_rerun_skips_done_cells_and_writes_tables(swept):
     assert "## inverted_pendulum" in text and text.count("| rigl |") == 8
 
 
-def _fake_cell(root, cell, final, auc):
+def _fake_cell(root, cell, final, auc, **extra):
     wd = cell.workdir(root)
     os.makedirs(wd)
     mean = {"final_return": final, "auc": auc, "sparsity_actor": cell.actor_sparsity,
-            "sparsity_critic": cell.critic_sparsity, "total_size": 1.0, "train_flops": 1.0}
+            "sparsity_critic": cell.critic_sparsity, "total_size": 1.0, "train_flops": 1.0, **extra}
     with open(os.path.join(wd, "summary.json"), "w") as f:
         json.dump({"num_seeds": 2, "mean": mean, "std": {**mean, "final_return": 1.0}}, f)
 
@@ -109,6 +111,43 @@ def test_returns_as_percent_of_dense_per_env(tmp_path):
     assert rows[("b", "dense")]["final_pct_dense"] == pytest.approx(100.0)
     md = open(os.path.join(root, "results.md")).read()
     assert "## a" in md and "## b" in md and "| 75.0 |" in md
+
+
+SIMBA_SAC = {**TINY, "agent.hidden": (8, 8), "agent.actor_backbone": "simba", "agent.critic_backbone": "simba"}
+
+
+def test_scaling_sweep_cells_matched_levels_and_tables(tmp_path):
+    """Widths make a scaling sweep: one group per width, each cell's critic that wide; --matched adds the
+    levels at which a wider critic has a narrower dense one's weights; scaling.md and scaling.png lay the
+    cells out against the critic's weights."""
+    base = srj.make_config("static", "sac", recipe="ma2025", **SIMBA_SAC)
+    matched = sweep.matched_sparsities(base, [8, 16])
+    assert matched[8] == [] and len(matched[16]) == 1
+    wide = cfg_lib.replace(base, **{"agent.critic_hidden": (16, 16)})
+    assert sweep.critic_weights(wide) * (1 - matched[16][0]) == pytest.approx(
+        sweep.critic_weights(cfg_lib.replace(base, **{"agent.critic_hidden": (8, 8)})), rel=2e-3)
+    cells = sweep.build_grid("sac", ["static"], ["inverted_pendulum"], [(0.5, 0.5)], widths=[8, 16],
+                             extra_sparsities=matched)
+    assert [(c.method, c.width, c.critic_sparsity) for c in cells] == [
+        ("dense", 8, 0.0), ("dense", 16, 0.0), ("static", 8, 0.5), ("static", 16, 0.5),
+        ("static", 16, matched[16][0])]
+    assert len(sweep.group_cells(cells)) == 4  # one compiled program per (method, width)
+    config = sweep.cell_config(cells[-1], "sac", SIMBA_SAC, recipe="ma2025")
+    assert config.agent.critic_hidden == (16, 16) and config.agent.actor_hidden == (128,)
+    assert config.agent.single_q and config.sparsity.critic == matched[16][0]
+    root = str(tmp_path)
+    for cell, final in zip(cells, (100.0, 120.0, 90.0, 130.0, 125.0)):
+        weights = sweep.critic_weights(sweep.cell_config(cell, "sac", SIMBA_SAC, recipe="ma2025"))
+        _fake_cell(root, cell, final, final / 2, critic_weights=float(weights),
+                   critic_active_weights=weights * (1.0 - cell.critic_sparsity))
+    rows = sweep.write_results(root, cells)
+    series = sweep.scaling_series(rows)
+    assert sorted(series) == ["dense", "static @ 0.5", "static @ matched"]
+    assert [p[2] for p in series["dense"]] == [100.0, 120.0] and len(series["static @ matched"]) == 1
+    text = open(os.path.join(root, "scaling.md")).read()
+    assert text.count("| 16 | static |") == 2 and "| 8 | dense |" in text
+    with open(os.path.join(root, "scaling.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_grid_and_batches():
@@ -149,6 +188,12 @@ BAD = [
     (["--data_shards=2"], "invalid --data_shards=2: a sweep shards its runs over the devices"),
     (["--num_processes=2"], "invalid --num_processes=2: needs --coordinator_address"),
     (["--workdir=gs://b/x"], "invalid --workdir='gs://b/x': must be a file-system path"),
+    (["--widths=64,x"], "invalid --widths='64,x': expected comma-separated positive integers"),
+    (["--widths=0"], "invalid --widths='0': expected comma-separated positive integers"),
+    (["--recipe=nope"], "invalid --recipe='nope': allowed values are ma2025"),
+    (["--matched"], "invalid --matched: needs --widths with at least two widths"),
+    (["--widths=8,16", "--set", "agent.actor_backbone='simba'", "--set", "agent.hidden=(8,16)"],
+     "invalid agent.hidden=(8, 16): a simba body's blocks share one width"),
 ]
 
 
