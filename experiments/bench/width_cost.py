@@ -104,7 +104,7 @@ def main(argv):
             "dense_ms": 1e3 * statistics.median(seconds[0.0]),
             "sparse_ms": 1e3 * statistics.median(seconds[FLAGS.sparsity]),
             "time_ratio": statistics.median(ratios), "time_ratio_range": [min(ratios), max(ratios)],
-            "flop_ratio": sparse_flops.sparse / sparse_flops.dense, "dense_gflop": sparse_flops.dense / 1e9,
+            "flop_ratio": sparse_flops.sparse / sparse_flops.dense, "dense_gmac": sparse_flops.dense / 1e9,
             "diagnose_ms": 1e3 * diag,
             "diagnose_share": diag / (diag + PERIOD_UPDATES * statistics.median(seconds[FLAGS.sparsity])),
         })
@@ -112,12 +112,12 @@ def main(argv):
     print(f"\nSAC, Ma et al.'s SimBa bodies (actor 1x128, critic 2 blocks x h, one Q), batch {BATCH}, "
           f"sparsity {FLAGS.sparsity:g} (static ER) vs dense, {FLAGS.rounds} rounds, {jax.devices()[0].platform}")
     print("| critic h | critic params | dense ms/update | sparse ms/update | time sparse/dense (median, range) "
-          "| FLOPs sparse/dense | dense GFLOP/update | diagnostics ms (share of a 1k-update period) |")
+          "| FLOPs sparse/dense | dense G multiply-adds/update | diagnostics ms (share of a 1k-update period) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         lo, hi = r["time_ratio_range"]
         print(f"| {r['critic_width']} | {r['critic_params'] / 1e6:.2f}M | {r['dense_ms']:.1f} | {r['sparse_ms']:.1f} "
-              f"| {r['time_ratio']:.2f} ({lo:.2f}-{hi:.2f}) | {r['flop_ratio']:.3f} | {r['dense_gflop']:.2f} "
+              f"| {r['time_ratio']:.2f} ({lo:.2f}-{hi:.2f}) | {r['flop_ratio']:.3f} | {r['dense_gmac']:.2f} "
               f"| {r['diagnose_ms']:.1f} ({100 * r['diagnose_share']:.2f}%) |")
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
