@@ -105,7 +105,8 @@ def check_hidden(backbone: str, hidden: Sequence[int]) -> None:
 
 def body_layers(module: nn.Module, x: jax.Array, backbone: str, hidden: Sequence[int], out: int) -> jax.Array:
     """A ``backbone`` body of widths ``hidden`` and its linear head of width ``out``, registered on the
-    calling compact ``module`` (module docstring: layer names); sows the head's input as ``features``."""
+    calling compact ``module`` (module docstring: layer names); sows every ReLU's output as
+    ``activations`` and the head's input as ``features``."""
     check_hidden(backbone, hidden)
     if backbone == "mlp":
         for i, width in enumerate(hidden):

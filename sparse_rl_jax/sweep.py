@@ -10,7 +10,7 @@ values of the compiled program (seeds and sparsities through the exact-count mas
 and the learning rates as the agent's hyperparameter leaves, ``runner.train(hparams=...)``), so each
 group is one program vmapped over all its cells x seeds. `write_results` collects every done cell into
 ``results.csv`` and ``results.md``, with returns as a percentage of the dense cell of the same env (and
-width). A sweep over critic widths is a scaling sweep: `scaling_rows` lays its cells out against the
+width). A sweep over critic widths is a scaling sweep: `scaling_markdown` lays its cells out against the
 critic's weights, all and active (`matched_sparsities` gives the levels at which a wider sparse critic has
 as many active weights as a narrower dense one), written to ``scaling.md`` and ``scaling.png``.
 """
@@ -329,7 +329,7 @@ def matched_sparsities(base: cfg_lib.Config, widths: Sequence[int]) -> Dict[int,
     """Per width, the sparsity at which its critic has as many weights as a narrower width's dense
     critic has (``1 - K(narrow) / K(wide)``, 3 decimals): a pruned wide network against a dense narrow
     one at equal trainable weights. The count is of the whole critic; a method that keeps some layer
-    dense gets slightly more active weights, which `scaling_rows` reports as measured."""
+    dense gets slightly more active weights, which `scaling_markdown` reports as measured."""
     counts = {w: critic_weights(cfg_lib.replace(base, **critic_width_overrides(base, w))) for w in widths}
     return {w: [round(1.0 - counts[n] / counts[w], 3) for n in sorted(widths) if n < w] for w in widths}
 
