@@ -10,7 +10,6 @@ request that SIGTERM sets.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from typing import Any, Iterator, List, Optional
@@ -113,11 +112,6 @@ def host_agent(sharded: bool, states):
     return states.replace(agent=dist.to_host(states.agent)) if sharded else states
 
 
-def newest_checkpoint(workdir: str) -> Optional[str]:
-    period = checkpoint.latest_period(workdir)
-    return None if period is None else os.path.join(checkpoint.checkpoint_dir(workdir), str(period))
-
-
 class RunCallback:
     """A launcher run's period callback: log, print, check, checkpoint, stop. ``plan`` is the run's
     `launch.Plan`; ``log`` its `run_logging.RunLog`."""
@@ -148,7 +142,7 @@ class RunCallback:
         try:
             check_finite(entry, view, plan.num_seeds, period_index)
         except NonFiniteError as err:
-            kept = self.last_checkpoint or newest_checkpoint(plan.workdir)
+            kept = self.last_checkpoint or checkpoint.newest_path(plan.workdir)
             raise NonFiniteError(f"{err}; last good checkpoint: {kept or 'none yet'}") from None
         if plan.data_shards:
             check_replicas(states, period_index, period.env_steps, self.total_periods, self.log.write)

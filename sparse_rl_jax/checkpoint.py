@@ -205,19 +205,27 @@ def _is_json_history(history: List) -> bool:
 
 
 def all_periods(workdir: str) -> List[int]:
-    """The finalised checkpoints (by periods done), oldest first (unfinished tmp directories are ignored)."""
-    if not os.path.isdir(checkpoint_dir(workdir)):
+    """The finalised checkpoints (by periods done), oldest first.
+
+    The folder is listed rather than orbax's manager asked: a manager synchronises the processes, and
+    after one of them has died (the moment a stopped run wants to name its last good checkpoint) it would
+    wait for it. A work dir is local (`launch.local_path`), where orbax finalises a checkpoint by renaming
+    its temporary directory to the period's number, so the numbered directories are the finalised ones."""
+    folder = checkpoint_dir(workdir)
+    if not os.path.isdir(folder):
         return []
-    mgr = _manager(workdir, read_only=True)
-    try:
-        return sorted(int(s) for s in mgr.all_steps())
-    finally:
-        mgr.close()
+    return sorted(int(n) for n in os.listdir(folder) if n.isdigit() and os.path.isdir(os.path.join(folder, n)))
 
 
 def latest_period(workdir: str) -> Optional[int]:
     periods = all_periods(workdir)
     return periods[-1] if periods else None
+
+
+def newest_path(workdir: str) -> Optional[str]:
+    """The newest finalised checkpoint's directory, None before the first."""
+    period = latest_period(workdir)
+    return None if period is None else os.path.join(checkpoint_dir(workdir), str(period))
 
 
 def _resolve_period(workdir: str, period: Optional[int]) -> int:

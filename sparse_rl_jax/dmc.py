@@ -27,13 +27,18 @@ PACKAGE_HINT = ("MuJoCo Playground (the 'playground' package: pip install -r req
                 "extra)")
 
 
-def task_names() -> Tuple[str, ...]:
-    """Playground's DM Control Suite tasks (ImportError when Playground is missing)."""
+def _registry():
+    """Playground's registry, imported with its native banner lines dropped (ImportError when missing)."""
     from sparse_rl_jax import quiet
 
     with quiet.native_lines_dropped():
         from mujoco_playground import registry
-    return tuple(registry.dm_control_suite.ALL_ENVS)
+    return registry
+
+
+def task_names() -> Tuple[str, ...]:
+    """Playground's DM Control Suite tasks (ImportError when Playground is missing)."""
+    return tuple(_registry().dm_control_suite.ALL_ENVS)
 
 
 def _strong(tree):
@@ -48,9 +53,8 @@ class PlaygroundEnv:
     def __init__(self, task: str, backend: str):
         from sparse_rl_jax import quiet
 
-        with quiet.native_lines_dropped():
-            from mujoco_playground import registry
-
+        registry = _registry()
+        with quiet.native_lines_dropped():  # loading a task prints its own lines too
             self._env = registry.load(task, config_overrides={"impl": backend})
         self.task = task
         self._backend = backend

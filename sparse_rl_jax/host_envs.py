@@ -192,15 +192,15 @@ def _integration_size(model) -> int:
 
 
 def _layout(adapter, model):
-    """(name, size) of every part of a carried state after the integration state."""
-    return [("xpos", 3 * model.nbody), ("xipos", 3 * model.nbody)] + [
-        (f, int(np.size(getattr(model, f)))) for f in adapter.MODEL_FIELDS]
+    """(name, size, lives in MjData) of every part of a carried state after the integration state."""
+    return [("xpos", 3 * model.nbody, True), ("xipos", 3 * model.nbody, True)] + [
+        (f, int(np.size(getattr(model, f))), False) for f in adapter.MODEL_FIELDS]
 
 
 def state_size(adapter, env) -> int:
     """float64 values per carried state (see the module docstring)."""
     model, _ = adapter.model_data(env)
-    return _integration_size(model) + sum(n for _, n in _layout(adapter, model))
+    return _integration_size(model) + sum(n for _, n, _ in _layout(adapter, model))
 
 
 def _read(adapter, env, out: np.ndarray) -> None:
@@ -208,9 +208,8 @@ def _read(adapter, env, out: np.ndarray) -> None:
     model, data = adapter.model_data(env)
     n = _integration_size(model)
     mujoco.mj_getState(model, data, out[:n], mujoco.mjtState.mjSTATE_INTEGRATION)
-    for name, size in _layout(adapter, model):
-        source = data if name in ("xpos", "xipos") else model
-        out[n:n + size] = getattr(source, name).ravel()
+    for name, size, in_data in _layout(adapter, model):
+        out[n:n + size] = getattr(data if in_data else model, name).ravel()
         n += size
 
 
@@ -222,8 +221,8 @@ def _load(adapter, env, state: np.ndarray) -> None:
     model, data = adapter.model_data(env)
     n = _integration_size(model)
     mujoco.mj_setState(model, data, state[:n], mujoco.mjtState.mjSTATE_INTEGRATION)
-    for name, size in _layout(adapter, model):
-        target = getattr(data if name in ("xpos", "xipos") else model, name)
+    for name, size, in_data in _layout(adapter, model):
+        target = getattr(data if in_data else model, name)
         target[...] = state[n:n + size].reshape(target.shape)
         n += size
     adapter.after_load(model, data)

@@ -89,14 +89,10 @@ def main(program: str, argv: Sequence[str], *, doc: str, help_flags: Callable[[]
 
 
 def last_good_checkpoint(planned: Any) -> str:
-    """Where a stopped run would continue from, in words (the newest readable checkpoint)."""
+    """Where a stopped run would continue from, in words (the newest finalised checkpoint)."""
     workdir = getattr(planned, "workdir", None)
-    # the folder listed, not orbax asked: its manager synchronises the processes, and one of them is gone
-    folder = checkpoint.checkpoint_dir(workdir) if workdir else None
-    periods = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if folder and os.path.isdir(folder) else []
-    if not periods:
-        return "no checkpoint was written yet"
-    return f"the last good checkpoint is {os.path.join(folder, str(periods[-1]))}"
+    newest = checkpoint.newest_path(workdir) if workdir else None
+    return f"the last good checkpoint is {newest}" if newest else "no checkpoint was written yet"
 
 
 def start_distributed(fv: flags.FlagValues) -> None:
