@@ -202,6 +202,9 @@ def test_equivalence_holm_and_verdicts():
     assert noisy.p > 0.05 and noisy.p_outside > 0.05  # neither: inconclusive
     assert stats.holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
     assert math.isnan(stats.holm([0.01, float("nan")])[1])
+    # a planned family of 4 with two tested: the two untested count at p = 1
+    assert stats.holm([0.04, 0.01], family=4) == pytest.approx([0.12, 0.04])
+    assert stats.holm([0.04, 0.01], family=4) == pytest.approx(stats.holm([0.04, 0.01, 1.0, 1.0])[:2])
     assert stats.verdict(0.01, 0.9) == "holds" and stats.verdict(0.9, 0.01) == "does not hold"
     assert stats.verdict(0.2, 0.3) == "inconclusive"
 
@@ -297,8 +300,9 @@ def test_report_from_records(tmp_path, monkeypatch):
     flops = rows[("importance scoring improves RLx2, at equal training FLOPs", "-")]
     assert "50% of a's FLOPs" in flops["interval"]
     assert flops["a_mean"] < rows[("importance scoring improves RLx2", "-")]["a_mean"]
-    holm = stats.holm([r["p_holds"] for r in report.claim_rows(study)])
+    holm = stats.holm([r["p_holds"] for r in report.claim_rows(study)], report.planned_family(SMALL))
     assert [r["p_holds_holm"] for r in report.claim_rows(study)] == pytest.approx(holm)
+    assert f"planned family of {report.planned_family(SMALL)} claim rows" in md.read_text()
     text = md.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "STALE" not in text
     assert "| halfcheetah | td3 | RLx2 above RigL" in text and "**holds**" in text
@@ -319,3 +323,35 @@ def test_report_from_records(tmp_path, monkeypatch):
     assert points["rlx2@s98"]["pct_ref"] == pytest.approx(400 / 1000, rel=0.1)
     assert points["rlx2@s98"]["pct_ref_lo"] < points["rlx2@s98"]["pct_ref"] < points["rlx2@s98"]["pct_ref_hi"]
     assert "### Sparsity curve" in text and "| halfcheetah TD3 | rlx2 | rlx2@s95 |" in text
+
+
+def test_holms_family_is_the_tiers_planned_claims():
+    """Counted by hand from `report.CLAIMS` and the small grid: halfcheetah TD3 yields 21 rows (claims
+    against dense twice: recipe-matched and reference; importance claims twice more: at equal FLOPs), the
+    second task's TD3 cells 4 (RLx2 within dense x2, above RigL, above static) and halfcheetah SAC 6."""
+    assert report.planned_family(SMALL) == 21 + 4 + 6
+    assert report.planned_family(PAPER) > report.planned_family(SMALL)
+
+
+def test_claims_against_the_reference_wait_for_all_its_recipes(tmp_path):
+    """The reference (best dense recipe) can change until every recipe has run: until then the claims
+    against it are not tested and the cells table calls it provisional; recipe-matched claims go ahead."""
+    results = str(tmp_path)
+    finals = {"dense@rlx2.scaled": 800, "dense@rlx2.full": 1000, "dense@ds.scaled": 700,
+              "rlx2@paper_period": 790}
+    for i, (name, final) in enumerate(finals.items()):
+        _batch(results, grid.parse_name("halfcheetah", "td3", name), 0, _curves(final, seed=i))
+    json.dump({"halfcheetah/td3/rlx2": {"buffer": {"value": "scaled"}},
+               "family/rlx2": {"period": {"value": "paper"}}}, open(choices.path(results, SMALL), "w"))
+
+    def against():
+        return {r["against"] for r in report.claim_rows(report.load(results, SMALL))
+                if r["claim"] == "RLx2 within 3% of dense at its sparsities"}
+
+    assert against() == {"recipe-matched"}
+    assert "(provisional" in report.cells_markdown(report.cell_rows(report.load(results, SMALL)),
+                                                   report.load(results, SMALL))
+    _batch(results, grid.parse_name("halfcheetah", "td3", "dense@ds.full"), 0, _curves(900, seed=9))
+    assert against() == {"recipe-matched", "reference"}
+    assert "(provisional" not in report.cells_markdown(report.cell_rows(report.load(results, SMALL)),
+                                                       report.load(results, SMALL))

@@ -10,8 +10,9 @@ its last evaluations, `experiments.reproduce.report`), never written by hand:
 * `equivalence`: "A within m of B" as two one-sided tests on the ratio (Sasabuchi's form:
   ``mean_a - (1 -/+ m) mean_b`` against zero with Welch's degrees of freedom); its p-value is the larger
   of the two, and `smallest_margin` is the narrowest margin the same data would establish at the level.
-* `holm`: Holm's step-down adjustment over all the claims of a report, so "holds" keeps a 5% family-wise
-  error rate however many claims are tested.
+* `holm`: Holm's step-down adjustment over the claims a tier plans (`report.planned_family`), so "holds"
+  keeps a 5% family-wise error rate however many claims are tested, and a verdict reached before the
+  tier's last cell cannot be reversed by claims tested after it.
 * `verdict`: **holds** (the claim's test rejects its null after Holm), **does not hold** (the opposite
   test does: the other method is better, or the ratio lies outside the margin), **inconclusive** (neither).
 
@@ -120,11 +121,16 @@ def equivalence(a: Sequence[float], b: Sequence[float], margin: float, alpha: fl
     return Equivalence(max(lo, hi), outside, float(smallest))
 
 
-def holm(pvalues: Sequence[float]) -> List[float]:
-    """Holm's step-down adjusted p-values (same order as given; nan stays nan and is not counted)."""
+def holm(pvalues: Sequence[float], family: int = 0) -> List[float]:
+    """Holm's step-down adjusted p-values (same order as given; nan stays nan and is not counted).
+
+    ``family``: the number of hypotheses the correction is over, when more are planned than are given
+    (the missing ones count as p = 1). Holm is monotone (a smaller p anywhere never undoes a rejection),
+    so with the planned family fixed, a rejection made before every test is in cannot be reversed by the
+    tests that come later."""
     idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
     order = sorted(idx, key=lambda i: pvalues[i])
-    m, out, running = len(idx), [float("nan")] * len(pvalues), 0.0
+    m, out, running = max(len(idx), family), [float("nan")] * len(pvalues), 0.0
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         out[i] = running
