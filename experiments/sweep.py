@@ -31,7 +31,9 @@ Resumable: a cell is done when its ``summary.json`` exists; a rerun skips done c
 
 At the end (and with ``--aggregate_only``) every cell's summary is collected into ``results.csv`` and
 ``results.md``: final return and AUC, mean and std over seeds, and both as a percentage of the dense run
-of the same env (and learning rate, when swept); ``--nodense`` leaves the dense baseline out.
+of the same env (and learning rate, when swept); ``--nodense`` leaves the dense baseline out. A scaling
+sweep also tests the claims its grid declares (`experiments.scaling_claims`: intervals, Holm, verdicts)
+into ``claims.md`` / ``claims.csv``, and ``--markdown PAGE`` puts that table into PAGE's scaling section.
 
 Exit status (as `experiments.train`): 0 done; 2 bad input (one line on stderr naming the flag and what is
 allowed, before anything is compiled or written); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM: the
@@ -41,10 +43,16 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
+import os
 import shlex
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
+
+from experiments import scaling_claims
+from experiments.reproduce import records, report
 
 from sparse_rl_jax import agents, cli, config_flag, envs, launch, presets, sweep
 from sparse_rl_jax import config as cfg_lib
@@ -52,6 +60,9 @@ from sparse_rl_jax import distributed as dist
 from sparse_rl_jax import methods as methods_lib
 from sparse_rl_jax.cli import UsageError, one_line
 from sparse_rl_jax.validation import ConfigError, validate
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def define_flags() -> flags.FlagValues:
@@ -82,6 +93,8 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_boolean("matched", False, "With --widths: add, per width, the levels that match each narrower "
                          "dense critic's weights.", flag_values=fv)
     flags.DEFINE_boolean("aggregate_only", False, "Only rebuild results.csv / results.md.", flag_values=fv)
+    flags.DEFINE_string("markdown", None, "With --widths: a page whose <!-- study:scaling begin/end --> section "
+                        "the scaling claims' table fills (experiments.scaling_claims).", flag_values=fv)
     dist.define_flags(fv)  # --coordinator_address, --num_processes, --process_id, ... (and --data_shards)
     return fv
 
@@ -150,10 +163,14 @@ class Plan:
     aggregate_only: bool
     command: str  # to continue after an interruption
     lock: Any = None  # the sweep root's writer lock (process 0), held until execute ends
+    matched: Optional[Dict[int, List[float]]] = None  # --matched: per width, the levels of `sweep.matched_sparsities`
+    page: Optional[str] = None  # --markdown
+    argv: Tuple[str, ...] = ()  # the command line, for the provenance record
 
 
-def grid(fv: flags.FlagValues, overrides: Dict[str, Any]) -> List[sweep.Cell]:
-    """The sweep's cells, each one's config validated."""
+def grid(fv: flags.FlagValues,
+         overrides: Dict[str, Any]) -> Tuple[List[sweep.Cell], Optional[Dict[int, List[float]]]]:
+    """The sweep's cells, each one's config validated, and the matched levels (None without --matched)."""
     for name in _items(fv["methods"].value):
         try:
             methods_lib.parse(name)
@@ -192,7 +209,7 @@ def grid(fv: flags.FlagValues, overrides: Dict[str, Any]) -> List[sweep.Cell]:
             validate(sweep.cell_config(cell, fv["algo"].value, overrides, recipe=recipe))
         except ConfigError as err:
             raise UsageError(f"cell {cell.env}/{cell.method}/{cell.name}: {one_line(err)}") from None
-    return cells
+    return cells, matched
 
 
 def _widths(fv: flags.FlagValues) -> List[Optional[int]]:
@@ -217,23 +234,53 @@ def plan(argv: Sequence[str]) -> Plan:
                          "devices (seed axis); data-parallel cells are not supported (drop --data_shards)")
     launch.start_distributed(fv)  # before any JAX computation
     overrides = parse_overrides(fv["set"].value)
-    cells = grid(fv, overrides)
+    cells, matched = grid(fv, overrides)
+    page = fv["markdown"].value
+    if page is not None:
+        if fv["widths"].value is None:
+            raise UsageError("invalid --markdown: the scaling claims need a scaling sweep (--widths)")
+        if not os.path.isfile(page) or report.MARK.format("scaling", "begin") not in open(page).read():
+            raise UsageError(f"invalid --markdown={page!r}: no such page with a "
+                             f"{report.MARK.format('scaling', 'begin')} marker")
     root = launch.check_workdir(fv["workdir"].value, create=True)
     lock = launch.lock_workdir(root)  # one sweep per root: a second one exits 2 naming the first
     first = fv["seed_offset"].value
     return Plan(root, fv["algo"].value, cells, list(range(first, first + fv["seeds"].value)), overrides,
                 fv["recipe"].value, fv["max_batch"].value, fv["aggregate_only"].value,
                 f"python -m experiments.sweep {shlex.join(argv[1:])} (done cells are skipped, an unfinished group restarts)",
-                lock)
+                lock, matched, page, tuple(argv))
+
+
+PROVENANCE = "provenance.jsonl"
+
+
+def _record_provenance(p: Plan, started: float, done_before: int, status: Optional[int]) -> None:
+    """One line per training invocation in ``<root>/provenance.jsonl`` (appended, never rewritten): the
+    commit and uncommitted files it ran from, its command, the machine, its times and what it finished."""
+    entry = {**records.provenance(REPO, ["python", "-m", "experiments.sweep", *p.argv[1:]]),
+             "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "exit_status": status,
+             "wall_seconds": round(time.time() - started, 1), "cells_done_before": done_before,
+             "cells_done_after": sum(sweep.is_done(c, p.root) for c in p.cells)}
+    entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    with open(os.path.join(p.root, PROVENANCE), "a") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def execute(p: Plan, stop=None) -> int:
     if p.lock is not None:
         p.lock.announce()
+    started, done_before, status = time.time(), sum(sweep.is_done(c, p.root) for c in p.cells), None
     try:
-        return sweep.run(p.root, p.algo, p.cells, p.seeds, p.overrides, max_batch=p.max_batch,
-                         aggregate_only=p.aggregate_only, stop=stop, recipe=p.recipe)
+        status = sweep.run(p.root, p.algo, p.cells, p.seeds, p.overrides, max_batch=p.max_batch,
+                           aggregate_only=p.aggregate_only, stop=stop, recipe=p.recipe)
+        if status == 0 and dist.is_primary() and any(c.width is not None for c in p.cells):
+            tested = scaling_claims.write(p.root, p.cells, p.matched, p.page)
+            print(f"[sweep] {len(tested)}/{len(scaling_claims.plan(p.cells, p.matched))} scaling claims tested; "
+                  f"verdicts in {os.path.join(p.root, 'claims.md')}", flush=True)
+        return status
     finally:
+        if dist.is_primary() and not p.aggregate_only:
+            _record_provenance(p, started, done_before, status)
         if p.lock is not None:
             p.lock.release()
 

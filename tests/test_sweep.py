@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from experiments import scaling_claims
 from experiments import sweep as sweep_cli
 import sparse_rl_jax as srj
 from sparse_rl_jax import callbacks, runner, sweep
@@ -192,6 +193,9 @@ BAD = [
     (["--widths=0"], "invalid --widths='0': expected comma-separated positive integers"),
     (["--recipe=nope"], "invalid --recipe='nope': allowed values are ma2025"),
     (["--matched"], "invalid --matched: needs --widths with at least two widths"),
+    (["--markdown=docs/sparse_scaling.md"], "invalid --markdown: the scaling claims need a scaling sweep (--widths)"),
+    (["--widths=8,16", "--markdown=/nonexistent/page.md"],
+     "invalid --markdown='/nonexistent/page.md': no such page with a <!-- study:scaling begin --> marker"),
     (["--widths=8,16", "--set", "agent.actor_backbone='simba'", "--set", "agent.hidden=(8,16)"],
      "invalid agent.hidden=(8, 16): a simba body's blocks share one width"),
 ]
@@ -239,6 +243,10 @@ def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkey
     assert err.startswith("sweep: terminated (SIGTERM), stopped group inverted_pendulum / static") and \
         "after period 1/3" in err and "continue with: python -m experiments.sweep --workdir" in err
     assert not any(name == "summary.json" for _, _, files in os.walk(tmp_path) for name in files)
+    (entry,) = [json.loads(line) for line in open(tmp_path / sweep_cli.PROVENANCE)]  # an interrupted run too
+    assert entry["command"][:4] == ["python", "-m", "experiments.sweep", f"--workdir={tmp_path}"]
+    assert entry["exit_status"] is None and entry["cells_done_before"] == entry["cells_done_after"] == 0
+    assert len(entry["commit"]) == 40 and entry["cpu_count"] == os.cpu_count() and entry["wall_seconds"] >= 0
 
 
 def test_stop_check_waits_for_a_request():
@@ -249,3 +257,81 @@ def test_stop_check_waits_for_a_request():
     check(runner.PeriodResult(3, 3, 300, {}, None, [], None))  # the last period: the run ends anyway
     with pytest.raises(callbacks.Terminated, match="after period 2/3"):
         check(runner.PeriodResult(2, 3, 200, {}, None, [], None))
+
+
+def _cell_with_curves(root, cell, final, sd=5.0, seeds=10):
+    """A done sweep cell: per-seed evaluations rising to about ``final`` (the last three at it)."""
+    rng = np.random.default_rng(abs(hash(cell)) % 2**32)
+    ends = final + rng.normal(0, sd, seeds)
+    log = srj.run_logging.RunLog(cell.workdir(root), seeds, tensorboard=False)
+    for t, f in enumerate((0.3, 1.0, 1.0, 1.0)):
+        log.append(1_000 * (t + 1), {srj.run_logging.RETURN_KEY: list(map(float, ends * f))})
+    log.close()
+    mean = {"final_return": float(ends.mean()), "auc": 1.0, "sparsity_actor": cell.actor_sparsity,
+            "sparsity_critic": cell.critic_sparsity, "total_size": 1.0, "train_flops": 1.0}
+    srj.run_logging.write_json(os.path.join(cell.workdir(root), "summary.json"),
+                               {"num_seeds": seeds, "mean": mean, "std": mean})
+
+
+def test_scaling_claims_are_declared_from_the_grid_and_tested_with_holm(tmp_path):
+    """The claims a scaling grid declares (counted by hand below), each tested on per-seed scores with
+    Holm over all of them; the three verdicts each come out where the data put them."""
+    cells = sweep.build_grid("sac", ["static", "rlx2"], ["e"], [(0.9, 0.9)], widths=[8, 16],
+                             extra_sparsities={8: [], 16: [0.75]})
+    claims = scaling_claims.plan(cells, {8: [], 16: [0.75]})
+    # sparse above dense at 16: 2 methods; matched 16@0.75 above dense 8: 2; sparse rises 8 -> 16: 2;
+    # dense rises: 1; rlx2 above static at 8 and 16: 2
+    assert len(claims) == 9
+    c = lambda m, w, s=0.0: sweep.Cell("e", m, s, s, None, None, w)  # noqa: E731
+    finals = {c("dense", 8): 100, c("dense", 16): 100, c("static", 8, 0.9): 100, c("static", 16, 0.9): 200,
+              c("static", 16, 0.75): 150, c("rlx2", 8, 0.9): 100, c("rlx2", 16, 0.9): 150,
+              c("rlx2", 16, 0.75): 150}
+    assert set(finals) == set(cells)
+    root = str(tmp_path)
+    for cell, final in finals.items():
+        if cell != c("rlx2", 8, 0.9):  # one cell not done: the two claims that need it wait
+            _cell_with_curves(root, cell, final)
+    tested = scaling_claims.rows(root, claims)
+    assert len(tested) == 7
+    verdict = {(r["claim"], r["a"], r["b"]): r["verdict"] for r in tested}
+    assert verdict[("sparse above dense at the widest critic", "static @ 0.9, critic 16", "dense, critic 16")] == "holds"
+    assert verdict[("a wide sparse critic above a narrower dense one with the same weights",
+                    "static @ 0.75, critic 16", "dense, critic 8")] == "holds"
+    assert verdict[("dense return rises with width", "dense, critic 16", "dense, critic 8")] == "inconclusive"
+    assert verdict[("a dynamic topology above a static one", "rlx2 @ 0.9, critic 16",
+                    "static @ 0.9, critic 16")] == "does not hold"
+    assert [r["p_holds_holm"] for r in tested] == pytest.approx(
+        stats_holm([r["p_holds"] for r in tested] + [1.0, 1.0]))  # untested claims count at p = 1
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- study:scaling begin -->\nSTALE\n<!-- study:scaling end -->\n")
+    scaling_claims.write(root, cells, {8: [], 16: [0.75]}, str(page))
+    text = page.read_text()
+    assert "STALE" not in text and "| e | a dynamic topology above a static one |" in text
+    assert "Holm's correction over the 9 claims the grid declares (7 tested" in text
+    assert (tmp_path / "claims.csv").read_text().startswith("env,claim,")
+
+
+def stats_holm(pvalues):
+    from experiments.reproduce import stats
+    return stats.holm(pvalues)[:-2]
+
+
+def test_a_scaling_sweep_writes_its_claims_from_the_cli(tmp_path, capsys, no_training):
+    """``experiments.sweep --widths --matched --markdown PAGE``: the grid's claims tested over its done
+    cells into claims.md and PAGE's scaling section, with a line saying how many were tested."""
+    page = tmp_path / "page.md"
+    page.write_text("<!-- study:scaling begin -->\n<!-- study:scaling end -->\n")
+    root = tmp_path / "root"
+    sets = [a for k, v in SIMBA_SAC.items() for a in ("--set", f"{k}={v!r}")]
+    p = sweep_cli.plan(["sweep", f"--workdir={root}", "--algo=sac", "--recipe=ma2025", "--methods=static",
+                        "--sparsities=0.5", "--widths=8,16", "--matched", "--aggregate_only", f"--markdown={page}",
+                        *sets])
+    assert len(p.matched[16]) == 1
+    for cell in p.cells:
+        _cell_with_curves(str(root), cell, 100.0 + 50 * (cell.width == 16 and cell.method == "static"))
+    assert sweep_cli.execute(p) == 0
+    out = capsys.readouterr().out
+    assert f"[sweep] 4/4 scaling claims tested; verdicts in {root / 'claims.md'}" in out
+    assert (root / "claims.md").read_text() in page.read_text()
+    assert "| inverted_pendulum | a wide sparse critic above a narrower dense one with the same weights |" in \
+        page.read_text()

@@ -501,7 +501,7 @@ def claims_markdown(rows: List[Dict[str, Any]], family: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _csv(rows: List[Dict[str, Any]]) -> str:
+def csv_text(rows: List[Dict[str, Any]]) -> str:
     if not rows:
         return ""
     out = io.StringIO()
@@ -546,17 +546,17 @@ def write(results: str, tier: grid.Tier, markdown: Optional[str] = None) -> int:
                   "ci_lo": float(mm - h), "ci_hi": float(mm + h)}
                  for s, r, mm, h in zip(data.steps, data.returns, m, half)]
         run_logging.write_text_atomic(os.path.join(out, "curves", f"{cell.task}_{cell.algo}_{cell.dirname}.csv"),
-                                      _csv(curve))
+                                      csv_text(curve))
     for task, algo in study.groups():
         cur = {c.name: (d.steps, d.returns) for c, d in study.cells.items() if (c.task, c.algo) == (task, algo)}
         plotting.mean_ci_curves(cur, os.path.join(out, f"{task}_{algo}.png"),
                                 title=f"{task} {algo.upper()} ({tier.name} tier): mean and 95% band over seeds")
-    run_logging.write_text_atomic(os.path.join(out, "cells.csv"), _csv(rows))
-    run_logging.write_text_atomic(os.path.join(out, "claims.csv"), _csv(crow))
+    run_logging.write_text_atomic(os.path.join(out, "cells.csv"), csv_text(rows))
+    run_logging.write_text_atomic(os.path.join(out, "claims.csv"), csv_text(crow))
     cells_md, claims_md = cells_markdown(rows, study), claims_markdown(crow, planned_family(study.tier))
     agg_md = aggregate_section(study, out)
     points = curve_rows(study, rows)
-    run_logging.write_text_atomic(os.path.join(out, "curve.csv"), _csv(points))
+    run_logging.write_text_atomic(os.path.join(out, "curve.csv"), csv_text(points))
     curve_md = curve_section(points, out)
     run_logging.write_text_atomic(os.path.join(out, "curve.md"), curve_md)
     run_logging.write_text_atomic(os.path.join(out, "cells.md"), cells_md)
