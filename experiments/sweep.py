@@ -53,7 +53,6 @@ from absl import flags
 
 from experiments import scaling_claims
 from experiments.reproduce import records, report
-
 from sparse_rl_jax import agents, cli, config_flag, envs, launch, presets, sweep
 from sparse_rl_jax import config as cfg_lib
 from sparse_rl_jax import distributed as dist
@@ -239,9 +238,10 @@ def plan(argv: Sequence[str]) -> Plan:
     if page is not None:
         if fv["widths"].value is None:
             raise UsageError("invalid --markdown: the scaling claims need a scaling sweep (--widths)")
-        if not os.path.isfile(page) or report.MARK.format("scaling", "begin") not in open(page).read():
+        marker = report.MARK.format("scaling", "begin")
+        if not os.path.isfile(page) or marker not in open(page, encoding="utf-8").read():
             raise UsageError(f"invalid --markdown={page!r}: no such page with a "
-                             f"{report.MARK.format('scaling', 'begin')} marker")
+                             f"{marker} marker")
     root = launch.check_workdir(fv["workdir"].value, create=True)
     lock = launch.lock_workdir(root)  # one sweep per root: a second one exits 2 naming the first
     first = fv["seed_offset"].value
@@ -254,14 +254,13 @@ def plan(argv: Sequence[str]) -> Plan:
 PROVENANCE = "provenance.jsonl"
 
 
-def _record_provenance(p: Plan, started: float, done_before: int, status: Optional[int]) -> None:
+def _record_provenance(p: Plan, entry: Dict[str, Any], started: float, status: Optional[int]) -> None:
     """One line per training invocation in ``<root>/provenance.jsonl`` (appended, never rewritten): the
-    commit and uncommitted files it ran from, its command, the machine, its times and what it finished."""
-    entry = {**records.provenance(REPO, ["python", "-m", "experiments.sweep", *p.argv[1:]]),
-             "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "exit_status": status,
-             "wall_seconds": round(time.time() - started, 1), "cells_done_before": done_before,
+    commit and uncommitted files it started from, its command, the machine, its times and what it finished
+    (``exit_status`` null: it ended by a signal or an error, which the launcher's exit status names)."""
+    entry = {**entry, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "exit_status": status,
+             "wall_seconds": round(time.time() - started, 1),
              "cells_done_after": sum(sweep.is_done(c, p.root) for c in p.cells)}
-    entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     with open(os.path.join(p.root, PROVENANCE), "a") as f:
         f.write(json.dumps(entry) + "\n")
 
@@ -269,7 +268,9 @@ def _record_provenance(p: Plan, started: float, done_before: int, status: Option
 def execute(p: Plan, stop=None) -> int:
     if p.lock is not None:
         p.lock.announce()
-    started, done_before, status = time.time(), sum(sweep.is_done(c, p.root) for c in p.cells), None
+    started, status = time.time(), None
+    entry = {**records.provenance(REPO, ["python", "-m", "experiments.sweep", *p.argv[1:]]),
+             "cells_done_before": sum(sweep.is_done(c, p.root) for c in p.cells)}
     try:
         status = sweep.run(p.root, p.algo, p.cells, p.seeds, p.overrides, max_batch=p.max_batch,
                            aggregate_only=p.aggregate_only, stop=stop, recipe=p.recipe)
@@ -280,7 +281,7 @@ def execute(p: Plan, stop=None) -> int:
         return status
     finally:
         if dist.is_primary() and not p.aggregate_only:
-            _record_provenance(p, started, done_before, status)
+            _record_provenance(p, entry, started, status)
         if p.lock is not None:
             p.lock.release()
 
