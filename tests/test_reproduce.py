@@ -224,13 +224,15 @@ def test_rliable_aggregates_are_reproducible_and_leave_numpys_generator_alone():
 
 
 # ---------------------------------------------------------------------------------------- records
-def _batch(results, cell, first, returns, train_flops=0.5, tier=SMALL, total_size=None):
-    """A finished batch's record as the runner keeps it: ``returns[t][seed]`` at 5k-step evaluations."""
+def _batch(results, cell, first, returns, train_flops=0.5, tier=SMALL, total_size=None, sps=100.0):
+    """A finished batch's record as the runner keeps it: ``returns[t][seed]`` at 5k-step evaluations, the
+    program at ``sps`` env steps per second (its first period, which compiles, at a tenth of it)."""
     run = os.path.join(results, "_run", cell.dirname, records.batch_name(first, len(returns[0])))
     log = run_logging.RunLog(run, len(returns[0]), tensorboard=False)
     for t, r in enumerate(returns):
         log.append(5_000 * (t + 1), {run_logging.RETURN_KEY: list(map(float, r)),
-                                     "training/walltime": [10.0] * len(r)})
+                                     "training/walltime": [10.0] * len(r),
+                                     "training/sps": [sps / (10 if t == 0 else 1)] * len(r)})
     log.close()
     run_logging.write_json(os.path.join(run, "config.json"), {"method": cell.method})
     run_logging.write_json(os.path.join(run, records.PROVENANCE), {"commit": "abcdef0123"})
@@ -355,3 +357,19 @@ def test_claims_against_the_reference_wait_for_all_its_recipes(tmp_path):
     assert against() == {"recipe-matched", "reference"}
     assert "(provisional" not in report.cells_markdown(report.cell_rows(report.load(results, SMALL)),
                                                        report.load(results, SMALL))
+
+
+def test_list_estimates_whats_left_from_the_recorded_rates(tmp_path):
+    """A 10-seed batch at 30 env steps/s is 300 seed-steps/s; one 10-seed 100k cell left is 1M seed-steps,
+    0.9 hours; the second task's candidates count as one task until it is chosen."""
+    results, root = str(tmp_path / "results"), str(tmp_path / "runs")
+    done = grid.parse_cell("halfcheetah/td3/dense@rlx2.scaled")
+    _batch(results, done, 0, _curves(800), sps=30.0)
+    assert runner.seed_step_rates(results, SMALL) == {"td3": [pytest.approx(300.0)]}
+    line = runner.estimate(results, root, SMALL, [done, grid.parse_cell("halfcheetah/td3/dense@rlx2.full")], 10)
+    assert line.startswith("remaining: 1 cells, 1.0M seed-steps, about 0.9 hours of wall time") and \
+        "td3 300 seed-steps/s (median of 1 batches)" in line
+    candidates = [grid.parse_cell(f"{t}/td3/rlx2") for t in SMALL.second_tasks]
+    assert runner.estimate(results, root, SMALL, candidates, 10).startswith("remaining: 1 cells, 1.0M seed-steps")
+    sac = runner.estimate(results, root, SMALL, [grid.parse_cell("halfcheetah/sac/rlx2")], 10)
+    assert "sac 300 seed-steps/s (no batch yet: the others' rate)" in sac

@@ -4,7 +4,7 @@
     python -m experiments.reproduce --tier small --cells halfcheetah/td3/dense@rlx2.scaled,halfcheetah/td3/rlx2
     python -m experiments.reproduce --tier paper                 # the papers' budgets, for a GPU/TPU
     python -m experiments.reproduce --tier small --report_only   # tables and figures from the records
-    python -m experiments.reproduce --list [--tier paper]
+    python -m experiments.reproduce --list [--tier paper]        # each cell's state, then the hours left
 
 Each cell (`experiments.reproduce.grid`) runs as launcher runs (``python -m experiments.train
 --config=experiments/reproduce/config.py:<tier>,<cell> --seeds N --config.seed=FIRST``), one per
@@ -29,7 +29,7 @@ import sys
 import time
 
 import numpy as np
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from absl import app, flags
 
@@ -50,7 +50,8 @@ flags.DEFINE_multi_string("set", [], "extra launcher override for every batch st
 flags.DEFINE_string("markdown", None, "the page whose <!-- study:<tier> --> section the report fills "
                     "(default: docs/RESULTS.md when --results is docs/results, else none)")
 flags.DEFINE_boolean("report_only", False, "only turn the committed records into tables and figures")
-flags.DEFINE_boolean("list", False, "print the tier's cells and their state, then exit")
+flags.DEFINE_boolean("list", False, "print the tier's cells and their state, and an estimate of the hours "
+                     "left at the recorded rates, then exit")
 
 
 def _final(results: str, tier: grid.Tier):
@@ -95,6 +96,56 @@ def state_of(results: str, root: str, tier: grid.Tier, cell: grid.Cell, seeds: i
     if partial_batch(grid.cell_dir(root, tier, cell)):
         return f"partial ({have} seeds recorded)"
     return f"{have} seeds" if have else "new"
+
+
+def seed_step_rates(results: str, tier: grid.Tier) -> Dict[str, List[float]]:
+    """Per algorithm, each finished batch's seed-steps per second: the median over its periods (the first,
+    which compiles, left out; a period paused by other work is one outlier among twenty) of the program's
+    env steps per second times its seeds, since a vmapped seed costs the same whether 1 or 10 share it."""
+    rates: Dict[str, List[float]] = {}
+    for cell in tier.cells:
+        data = records.load(results, tier, cell)
+        for history in (data.histories if data is not None else []):
+            sps = [float(np.median(m["training/sps"])) for _, m in history[1:] if m.get("training/sps")]
+            seeds = len(history[0][1].get("training/sps", [])) if history else 0
+            if sps and seeds:
+                rates.setdefault(cell.algo, []).append(float(np.median(sps)) * seeds)
+    return rates
+
+
+def estimate(results: str, root: str, tier: grid.Tier, cells: Sequence[grid.Cell], seeds: int) -> str:
+    """One line: what is left of ``cells`` in seed-steps and in hours at the recorded rates. Before the
+    second task is chosen its candidates' cells count once (only one candidate's run)."""
+    chosen_any = choices.read(results, tier).get(choices.TIER_KEY, {}).get("second_task")
+    rates = seed_step_rates(results, tier)
+    left: Dict[str, float] = {}
+    count = 0.0
+    for cell in cells:
+        state = state_of(results, root, tier, cell, seeds)
+        if state.startswith(("done", "not chosen")):
+            continue
+        data = records.load(results, tier, cell)
+        want = grid.seeds_wanted(tier, cell, seeds, choices.of(results, tier, cell))
+        share = 1.0 if chosen_any or grid.is_probe(tier, cell) or cell.task not in tier.second_tasks \
+            else 1.0 / len(tier.second_tasks)
+        steps = tier.env_steps or 1_000_000
+        left[cell.algo] = left.get(cell.algo, 0.0) + share * steps * (want - (data.num_seeds if data else 0))
+        count += share
+    if not left:
+        return "remaining: nothing"
+    known = [r for rs in rates.values() for r in rs]
+    hours, parts = 0.0, []
+    for algo, seed_steps in sorted(left.items()):
+        rate = float(np.median(rates[algo])) if algo in rates else (float(np.median(known)) if known else None)
+        if rate is None:
+            return f"remaining: {count:.0f} cells, {sum(left.values()) / 1e6:.1f}M seed-steps (no finished batch " \
+                   "yet to take a rate from)"
+        hours += seed_steps / rate / 3600
+        parts.append(f"{algo} {rate:.0f} seed-steps/s" + (f" (median of {len(rates[algo])} batches)"
+                                                          if algo in rates else " (no batch yet: the others' rate)"))
+    return (f"remaining: {count:.0f} cells, {sum(left.values()) / 1e6:.1f}M seed-steps, about {hours:.1f} hours of "
+            f"wall time at the recorded rates ({'; '.join(parts)}; each the rate its batches ran at, on a machine "
+            "shared or not); a cut batch's progress is not subtracted")
 
 
 def launch_args(tier: grid.Tier, cell: grid.Cell, batch_dir: str, first: int, count: int, results: str,
@@ -195,6 +246,7 @@ def main(argv) -> int:
     if FLAGS.list:
         for c in cells:
             print(f"{state_of(results, root, tier, c, seeds):26s} {c.key:48s} {grid.cell_dir(root, tier, c)}")
+        print(estimate(results, root, tier, cells, seeds))
         return 0
     failed, waiting, ran = [], [], 0
     if not FLAGS.report_only:
