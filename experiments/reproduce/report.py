@@ -306,10 +306,13 @@ def claim_rows(study: Study) -> List[Dict[str, Any]]:
 
 # --------------------------------------------------------------------------------------- aggregates
 def normalised_scores(study: Study, names: List[str]) -> Dict[str, np.ndarray]:
-    """``{name: [runs, tasks]}``: final returns over the task's reference mean, tasks where every name ran,
-    runs cut to the fewest seeds among them (rliable's stratified bootstrap needs equal runs)."""
+    """``{name: [runs, tasks]}``: final returns over the task's reference mean, tasks where every name ran
+    and the reference is settled (`Study.reference_settled`), runs cut to the fewest seeds among them
+    (rliable's stratified bootstrap needs equal runs)."""
     groups = []
     for task, algo in study.groups():
+        if not study.reference_settled(task, algo):
+            continue
         ref = study.reference(task, algo)
         cells = {n: (ref if n == REF else study.resolve(n, task, algo, grid.parse_name(task, algo, n).family
                                                           if n != REF else None)) for n in names}
@@ -336,7 +339,8 @@ def aggregate_section(study: Study, out: str) -> str:
         present = present[:-1]
         scores = normalised_scores(study, present)
     if len(present) < 2:
-        return "Aggregates: not enough finished cells yet.\n"
+        return ("Aggregates: not enough finished cells yet (a task counts once all its dense recipes have run, "
+                "since its scores are normalised by the best of them).\n")
     pairs = [p for p in PROBABILITY_PAIRS if p[0] in scores and p[1] in scores]
     agg = stats.rl_aggregates(scores, pairs, reps=stats.BOOTSTRAP_REPS)
     n_runs, n_tasks = next(iter(scores.values())).shape
