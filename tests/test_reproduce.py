@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -376,3 +377,18 @@ def test_list_estimates_whats_left_from_the_recorded_rates(tmp_path):
     assert runner.estimate(results, root, SMALL, candidates, 10).startswith("remaining: 1 cells, 1.0M seed-steps")
     sac = runner.estimate(results, root, SMALL, [grid.parse_cell("halfcheetah/sac/rlx2")], 10)
     assert "sac 300 seed-steps/s (no batch yet: the others' rate)" in sac
+
+
+def test_every_attempt_at_a_batch_is_on_record(tmp_path):
+    """A batch's provenance keeps its start, then one entry per attempt with the commit it ran from; an
+    attempt cut off (no end) stays on record beside the ones that ended."""
+    batch = str(tmp_path / "seeds_0-1")
+    fail = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    assert runner.run_batch(fail, batch) == 3
+    records.start_attempt(batch, runner.REPO, fail)  # an attempt whose machine went away
+    assert runner.run_batch([sys.executable, "-c", ""], batch) == 0
+    prov = json.load(open(os.path.join(batch, records.PROVENANCE)))
+    assert prov["command"] == fail and len(prov["commit"]) == 40
+    first, cut, last = prov["runs"]
+    assert first["exit_code"] == 3 and "ended" not in cut and last["exit_code"] == 0
+    assert all(len(r["commit"]) == 40 and "started" in r for r in (first, cut, last))

@@ -167,10 +167,7 @@ def launch_args(tier: grid.Tier, cell: grid.Cell, batch_dir: str, first: int, co
 
 def run_batch(cmd: List[str], batch_dir: str) -> int:
     os.makedirs(batch_dir, exist_ok=True)
-    prov = os.path.join(batch_dir, records.PROVENANCE)
-    if not os.path.exists(prov):  # a resumed batch keeps the provenance of its start
-        from sparse_rl_jax import run_logging
-        run_logging.write_json(prov, records.provenance(REPO, cmd))
+    records.start_attempt(batch_dir, REPO, cmd)  # a resumed batch keeps its start and adds this attempt
     t0 = time.time()
     # the launcher runs from the repository (it imports `experiments`), wherever this was started
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))

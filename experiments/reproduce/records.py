@@ -69,11 +69,27 @@ def provenance(repo: str, command: List[str]) -> Dict[str, Any]:
             "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def start_attempt(run_dir: str, repo: str, command: List[str]) -> None:
+    """Record a batch's start (its provenance) or, for a resumed batch, one more attempt in ``runs``: the
+    commit and uncommitted files this attempt runs from. An attempt cut off (the machine or session gone)
+    keeps its entry without an end, so every piece of code that computed part of a batch is on record."""
+    path = os.path.join(run_dir, PROVENANCE)
+    now = provenance(repo, command)
+    data = run_logging.read_json(path) if os.path.exists(path) else now
+    data.setdefault("runs", []).append({k: now[k] for k in ("started", "commit", "uncommitted_changes",
+                                                            "uncommitted_files", "host")})
+    run_logging.write_json(path, data)
+
+
 def finish_provenance(run_dir: str, exit_code: int, seconds: float) -> None:
+    """The end of the attempt `start_attempt` recorded last."""
     path = os.path.join(run_dir, PROVENANCE)
     data = run_logging.read_json(path) if os.path.exists(path) else {}
-    data.setdefault("runs", []).append({"ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                        "exit_code": exit_code, "wall_seconds": round(seconds, 1)})
+    runs = data.setdefault("runs", [])
+    if not runs or "ended" in runs[-1]:  # a batch started before attempts had their own entry
+        runs.append({})
+    runs[-1].update({"ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "exit_code": exit_code,
+                     "wall_seconds": round(seconds, 1)})
     run_logging.write_json(path, data)
 
 
