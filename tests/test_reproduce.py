@@ -318,6 +318,8 @@ def test_report_from_records(tmp_path, monkeypatch):
     cells_rows = {r["cell"]: r for r in report.cell_rows(study)}
     rlx2 = cells_rows["rlx2@paper_period"]
     assert rlx2["matched_dense"] == "dense@rlx2.full" and rlx2["commits"] == "abcdef01"
+    assert rlx2["wall_time_s"] == pytest.approx(60.0)  # 6 periods of 10 s
+    assert report.compute_spent(study)["hours"] == pytest.approx(len(cells) * 60.0 / 3600)
     assert rlx2["pct_ref_lo"] < rlx2["pct_ref"] < rlx2["pct_ref_hi"]
     assert rows[("RLx2 above RigL at the same sparsity and schedule", "-")]["a"] == "rlx2@paper_period"
     # the sparsity curve: the paper-level cell (the chosen period's arm) and the level cells, in % of dense

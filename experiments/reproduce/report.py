@@ -169,15 +169,15 @@ def cell_rows(study: Study) -> List[Dict[str, Any]]:
         for k in ("sparsity_actor", "sparsity_critic", "total_size", "train_flops", "inference_flops"):
             vals = [m.get(k) for m in means if m.get(k) is not None]
             row[k] = float(np.mean(vals)) if vals else None
-        walls = [sum(run_logging.mean_of(m.get("training/walltime")) or 0.0 for _, m in h)
-                 for h in data.histories]
-        row["wall_time_s"] = float(sum(walls))
+        row["wall_time_s"] = float(sum(wall_seconds(h) for h in data.histories))
         commits = []
         for b in data.batches:
             p = os.path.join(b, records.PROVENANCE)
             if os.path.exists(p):
-                commits.append((run_logging.read_json(p).get("commit") or "?")[:8])
-        row["commits"] = " ".join(sorted(set(commits))) or "-"
+                prov = run_logging.read_json(p)
+                commits += [(c or "?")[:8] for c in [prov.get("commit")] + [r.get("commit") for r in
+                                                                            prov.get("runs", []) if "commit" in r]]
+        row["commits"] = " ".join(dict.fromkeys(commits)) or "-"
         rows.append(row)
     order = {c: i for i, c in enumerate(study.tier.cells)}
     rows.sort(key=lambda r: order[grid.parse_name(r["task"], r["algo"], r["cell"])])
@@ -454,7 +454,8 @@ def cells_markdown(rows: List[Dict[str, Any]], study: Study) -> str:
     spent = compute_spent(study)
     if spent["hours"]:
         lines.append(f"\nCompute spent on the recorded batches: {spent['hours']:.1f} hours of wall time "
-                     f"({spent['batches']} batches; {', '.join(spent['cpus'])}; from each batch's provenance).")
+                     f"({spent['batches']} batches; {', '.join(spent['cpus'])}; the periods' wall time from each "
+                     "batch's metrics, every attempt included, as are pauses while the machine did other work).")
     refs = sorted({(r["task"], r["algo"], r["reference"]) for r in rows if r["reference"]})
     if refs:
         lines.append("\nReferences (best dense recipe, by mean final return over the same seeds): "
@@ -468,18 +469,23 @@ def cells_markdown(rows: List[Dict[str, Any]], study: Study) -> str:
     return "\n".join(lines) + "\n"
 
 
+def wall_seconds(history: List[list]) -> float:
+    """A batch's training wall time: its periods' (every attempt's, as the metrics keep them across
+    resumptions; a pause for other work on the machine included)."""
+    return float(sum(run_logging.mean_of(m.get("training/walltime")) or 0.0 for _, m in history))
+
+
 def compute_spent(study: Study) -> Dict[str, Any]:
-    """Wall hours of every recorded batch (its provenance's runs, resumptions included) and the CPUs."""
+    """Wall hours of every recorded batch (`wall_seconds`) and the CPUs they ran on (their provenance)."""
     seconds, batches, cpus = 0.0, 0, set()
     for data in study.cells.values():
-        for b in data.batches:
-            p = os.path.join(b, records.PROVENANCE)
-            if not os.path.exists(p):
-                continue
-            prov = run_logging.read_json(p)
-            seconds += sum(r.get("wall_seconds", 0.0) for r in prov.get("runs", []))
+        for b, history in zip(data.batches, data.histories):
+            seconds += wall_seconds(history)
             batches += 1
-            cpus.add(f"{prov.get('cpu_model', '?')} x {prov.get('cpu_count', '?')}")
+            p = os.path.join(b, records.PROVENANCE)
+            if os.path.exists(p):
+                prov = run_logging.read_json(p)
+                cpus.add(f"{prov.get('cpu_model', '?')} x {prov.get('cpu_count', '?')}")
     return {"hours": seconds / 3600, "batches": batches, "cpus": sorted(cpus)}
 
 
