@@ -114,7 +114,7 @@ def apply_gradients(net: SparseNet, grads, method, optimizer, batch_axes: Sequen
         grown = optim_lib.grown_mask(net.masks, masks)
         opt_state = optim_lib.reset_grown_moments(opt_state, grown)
     metrics = {"mask_change": change, "topology_events": (event != schedules.NO_EVENT).astype(jnp.int32),
-               "updates": jnp.int32(1), "active": active, "grad_norm": optax.global_norm(grads)}
+               "updates": jnp.int32(1), "active": active, "grad_norm": optax.tree.norm(grads)}
     return net.replace(params=params, opt_state=opt_state, masks=masks, updates=update, active=active), metrics
 
 

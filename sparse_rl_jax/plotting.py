@@ -248,6 +248,7 @@ def scaling_curves(series: Dict[str, List[tuple]], path: str, title: str = "Retu
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("final return (mean ± std over seeds)")
-    axes[1].legend(fontsize="x-small")
+    if series:  # a sweep aggregated before any cell finished has nothing to label yet
+        axes[1].legend(fontsize="x-small")
     fig.suptitle(title)
     return _save(fig, path)
