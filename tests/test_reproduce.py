@@ -100,9 +100,29 @@ def test_buffers_scale_with_the_recipe_and_baselines_share_rlx2s_schedule():
     assert rigl.topology == sset.topology == _config("walker2d/td3/rlx2").topology
     vl = _config("halfcheetah/td3/dense@vl")
     assert (vl.replay.nstep, vl.replay.dynamic, vl.sparsity.actor) == (3, True, 0.0)
-    ds_dense = _config("hopper/td3/dense@ds.full", PAPER)
+    ds_dense = _config("hopper/td3/dense@ds.scaled", PAPER)
     assert (ds_dense.agent.actor_lr, ds_dense.agent.weight_decay, ds_dense.agent.weight_decay_mode,
             ds_dense.agent.batch_size, ds_dense.total_env_steps) == (1e-3, 2e-4, "coupled", 100, 1_000_000)
+    assert ds_dense.replay.capacity == 1_000_000 == _config("halfcheetah/td3/dense@ds.scaled").replay.capacity * 10
+
+
+def test_every_cell_of_a_tier_is_a_distinct_experiment():
+    """No two cells of a tier run the same config (they would spend a cell's compute on the same seeds for
+    the same numbers): where a paper's buffer holds its whole run (DS; RLx2's SAC) the whole-history
+    recipe is its scaled one, and the tier keeps one of them."""
+    for tier in (SMALL, PAPER):
+        for chosen in CHOICES:
+            seen = {}
+            for cell in tier.cells:
+                if _runs(cell, tier, chosen):
+                    c = grid.make_config(cell, tier, chosen)
+                    assert c not in seen.values(), f"{tier.name}: {cell.key} is {[k for k, v in seen.items() if v == c]}"
+                    seen[cell.key] = c
+    dropped = [grid.parse_cell(k) for k in ("halfcheetah/td3/dense@ds.full", "halfcheetah/sac/dense@rlx2.full")]
+    for tier in (SMALL, PAPER):
+        assert not set(dropped) & set(tier.cells)
+        assert grid.parse_cell("halfcheetah/td3/dense@rlx2.full") in tier.cells  # 33k (1M at the paper's) != all
+        assert [c.name for c in grid.recipes(tier, "halfcheetah", "td3", "ds")] == ["dense@ds.scaled"]
 
 
 def test_cells_wait_for_their_familys_choices():
@@ -141,6 +161,12 @@ def test_choices_are_made_from_data_once(tmp_path):
     assert made["family/rlx2"]["period"]["decided_on"] == "halfcheetah/td3"
     finals["halfcheetah/td3/rlx2@scaled_period"] = np.array([200., 210, 190, 205])  # clearly better
     assert choices.choose(str(tmp_path / "other"), SMALL, rigl, final)["period"] == "scaled"
+    # a family with one recipe (DS: its scaled buffer is the whole run) takes it once it has finished
+    ds = grid.parse_cell("halfcheetah/td3/ds+importance")
+    assert "buffer" not in choices.choose(results, SMALL, ds, final)
+    finals["halfcheetah/td3/dense@ds.scaled"] = np.array([50., 60, 70])
+    assert choices.choose(results, SMALL, ds, final)["buffer"] == "scaled"
+    assert "one recipe" in json.load(open(choices.path(results, SMALL)))["halfcheetah/td3/ds"]["buffer"]["rule"]
 
 
 def test_the_second_task_is_the_probe_that_clearly_learns(tmp_path):
@@ -278,7 +304,7 @@ def test_report_from_records(tmp_path, monkeypatch):
     """Claims, verdicts with Holm, references and files, from committed records alone."""
     monkeypatch.setattr(stats, "BOOTSTRAP_REPS", 2_000)
     results = str(tmp_path / "results")
-    cells = {"dense@rlx2.scaled": 800, "dense@rlx2.full": 1000, "dense@ds.scaled": 700, "dense@ds.full": 900,
+    cells = {"dense@rlx2.scaled": 800, "dense@rlx2.full": 1000, "dense@ds.scaled": 700,
              "rlx2@paper_period": 1000, "rlx2@scaled_period": 950, "rigl": 700, "static": 690, "rlx2+importance": 1300,
              "rlx2@s95": 700, "rlx2@s98": 400}
     sizes = {"rlx2@paper_period": 0.13, "rlx2@s95": 0.05, "rlx2@s98": 0.02}
@@ -289,7 +315,7 @@ def test_report_from_records(tmp_path, monkeypatch):
               open(choices.path(results, SMALL), "w"))
     md = tmp_path / "RESULTS.md"
     md.write_text("intro\n<!-- study:small begin -->\nSTALE TEXT\n<!-- study:small end -->\noutro\n")
-    assert report.write(results, SMALL, markdown=str(md)) == 11
+    assert report.write(results, SMALL, markdown=str(md)) == 10
     study = report.load(results, SMALL)
     assert study.reference("halfcheetah", "td3").name == "dense@rlx2.full"
     rows = {(r["claim"], r["against"]): r for r in report.claim_rows(study)}
@@ -343,8 +369,7 @@ def test_claims_against_the_reference_wait_for_all_its_recipes(tmp_path):
     against it are not tested, the aggregates (normalised by it) leave the task out and the cells table
     calls it provisional; recipe-matched claims go ahead."""
     results = str(tmp_path)
-    finals = {"dense@rlx2.scaled": 800, "dense@rlx2.full": 1000, "dense@ds.scaled": 700,
-              "rlx2@paper_period": 790}
+    finals = {"dense@rlx2.scaled": 800, "dense@rlx2.full": 1000, "rlx2@paper_period": 790}
     for i, (name, final) in enumerate(finals.items()):
         _batch(results, grid.parse_name("halfcheetah", "td3", name), 0, _curves(final, seed=i))
     json.dump({"halfcheetah/td3/rlx2": {"buffer": {"value": "scaled"}},
@@ -358,7 +383,7 @@ def test_claims_against_the_reference_wait_for_all_its_recipes(tmp_path):
     assert report.normalised_scores(report.load(results, SMALL), [report.REF, "rlx2"]) == {}  # aggregates wait
     assert "(provisional" in report.cells_markdown(report.cell_rows(report.load(results, SMALL)),
                                                    report.load(results, SMALL))
-    _batch(results, grid.parse_name("halfcheetah", "td3", "dense@ds.full"), 0, _curves(900, seed=9))
+    _batch(results, grid.parse_name("halfcheetah", "td3", "dense@ds.scaled"), 0, _curves(900, seed=9))
     assert against() == {"recipe-matched", "reference"}
     assert report.normalised_scores(report.load(results, SMALL), [report.REF, "rlx2"])["rlx2"].shape == (10, 1)
     assert "(provisional" not in report.cells_markdown(report.cell_rows(report.load(results, SMALL)),

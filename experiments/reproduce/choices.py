@@ -2,7 +2,8 @@
 
 * per task, algorithm and family (`grid.Cell.family`), ``buffer``: ``scaled`` or ``full``, whichever of
   the family's own dense pair (``dense@<family>.scaled``, ``dense@<family>.full``) has the higher mean
-  final return over the same seeds;
+  final return over the same seeds; ``scaled`` for a family whose scaled buffer already holds the whole
+  run (DS), which has one recipe (`grid.recipes`);
 * per tier with candidate second tasks (`grid.Tier.second_tasks`), ``second_task``: once every
   candidate's probe (`grid.PROBE`, a dense TD3) has `grid.Tier.probe_seeds` seeds, the candidate whose
   final return rises most clearly above its untrained policy's (the first evaluation, taken after the
@@ -111,12 +112,13 @@ def choose(results: str, tier: grid.Tier, cell: grid.Cell,
             whole["second_task"] = second
             made.append(second)
     if "buffer" not in entry:
-        pair = {b: final(grid.Cell(cell.task, cell.algo, "dense", (fam, b))) for b in grid.BUFFERS}
-        if all(v is not None for v in pair.values()):
+        pair = {r.tags[-1]: final(r) for r in grid.recipes(tier, cell.task, cell.algo, fam)}
+        if pair and all(v is not None for v in pair.values()):
             means = {b: float(np.mean(v)) for b, v in pair.items()}
             entry["buffer"] = {"value": max(means, key=means.get), "mean_final_return": means,
                                "seeds": {b: len(v) for b, v in pair.items()},
-                               "rule": "higher mean final return of the family's dense pair"}
+                               "rule": ("higher mean final return of the family's dense pair" if len(pair) > 1
+                                        else "the family's one recipe: its scaled buffer holds the whole run")}
             made.append(entry["buffer"])
     arms = [c for c in tier.cells if c.method == fam and c.tags == ("scaled_period",)]
     for arm in arms if "period" not in family else []:

@@ -14,8 +14,10 @@ comparison is about (`COMPARISONS`, checked by tests/test_reproduce.py):
   sparsity and its other parts are measured apart.
 * ``dense@<settings>.<buffer>``: the dense recipes. ``settings`` is whose optimizer recipe (``rlx2``:
   Adam 3e-4, batch 256; ``ds``: DS's Adam 1e-3 with coupled L2 2e-4, batch 100), ``buffer`` the replay
-  capacity (``scaled``: the paper's capacity times the budget ratio; ``full``: the whole run). Each
-  family's dense **reference** is the best of the four on the task's seeds; its **recipe-matched** dense
+  capacity (``scaled``: the paper's capacity times the budget ratio; ``full``: the whole run). DS's
+  paper buffer holds its whole run, so its scaled buffer is the whole history and ``dense@ds.full``
+  would be the same config: a tier keeps only ``dense@ds.scaled`` (`_distinct`). Each task's dense
+  **reference** is the best of its three recipes on the task's seeds; a family's **recipe-matched** dense
   is its own settings at its chosen buffer.
 
 **What scales with the budget and what does not.** The tier shortens each paper's budget (DS 1M, RLx2 3M
@@ -136,7 +138,6 @@ def _cells(task: str, algo: str, names: List[str]) -> List[Cell]:
     return [parse_name(task, algo, n) for n in names]
 
 
-RECIPES = ["dense@rlx2.scaled", "dense@rlx2.full", "dense@ds.scaled", "dense@ds.full"]
 # The second task (c) is chosen by measurement, as the study asks: which of hopper, walker2d and ant a
 # dense TD3 clearly learns at 100k env steps (`Tier.second_tasks`, choices.py).
 # In the order the compute is spent (the issue's (a), (b), the second task's deciding cells (c), SAC (d),
@@ -162,13 +163,6 @@ _PAPER = tuple(c for algo in ("td3", "sac") for task in presets.TASKS
                                             "dense@vl", "ds", "ds+importance"]
                                + (["ds@rlx2_sparsity", "ds+importance@rlx2_sparsity"] if algo == "td3" else []))
                ) + tuple(_cells("halfcheetah", "td3", _CURVE))
-
-TIERS = {
-    "small": Tier("small", env_steps=100_000, seeds=10, warmup=5_000, cells=_SMALL,
-                  second_tasks=SECOND_TASKS),
-    "paper": Tier("paper", env_steps=None, seeds=8, warmup=None, cells=_PAPER,
-                  env_names={task: name for name, task in presets.GYM_TASKS.items()}),
-}
 
 # Every comparison the report makes (per task and algorithm, where both cells ran), and what may differ.
 COMPARISONS = tuple(Comparison(f"{m}@{level}", m, ("sparsity.",)) for m in CURVE_METHODS for level in LEVELS) + (
@@ -288,8 +282,8 @@ def overrides(cell: Cell, tier: Tier, chosen: Optional[Mapping[str, Any]] = None
     # the buffer: a recipe names it; every other cell takes its family's choice
     buffer = next((b for b in BUFFERS if b in tags), None) or chosen.get("buffer")
     if buffer is None:
-        raise MissingChoice(f"cell {cell.key} needs the {fam} family's buffer choice: run "
-                            f"{cell.task}/{cell.algo}/dense@{fam}.scaled and dense@{fam}.full first")
+        need = " and ".join(c.key for c in recipes(tier, cell.task, cell.algo, fam))
+        raise MissingChoice(f"cell {cell.key} needs the {fam} family's buffer choice: run {need} first")
     env_steps = tier.env_steps or base.total_env_steps
     capacity = env_steps if buffer == "full" else _scaled(base.replay.capacity, factor)
     window = capacity / PAPER_CAPACITY
@@ -323,6 +317,37 @@ def overrides(cell: Cell, tier: Tier, chosen: Optional[Mapping[str, Any]] = None
 def make_config(cell: Cell, tier: Tier, chosen: Optional[Mapping[str, Any]] = None) -> cfg.Config:
     """The full config of ``cell`` at ``tier`` (``chosen``: its family's recorded choices)."""
     return cfg.replace(_family_base(cell), **overrides(cell, tier, chosen))
+
+
+def _distinct(tier: Tier) -> Tier:
+    """``tier`` without the whole-history recipes that are their scaled twin: a family whose paper buffer
+    holds its whole run (DS: 1M transitions over 1M env steps) has a scaled buffer that is the whole
+    history at every budget, so its ``.full`` recipe would rerun the same config on the same seeds."""
+    def twin(cell: Cell) -> Optional[Cell]:
+        if not (cell.is_recipe and "full" in cell.tags):
+            return None
+        other = dataclasses.replace(cell, tags=tuple("scaled" if t == "full" else t for t in cell.tags))
+        return other if other in tier.cells else None
+
+    def config(cell: Cell) -> cfg.Config:  # as it would run (a second-task candidate: as if chosen)
+        return make_config(cell, tier, {"second_task": cell.task})
+
+    same = {c for c in tier.cells if twin(c) and config(c) == config(twin(c))}
+    return dataclasses.replace(tier, cells=tuple(c for c in tier.cells if c not in same))
+
+
+TIERS = {
+    "small": _distinct(Tier("small", env_steps=100_000, seeds=10, warmup=5_000, cells=_SMALL,
+                            second_tasks=SECOND_TASKS)),
+    "paper": _distinct(Tier("paper", env_steps=None, seeds=8, warmup=None, cells=_PAPER,
+                            env_names={task: name for name, task in presets.GYM_TASKS.items()})),
+}
+
+
+def recipes(tier: Tier, task: str, algo: str, family: str) -> List[Cell]:
+    """The family's dense recipes that ``tier`` runs for the task: its scaled and whole-history buffers,
+    or the one of them where the two are the same config (`_distinct`)."""
+    return [c for c in (Cell(task, algo, "dense", (family, b)) for b in BUFFERS) if c in tier.cells]
 
 
 def select(tier: Tier, keys: Optional[List[str]] = None) -> List[Cell]:
