@@ -14,8 +14,9 @@ Variants: ``ours_matched`` (this framework, the settings above, seeds vmapped in
 its own -|A| target entropy), the two with normalization off (``ours_no_norm``, ``brax_no_norm``) and
 ``ours_softplus`` (``ours_matched`` with Brax's policy scale, ``agent.policy_scale=softplus``).
 **The study's SAC** (issue 28, item 7: the gate must test the SAC the study runs): ``ours_study`` is
-exactly the study's ``halfcheetah/sac/dense@rlx2.full`` cell (`experiments/reproduce`: 100k env steps,
-5k random warm-up, normalization off, target entropy -|A|, a buffer of the whole run, evaluation every
+exactly the study's ``halfcheetah/sac/dense@rlx2.scaled`` cell, its dense SAC (`experiments/reproduce`:
+100k env steps, 5k random warm-up, normalization off, target entropy -|A|, RLx2's SAC buffer scaled to
+the budget, which is the whole run, evaluation every
 5k) whatever ``--env_steps`` says; ``brax_study`` is Brax's trainer at those settings as far as it has
 them (5k warm-up, normalization off, its 1M buffer, which holds the whole 100k run; its target entropy is
 fixed at -0.5 x |A|). Run them with ``--variants ours_study,brax_study --env_steps 100000 --evals 20``.
@@ -39,7 +40,7 @@ from experiments.bench import venvs
 FLAGS = flags.FLAGS
 VARIANTS = ("ours_matched", "brax_norm", "ours_default_entropy", "ours_no_norm", "brax_no_norm", "ours_softplus",
             "ours_study", "brax_study")
-STUDY_CELL = "small,halfcheetah/sac/dense@rlx2.full"  # experiments/reproduce/config.py's <tier>,<cell>
+STUDY_CELL = "small,halfcheetah/sac/dense@rlx2.scaled"  # experiments/reproduce/config.py's <tier>,<cell>
 STUDY_WARMUP = 5_000
 flags.DEFINE_integer("seeds", 3, "seeds per variant", lower_bound=1)
 flags.DEFINE_integer("env_steps", 100_000, "env steps per run", lower_bound=4000)
