@@ -392,18 +392,24 @@ def test_claims_against_the_reference_wait_for_all_its_recipes(tmp_path):
 
 def test_list_estimates_whats_left_from_the_recorded_rates(tmp_path):
     """A 10-seed batch at 30 env steps/s is 300 seed-steps/s; one 10-seed 100k cell left is 1M seed-steps,
-    0.9 hours; the second task's candidates count as one task until it is chosen."""
+    0.9 hours; the second task's candidates count as one task until it is chosen; rates are per algorithm
+    and family (DS's batch of 100 runs faster than RLx2's 256), with the algorithm's as a fallback."""
     results, root = str(tmp_path / "results"), str(tmp_path / "runs")
     done = grid.parse_cell("halfcheetah/td3/dense@rlx2.scaled")
     _batch(results, done, 0, _curves(800), sps=30.0)
-    assert runner.seed_step_rates(results, SMALL) == {"td3": [pytest.approx(300.0)]}
+    assert runner.seed_step_rates(results, SMALL) == {"td3/rlx2": [pytest.approx(300.0)]}
     line = runner.estimate(results, root, SMALL, [done, grid.parse_cell("halfcheetah/td3/dense@rlx2.full")], 10)
     assert line.startswith("remaining: 1 cells, 1.0M seed-steps, about 0.9 hours of wall time") and \
-        "td3 300 seed-steps/s (median of 1 batches)" in line
+        "td3/rlx2 300 seed-steps/s (median of 1 batches)" in line
     candidates = [grid.parse_cell(f"{t}/td3/rlx2") for t in SMALL.second_tasks]
     assert runner.estimate(results, root, SMALL, candidates, 10).startswith("remaining: 1 cells, 1.0M seed-steps")
     sac = runner.estimate(results, root, SMALL, [grid.parse_cell("halfcheetah/sac/rlx2")], 10)
-    assert "sac 300 seed-steps/s (no batch yet: the others' rate)" in sac
+    assert "sac/rlx2 300 seed-steps/s (no batch yet: the others' rate)" in sac
+    ds = grid.parse_cell("halfcheetah/td3/ds@paper_period")
+    assert "td3/ds 300 seed-steps/s (no batch yet: its algorithm's rate)" in runner.estimate(results, root, SMALL, [ds], 10)
+    _batch(results, grid.parse_cell("halfcheetah/td3/dense@ds.scaled"), 0, _curves(1500), sps=60.0)
+    both = runner.estimate(results, root, SMALL, [ds, grid.parse_cell("halfcheetah/td3/rigl")], 10)
+    assert both.startswith("remaining: 2 cells, 2.0M seed-steps, about 1.4 hours") and "td3/ds 600" in both
 
 
 def test_every_attempt_at_a_batch_is_on_record(tmp_path):

@@ -98,10 +98,17 @@ def state_of(results: str, root: str, tier: grid.Tier, cell: grid.Cell, seeds: i
     return f"{have} seeds" if have else "new"
 
 
+def _rate_key(cell: grid.Cell) -> str:
+    """What sets a cell's cost per seed-step: its algorithm and its family (whose batch size it has:
+    RLx2's 256, DS's 100)."""
+    return f"{cell.algo}/{cell.family}"
+
+
 def seed_step_rates(results: str, tier: grid.Tier) -> Dict[str, List[float]]:
-    """Per algorithm, each finished batch's seed-steps per second: the median over its periods (the first,
-    which compiles, left out; a period paused by other work is one outlier among twenty) of the program's
-    env steps per second times its seeds, since a vmapped seed costs the same whether 1 or 10 share it."""
+    """Per algorithm and family (`_rate_key`), each finished batch's seed-steps per second: the median over
+    its periods (the first, which compiles, left out; a period paused by other work is one outlier among
+    twenty) of the program's env steps per second times its seeds, since a vmapped seed costs the same
+    whether 1 or 10 share it."""
     rates: Dict[str, List[float]] = {}
     for cell in tier.cells:
         data = records.load(results, tier, cell)
@@ -109,7 +116,7 @@ def seed_step_rates(results: str, tier: grid.Tier) -> Dict[str, List[float]]:
             sps = [float(np.median(m["training/sps"])) for _, m in history[1:] if m.get("training/sps")]
             seeds = len(history[0][1].get("training/sps", [])) if history else 0
             if sps and seeds:
-                rates.setdefault(cell.algo, []).append(float(np.median(sps)) * seeds)
+                rates.setdefault(_rate_key(cell), []).append(float(np.median(sps)) * seeds)
     return rates
 
 
@@ -129,20 +136,25 @@ def estimate(results: str, root: str, tier: grid.Tier, cells: Sequence[grid.Cell
         share = 1.0 if chosen_any or grid.is_probe(tier, cell) or cell.task not in tier.second_tasks \
             else 1.0 / len(tier.second_tasks)
         steps = tier.env_steps or 1_000_000
-        left[cell.algo] = left.get(cell.algo, 0.0) + share * steps * (want - (data.num_seeds if data else 0))
+        key = _rate_key(cell)
+        left[key] = left.get(key, 0.0) + share * steps * (want - (data.num_seeds if data else 0))
         count += share
     if not left:
         return "remaining: nothing"
     known = [r for rs in rates.values() for r in rs]
     hours, parts = 0.0, []
-    for algo, seed_steps in sorted(left.items()):
-        rate = float(np.median(rates[algo])) if algo in rates else (float(np.median(known)) if known else None)
+    for key, seed_steps in sorted(left.items()):
+        # a key with no finished batch yet takes its algorithm's rate, else every batch's
+        same_algo = [r for k, rs in rates.items() if k.split("/")[0] == key.split("/")[0] for r in rs]
+        fallback = same_algo or known
+        rate = float(np.median(rates[key])) if key in rates else (float(np.median(fallback)) if fallback else None)
         if rate is None:
             return f"remaining: {count:.0f} cells, {sum(left.values()) / 1e6:.1f}M seed-steps (no finished batch " \
                    "yet to take a rate from)"
         hours += seed_steps / rate / 3600
-        parts.append(f"{algo} {rate:.0f} seed-steps/s" + (f" (median of {len(rates[algo])} batches)"
-                                                          if algo in rates else " (no batch yet: the others' rate)"))
+        parts.append(f"{key} {rate:.0f} seed-steps/s" + (f" (median of {len(rates[key])} batches)" if key in rates
+                                                         else " (no batch yet: " + ("its algorithm's rate)" if same_algo
+                                                                                    else "the others' rate)")))
     return (f"remaining: {count:.0f} cells, {sum(left.values()) / 1e6:.1f}M seed-steps, about {hours:.1f} hours of "
             f"wall time at the recorded rates ({'; '.join(parts)}; each the rate its batches ran at, on a machine "
             "shared or not); a cut batch's progress is not subtracted")
