@@ -248,6 +248,11 @@ def test_rliable_aggregates_are_reproducible_and_leave_numpys_generator_alone():
     iqm, lo, hi = one.iqm["a"]
     assert lo < iqm < hi and abs(iqm - 1.0) < 0.1
     assert one.improvement[("a", "b")][0] > 0.8
+    # a method's interval is its own: adding a cell to the study leaves the others' intervals where they were
+    more = stats.rl_aggregates({"c": rng.normal(0.5, 0.1, (10, 2)), **scores}, [("a", "b")], reps=500)
+    assert more.iqm["a"] == one.iqm["a"] and more.mean["b"] == one.mean["b"]
+    assert more.improvement == one.improvement
+    assert all(np.array_equal(more.profiles[k][1], one.profiles[k][1]) for k in scores)
 
 
 # ---------------------------------------------------------------------------------------- records

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats as sps
@@ -196,25 +196,35 @@ class Aggregates(NamedTuple):
 def rl_aggregates(scores: Dict[str, np.ndarray], pairs: Sequence[Tuple[str, str]] = (),
                   reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED) -> Aggregates:
     """IQM and mean with stratified-bootstrap 95% intervals, probabilities of improvement and
-    performance profiles, from ``scores[method]`` of shape [runs, tasks] (normalised scores)."""
+    performance profiles, from ``scores[method]`` of shape [runs, tasks] (normalised scores).
+
+    Each method (and pair) is bootstrapped on its own from the same seed: rliable draws every method's
+    resamples from one generator in turn, so one call over all of them would move a method's interval
+    whenever a cell is added to the study; this way an interval depends on its own scores alone."""
     rly, metrics = _rliable()
     iqm_fn = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])  # noqa: E731
-    with numpy_seed(seed):
-        point, ci = rly.get_interval_estimates(scores, iqm_fn, reps=reps)
+
+    def each(items: Dict[str, Any], fn: Callable[[Dict[str, Any]], Tuple[Dict, Dict]]) -> Tuple[Dict, Dict]:
+        point, ci = {}, {}
+        for k, v in items.items():
+            with numpy_seed(seed):
+                p, c = fn({k: v})
+            point[k], ci[k] = p[k], c[k]
+        return point, ci
+
+    point, ci = each(scores, lambda s: rly.get_interval_estimates(s, iqm_fn, reps=reps))
     iqm = {k: (float(point[k][0]), float(ci[k][0, 0]), float(ci[k][1, 0])) for k in scores}
     mean = {k: (float(point[k][1]), float(ci[k][0, 1]), float(ci[k][1, 1])) for k in scores}
     improvement = {}
     if pairs:
         pair_scores = {f"{x},{y}": (scores[x], scores[y]) for x, y in pairs}
-        with numpy_seed(seed):
-            p_point, p_ci = rly.get_interval_estimates(pair_scores, metrics.probability_of_improvement,
-                                                       reps=max(reps // 25, 1000))
+        p_point, p_ci = each(pair_scores, lambda s: rly.get_interval_estimates(
+            s, metrics.probability_of_improvement, reps=max(reps // 25, 1000)))
         improvement = {(x, y): (float(p_point[f"{x},{y}"]), *map(float, np.ravel(p_ci[f"{x},{y}"])))
                        for x, y in pairs}
     allv = np.concatenate([v.ravel() for v in scores.values()])
     taus = np.linspace(min(0.0, float(allv.min())), max(1.5, float(allv.max())), 101)
-    with numpy_seed(seed):
-        prof, prof_ci = rly.create_performance_profile(scores, taus, reps=max(reps // 25, 1000))
+    prof, prof_ci = each(scores, lambda s: rly.create_performance_profile(s, taus, reps=max(reps // 25, 1000)))
     profiles = {k: (np.asarray(prof[k]), np.asarray(prof_ci[k])) for k in scores}
     return Aggregates(iqm, mean, improvement, taus, profiles)
 
