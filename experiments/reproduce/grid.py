@@ -14,10 +14,10 @@ comparison is about (`COMPARISONS`, checked by tests/test_reproduce.py):
   sparsity and its other parts are measured apart.
 * ``dense@<settings>.<buffer>``: the dense recipes. ``settings`` is whose optimizer recipe (``rlx2``:
   Adam 3e-4, batch 256; ``ds``: DS's Adam 1e-3 with coupled L2 2e-4, batch 100), ``buffer`` the replay
-  capacity (``scaled``: the paper's capacity times the budget ratio; ``full``: the whole run). DS's
-  paper buffer holds its whole run, so its scaled buffer is the whole history and ``dense@ds.full``
-  would be the same config: a tier keeps only ``dense@ds.scaled`` (`_distinct`). Each task's dense
-  **reference** is the best of its three recipes on the task's seeds; a family's **recipe-matched** dense
+  capacity (``scaled``: the paper's capacity times the budget ratio; ``full``: the whole run). Where the
+  paper's buffer holds its whole run (DS's; RLx2's SAC's) the scaled buffer is the whole history and the
+  ``.full`` recipe would be the same config: a tier keeps only the ``.scaled`` one (`_distinct`). Each
+  task's dense **reference** is the best of its recipes on the task's seeds; a family's **recipe-matched** dense
   is its own settings at its chosen buffer.
 
 **What scales with the budget and what does not.** The tier shortens each paper's budget (DS 1M, RLx2 3M
