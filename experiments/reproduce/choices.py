@@ -112,7 +112,7 @@ def choose(results: str, tier: grid.Tier, cell: grid.Cell,
             whole["second_task"] = second
             made.append(second)
     if "buffer" not in entry:
-        pair = {r.tags[-1]: final(r) for r in grid.recipes(tier, cell.task, cell.algo, fam)}
+        pair = {r.buffer: final(r) for r in grid.recipes(tier, cell.task, cell.algo, fam)}
         if pair and all(v is not None for v in pair.values()):
             means = {b: float(np.mean(v)) for b, v in pair.items()}
             entry["buffer"] = {"value": max(means, key=means.get), "mean_final_return": means,

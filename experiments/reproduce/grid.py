@@ -93,9 +93,14 @@ class Cell:
         return "ds" if self.base_method == "ds" else "rlx2"
 
     @property
+    def buffer(self) -> Optional[str]:
+        """The buffer its tags name (``scaled`` or ``full``; a dense recipe names one), else None."""
+        return next((b for b in BUFFERS if b in self.tags), None)
+
+    @property
     def is_recipe(self) -> bool:
         """A dense recipe cell (its buffer named in its tags), run before anything is chosen."""
-        return self.method == "dense" and any(b in self.tags for b in BUFFERS)
+        return self.method == "dense" and self.buffer is not None
 
 
 class Comparison(NamedTuple):
@@ -280,7 +285,7 @@ def overrides(cell: Cell, tier: Tier, chosen: Optional[Mapping[str, Any]] = None
             raise ValueError(f"cell {cell.key}: the sparsity levels are for RLx2 and its sparse baselines")
         out.update({"sparsity.actor": level[0], "sparsity.critic": level[0]})
     # the buffer: a recipe names it; every other cell takes its family's choice
-    buffer = next((b for b in BUFFERS if b in tags), None) or chosen.get("buffer")
+    buffer = cell.buffer or chosen.get("buffer")
     if buffer is None:
         need = " and ".join(c.key for c in recipes(tier, cell.task, cell.algo, fam))
         raise MissingChoice(f"cell {cell.key} needs the {fam} family's buffer choice: run {need} first")
@@ -324,7 +329,7 @@ def _distinct(tier: Tier) -> Tier:
     holds its whole run (DS: 1M transitions over 1M env steps) has a scaled buffer that is the whole
     history at every budget, so its ``.full`` recipe would rerun the same config on the same seeds."""
     def twin(cell: Cell) -> Optional[Cell]:
-        if not (cell.is_recipe and "full" in cell.tags):
+        if not (cell.is_recipe and cell.buffer == "full"):
             return None
         other = dataclasses.replace(cell, tags=tuple("scaled" if t == "full" else t for t in cell.tags))
         return other if other in tier.cells else None
@@ -332,7 +337,7 @@ def _distinct(tier: Tier) -> Tier:
     def config(cell: Cell) -> cfg.Config:  # as it would run (a second-task candidate: as if chosen)
         return make_config(cell, tier, {"second_task": cell.task})
 
-    same = {c for c in tier.cells if twin(c) and config(c) == config(twin(c))}
+    same = {c for c in tier.cells if (t := twin(c)) is not None and config(c) == config(t)}
     return dataclasses.replace(tier, cells=tuple(c for c in tier.cells if c not in same))
 
 
