@@ -402,7 +402,7 @@ def test_list_estimates_whats_left_from_the_recorded_rates(tmp_path):
     results, root = str(tmp_path / "results"), str(tmp_path / "runs")
     done = grid.parse_cell("halfcheetah/td3/dense@rlx2.scaled")
     _batch(results, done, 0, _curves(800), sps=30.0)
-    assert runner.seed_step_rates(results, SMALL) == {"td3/rlx2": [pytest.approx(300.0)]}
+    assert report.seed_step_rates(results, SMALL) == {"td3/rlx2": [pytest.approx(300.0)]}
     line = runner.estimate(results, root, SMALL, [done, grid.parse_cell("halfcheetah/td3/dense@rlx2.full")], 10)
     assert line.startswith("remaining: 1 cells, 1.0M seed-steps, about 0.9 hours of wall time") and \
         "td3/rlx2 300 seed-steps/s (median of 1 batches)" in line
@@ -415,6 +415,19 @@ def test_list_estimates_whats_left_from_the_recorded_rates(tmp_path):
     _batch(results, grid.parse_cell("halfcheetah/td3/dense@ds.scaled"), 0, _curves(1500), sps=60.0)
     both = runner.estimate(results, root, SMALL, [ds, grid.parse_cell("halfcheetah/td3/rigl")], 10)
     assert both.startswith("remaining: 2 cells, 2.0M seed-steps, about 1.4 hours") and "td3/ds 600" in both
+    rigl = grid.parse_cell("halfcheetah/td3/rigl")  # 3 of its 10 seeds on record: 7 left
+    _batch(results, rigl, 0, _curves(900, n=3), sps=30.0)
+    assert runner.estimate(results, root, SMALL, [rigl], 10).startswith("remaining: 1 cells, 0.7M seed-steps")
+    # the report states what `--list` estimates for the cells not run yet and the one short of its seeds
+    study = report.load(results, SMALL)
+    left = next(line for line in report.cells_markdown(report.cell_rows(study), study).splitlines()
+                if line.startswith("Left to run"))
+    everything = runner.estimate(results, root, SMALL, list(SMALL.cells), SMALL.seeds)
+    cells, steps = everything.split(" cells, ")[0].split()[-1], everything.split(" cells, ")[1].split()[0]
+    hours = float(everything.split("about ")[1].split(" hours")[0])
+    assert left == (f"Left to run (the 41 not run yet, 1 short of 10 seeds, of which {cells} run (the second "
+                    f"task's candidates count once)): {steps} seed-steps, about {hours:.0f} hours of wall time at "
+                    "the recorded rates (`--list` gives the breakdown).")
 
 
 def test_every_attempt_at_a_batch_is_on_record(tmp_path):

@@ -29,7 +29,7 @@ import sys
 import time
 
 import numpy as np
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from absl import app, flags
 
@@ -98,63 +98,17 @@ def state_of(results: str, root: str, tier: grid.Tier, cell: grid.Cell, seeds: i
     return f"{have} seeds" if have else "new"
 
 
-def _rate_key(cell: grid.Cell) -> str:
-    """What sets a cell's cost per seed-step: its algorithm and its family (whose batch size it has:
-    RLx2's 256, DS's 100)."""
-    return f"{cell.algo}/{cell.family}"
-
-
-def seed_step_rates(results: str, tier: grid.Tier) -> Dict[str, List[float]]:
-    """Per algorithm and family (`_rate_key`), each finished batch's seed-steps per second: the median over
-    its periods (the first, which compiles, left out; a period paused by other work is one outlier among
-    twenty) of the program's env steps per second times its seeds, since a vmapped seed costs the same
-    whether 1 or 10 share it."""
-    rates: Dict[str, List[float]] = {}
-    for cell in tier.cells:
-        data = records.load(results, tier, cell)
-        for history in (data.histories if data is not None else []):
-            sps = [float(np.median(m["training/sps"])) for _, m in history[1:] if m.get("training/sps")]
-            seeds = len(history[0][1].get("training/sps", [])) if history else 0
-            if sps and seeds:
-                rates.setdefault(_rate_key(cell), []).append(float(np.median(sps)) * seeds)
-    return rates
-
-
 def estimate(results: str, root: str, tier: grid.Tier, cells: Sequence[grid.Cell], seeds: int) -> str:
-    """One line: what is left of ``cells`` in seed-steps and in hours at the recorded rates. Before the
-    second task is chosen its candidates' cells count once (only one candidate's run)."""
-    chosen_any = choices.read(results, tier).get(choices.TIER_KEY, {}).get("second_task")
-    rates = seed_step_rates(results, tier)
-    left: Dict[str, float] = {}
-    count = 0.0
-    for cell in cells:
-        state = state_of(results, root, tier, cell, seeds)
-        if state.startswith(("done", "not chosen")):
-            continue
-        data = records.load(results, tier, cell)
-        want = grid.seeds_wanted(tier, cell, seeds, choices.of(results, tier, cell))
-        share = 1.0 if chosen_any or grid.is_probe(tier, cell) or cell.task not in tier.second_tasks \
-            else 1.0 / len(tier.second_tasks)
-        steps = tier.env_steps or 1_000_000
-        key = _rate_key(cell)
-        left[key] = left.get(key, 0.0) + share * steps * (want - (data.num_seeds if data else 0))
-        count += share
+    """One line: what is left of ``cells`` in seed-steps and in hours at the recorded rates
+    (`report.seed_steps_left`, `report.hours_at_rates`)."""
+    todo = [c for c in cells if not state_of(results, root, tier, c, seeds).startswith(("done", "not chosen"))]
+    count, left = report.seed_steps_left(results, tier, todo, seeds)
     if not left:
         return "remaining: nothing"
-    known = [r for rs in rates.values() for r in rs]
-    hours, parts = 0.0, []
-    for key, seed_steps in sorted(left.items()):
-        # a key with no finished batch yet takes its algorithm's rate, else every batch's
-        same_algo = [r for k, rs in rates.items() if k.split("/")[0] == key.split("/")[0] for r in rs]
-        fallback = same_algo or known
-        rate = float(np.median(rates[key])) if key in rates else (float(np.median(fallback)) if fallback else None)
-        if rate is None:
-            return f"remaining: {count:.0f} cells, {sum(left.values()) / 1e6:.1f}M seed-steps (no finished batch " \
-                   "yet to take a rate from)"
-        hours += seed_steps / rate / 3600
-        parts.append(f"{key} {rate:.0f} seed-steps/s" + (f" (median of {len(rates[key])} batches)" if key in rates
-                                                         else " (no batch yet: " + ("its algorithm's rate)" if same_algo
-                                                                                    else "the others' rate)")))
+    hours, parts = report.hours_at_rates(report.seed_step_rates(results, tier), left)
+    if hours is None:
+        return f"remaining: {count:.0f} cells, {sum(left.values()) / 1e6:.1f}M seed-steps (no finished batch " \
+               "yet to take a rate from)"
     return (f"remaining: {count:.0f} cells, {sum(left.values()) / 1e6:.1f}M seed-steps, about {hours:.1f} hours of "
             f"wall time at the recorded rates ({'; '.join(parts)}; each the rate its batches ran at, on a machine "
             "shared or not); a cut batch's progress is not subtracted")

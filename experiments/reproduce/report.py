@@ -90,6 +90,7 @@ class Study(NamedTuple):
     tier: grid.Tier
     cells: Dict[grid.Cell, records.CellData]
     chosen: Dict[str, Dict[str, str]]  # "<task>/<algo>/<family>" -> choices
+    results: str  # the records' root, `records`
 
     def groups(self) -> List[Tuple[str, str]]:
         return sorted({(c.task, c.algo) for c in self.cells})
@@ -138,7 +139,7 @@ def load(results: str, tier: grid.Tier) -> Study:
         if data is not None:
             cells[cell] = data
     raw = choices.read(results, tier)
-    return Study(tier, cells, {k: {n: v["value"] for n, v in e.items()} for k, e in raw.items()})
+    return Study(tier, cells, {k: {n: v["value"] for n, v in e.items()} for k, e in raw.items()}, results)
 
 
 # ------------------------------------------------------------------------------------------- cells
@@ -425,6 +426,66 @@ def _fmt(v: Any, kind: str = "") -> str:
     return f"{v:.0f}" if isinstance(v, float) else str(v)
 
 
+def rate_key(cell: grid.Cell) -> str:
+    """What sets a cell's cost per seed-step: its algorithm and its family (whose batch size it has:
+    RLx2's 256, DS's 100)."""
+    return f"{cell.algo}/{cell.family}"
+
+
+def seed_step_rates(results: str, tier: grid.Tier) -> Dict[str, List[float]]:
+    """Per algorithm and family (`rate_key`), each finished batch's seed-steps per second: the median over
+    its periods (the first, which compiles, left out; a period paused by other work is one outlier among
+    twenty) of the program's env steps per second times its seeds, since a vmapped seed costs the same
+    whether 1 or 10 share it."""
+    rates: Dict[str, List[float]] = {}
+    for cell in tier.cells:
+        data = records.load(results, tier, cell)
+        for history in (data.histories if data is not None else []):
+            sps = [float(np.median(m["training/sps"])) for _, m in history[1:] if m.get("training/sps")]
+            seeds = len(history[0][1].get("training/sps", [])) if history else 0
+            if sps and seeds:
+                rates.setdefault(rate_key(cell), []).append(float(np.median(sps)) * seeds)
+    return rates
+
+
+def seed_steps_left(results: str, tier: grid.Tier, cells: List[grid.Cell],
+                    seeds: int) -> Tuple[float, Dict[str, float]]:
+    """(cells, seed-steps per `rate_key`) that ``cells`` still need for ``seeds`` seeds each, less the
+    seeds on record. Before the second task is chosen its candidates' cells count once (only one
+    candidate's cells will run)."""
+    chosen_any = choices.read(results, tier).get(choices.TIER_KEY, {}).get("second_task")
+    left: Dict[str, float] = {}
+    count = 0.0
+    for cell in cells:
+        data = records.load(results, tier, cell)
+        want = grid.seeds_wanted(tier, cell, seeds, choices.of(results, tier, cell))
+        share = 1.0 if chosen_any or grid.is_probe(tier, cell) or cell.task not in tier.second_tasks \
+            else 1.0 / len(tier.second_tasks)
+        key, have = rate_key(cell), (data.num_seeds if data else 0)
+        left[key] = left.get(key, 0.0) + share * (tier.env_steps or 1_000_000) * (want - have)
+        count += share
+    return count, left
+
+
+def hours_at_rates(rates: Dict[str, List[float]], left: Dict[str, float]) -> Tuple[Optional[float], List[str]]:
+    """Wall hours for ``left`` (seed-steps per `rate_key`) at the median recorded rate of each key (a key
+    with no finished batch yet takes its algorithm's rate, else every batch's), and one phrase per key
+    naming its rate; (None, []) when no batch has a rate yet."""
+    known = [r for rs in rates.values() for r in rs]
+    hours, parts = 0.0, []
+    for key, seed_steps in sorted(left.items()):
+        same_algo = [r for k, rs in rates.items() if k.split("/")[0] == key.split("/")[0] for r in rs]
+        fallback = same_algo or known
+        if key not in rates and not fallback:
+            return None, []
+        rate = float(np.median(rates[key] if key in rates else fallback))
+        hours += seed_steps / rate / 3600
+        parts.append(f"{key} {rate:.0f} seed-steps/s" + (f" (median of {len(rates[key])} batches)" if key in rates
+                                                         else " (no batch yet: " + ("its algorithm's rate)" if same_algo
+                                                                                    else "the others' rate)")))
+    return hours, parts
+
+
 def cells_markdown(rows: List[Dict[str, Any]], study: Study) -> str:
     lines = ["| task | algo | cell | seeds | final return [95% CI] | sd | % of reference [95% CI] | "
              "% of matched dense [95% CI] | sparsity actor / critic | total size | train FLOPs | wall time | "
@@ -447,6 +508,18 @@ def cells_markdown(rows: List[Dict[str, Any]], study: Study) -> str:
                if (c.task, c.algo, c.name) not in done and c.key not in unchosen]
     if missing:
         lines.append(f"\nNot run yet ({len(missing)} of {len(study.tier.cells)}): {', '.join(missing)}")
+    tier, unrun = study.tier, [grid.parse_cell(k) for k in missing]
+    short = [c for c, d in study.cells.items() if c.key not in unchosen
+             and d.num_seeds < grid.seeds_wanted(tier, c, tier.seeds, choices.of(study.results, tier, c))]
+    cells, left = seed_steps_left(study.results, tier, unrun + short, tier.seeds)
+    hours, _ = hours_at_rates(seed_step_rates(study.results, tier), left)
+    if hours is not None:
+        what = ", ".join(p for p in ((f"the {len(unrun)} not run yet" if unrun else ""),
+                                     (f"{len(short)} short of {tier.seeds} seeds" if short else "")) if p)
+        once = "" if cells == len(unrun + short) else \
+            f", of which {cells:.0f} run (the second task's candidates count once)"
+        lines.append(f"\nLeft to run ({what}{once}): {sum(left.values()) / 1e6:.1f}M seed-steps, about "
+                     f"{hours:.0f} hours of wall time at the recorded rates (`--list` gives the breakdown).")
     if second:
         probes = ", ".join(f"{t}/td3/{grid.PROBE}" for t in study.tier.second_tasks)
         lines.append(f"\nSecond task (chosen from the probes {probes}, choices.json): {second}; the other "
