@@ -2,7 +2,7 @@
 
     python -m experiments.train --config=experiments/configs/preset.py:rlx2,td3 --workdir runs/rlx2 \\
         [--config.env.name=hopper] [--config.sparsity.actor=0.95] [--seeds 4] [--resume] \\
-        [--checkpoint_every 1] [--keep_checkpoints 2] [--data_shards D] \\
+        [--checkpoint_every 1] [--keep_checkpoints 2] [--data_shards D] [--sparsity_levels 0.8,0.95] \\
         [--coordinator_address HOST:PORT --num_processes N --process_id I]
 
 Every config field can be overridden with ``--config.<section>.<field>=value`` (``--config.env=NAME`` is
@@ -12,6 +12,9 @@ left out; if given, the resolved config must equal the saved one, field by field
 that cannot be read is skipped (and moved to ``checkpoints_unreadable/``) with a line saying so.
 ``--resume --extend_to N`` continues a run, finished or not, to N env steps, recorded in
 ``extensions.json``; schedules that are fractions of the run keep the budget they were planned for.
+
+``--sparsity_levels 0.8,0.95`` runs every seed at each level (actor and critic) in the same program (the
+levels are traced values) and writes each level's own run to ``<workdir>/level_<level>/`` at the end.
 
 Devices: one device runs the plain vmapped program. With several devices (or processes) the seeds are
 sharded over all of them (``--seeds`` a multiple of the device count); ``--data_shards D`` instead splits
@@ -58,6 +61,9 @@ def define_flags() -> flags.FlagValues:
                          "after the last).", flag_values=fv)
     flags.DEFINE_integer("keep_checkpoints", 2, "Keep the newest K checkpoints.", flag_values=fv)
     flags.DEFINE_boolean("plots", True, "Write the PNG plots at the end.", flag_values=fv)
+    flags.DEFINE_list("sparsity_levels", [], "Run every seed at each of these sparsity levels (actor and "
+                      "critic, e.g. 0.8,0.95,0.98) in one program: seeds x levels entries; each level's own "
+                      "run is written to <workdir>/level_<level>/ at the end (docs/launcher.md).", flag_values=fv)
     dist.define_flags(fv)  # --data_shards, --coordinator_address, --num_processes, --process_id, ...
     return fv
 
@@ -72,13 +78,22 @@ def parse_flags(argv: Sequence[str]) -> Tuple[flags.FlagValues, Optional[Config]
     return fv, config
 
 
+def _levels(fv: flags.FlagValues) -> Tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in fv["sparsity_levels"].value)
+    except ValueError:
+        raise cli.UsageError(f"invalid --sparsity_levels={','.join(fv['sparsity_levels'].value)}: expected "
+                             "numbers between 0 and 1, e.g. 0.8,0.95,0.98") from None
+
+
 def plan(argv: Sequence[str]) -> launch.Plan:
     fv, config = parse_flags(argv)
+    levels = _levels(fv)
     launch.start_distributed(fv)  # before any JAX computation (the plan asks for the devices)
     return launch.plan_run(launch.Request(
         fv["workdir"].value, config, fv["resume"].value, fv["seeds"].value,
         fv["data_shards"].value if fv["data_shards"].present else None, fv["checkpoint_every"].value,
-        fv["keep_checkpoints"].value, fv["plots"].value, fv["extend_to"].value))
+        fv["keep_checkpoints"].value, fv["plots"].value, fv["extend_to"].value, levels))
 
 
 def main(argv: Sequence[str]) -> int:

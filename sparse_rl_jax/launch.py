@@ -19,9 +19,10 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
+import numpy as np
 from absl import flags
 from absl import logging as absl_logging
 from jax.experimental import multihost_utils
@@ -151,6 +152,7 @@ class Request:
     keep_checkpoints: int = 2
     plots: bool = True
     extend_to: Optional[int] = None  # with resume: continue the run to this many env steps (`extend`)
+    sparsity_levels: Tuple[float, ...] = ()  # every seed at each level, in one program (`LEVELS_FILE`)
 
 
 @dataclasses.dataclass
@@ -166,10 +168,57 @@ class Plan:
     sharded: bool = False  # run over a device mesh (`distributed`), not the plain single-device program
     lock: Optional[runlock.RunLock] = None  # the work dir's writer lock (process 0), held until execute ends
     extension: Optional[Dict[str, Any]] = None  # this launch extends the run (`extend`): what it records
+    sparsity_levels: Tuple[float, ...] = ()  # entry ``l * seeds_per_level + s``: seed s at level l
+
+    @property
+    def seeds_per_level(self) -> int:
+        return self.num_seeds // max(len(self.sparsity_levels), 1)
 
     @property
     def run(self) -> cfg_lib.RunSpec:
-        return cfg_lib.RunSpec.consecutive(self.config, self.num_seeds, self.workdir, self.data_shards)
+        if not self.sparsity_levels:
+            return cfg_lib.RunSpec.consecutive(self.config, self.num_seeds, self.workdir, self.data_shards)
+        seeds = tuple(range(self.config.seed, self.config.seed + self.seeds_per_level))
+        return cfg_lib.RunSpec(self.config, seeds * len(self.sparsity_levels), self.workdir, self.data_shards)
+
+    def level_runs(self) -> List[Tuple[cfg_lib.RunSpec, List[int]]]:
+        """Per sparsity level, the run it is on its own (its config at that level, its seeds, the work
+        dir's `level_dir`) and its entries in this program."""
+        n = self.seeds_per_level
+        return [(cfg_lib.RunSpec.consecutive(level_config(self.config, level), n, level_dir(self.workdir, level)),
+                 list(range(i * n, (i + 1) * n))) for i, level in enumerate(self.sparsity_levels)]
+
+
+# ---------------------------------------------------------------------------- sparsity levels in one program
+LEVELS_FILE = "sparsity_levels.json"
+
+
+def level_config(config, level: float):
+    """``config`` at one uniform sparsity level (actor and critic)."""
+    return cfg_lib.replace(config, **{"sparsity.actor": level, "sparsity.critic": level})
+
+
+def level_dir(workdir: str, level: float) -> str:
+    """Where a levels run writes one level's own run (config, metrics, summary) when it ends."""
+    return os.path.join(workdir, f"level_{level:g}")
+
+
+def check_levels(config, levels: Sequence[float], data_shards: int) -> Tuple[float, ...]:
+    """The levels a run may vmap: each in (0, 1), distinct, on a sparse config whose levels are its own
+    (not DS's ER lambdas, which set the densities instead), seeds on the devices."""
+    flag = f"--sparsity_levels={','.join(f'{v:g}' for v in levels)}"
+    if any(not 0.0 < v < 1.0 for v in levels) or len(set(levels)) != len(levels):
+        raise UsageError(f"invalid {flag}: give distinct sparsity levels between 0 and 1 (exclusive), e.g. "
+                         "0.8,0.95,0.98")
+    s = config.sparsity
+    if s.er_lambdas is not None or s.actor <= 0.0 or s.critic <= 0.0:
+        what = "ER lambdas set its densities" if s.er_lambdas is not None else "it is dense"
+        raise UsageError(f"invalid {flag}: the config's method {config.method!r} has no sparsity level to vary "
+                         f"({what}); use a sparse method with uniform levels (static, set, rigl, rlx2)")
+    if data_shards:
+        raise UsageError(f"invalid {flag} with --data_shards={data_shards}: levels are vmapped beside the seeds; "
+                         "run them without --data_shards")
+    return tuple(float(v) for v in levels)
 
 
 def lock_workdir(workdir: str) -> Optional[runlock.RunLock]:
@@ -198,6 +247,7 @@ def plan_run(request: Request) -> Plan:
         lock = lock_workdir(workdir)  # before the checkpoint is read: a live writer may be adding one
         with _released_on_error(lock):
             config, seeds, restored = _resume_plan(request, workdir)
+            levels = _saved_levels(workdir, request.sparsity_levels)
             if request.extend_to is not None:
                 config, extension = extend(config, request.extend_to, restored)
             shards = restored.data_shards
@@ -208,6 +258,8 @@ def plan_run(request: Request) -> Plan:
                              "(or pass --resume to continue the run in --workdir)")
         config = config_flag.check(request.config)
         seeds, restored, shards = request.seeds or 1, None, request.data_shards or 0
+        levels = check_levels(config, request.sparsity_levels, shards) if request.sparsity_levels else ()
+        seeds *= max(len(levels), 1)  # the program's entries
         sharded = check_layout(config, seeds, shards)  # before the work dir is created
         _check_no_run(workdir)  # first without the lock: a work dir holding a run is left untouched
         check_workdir(workdir, create=True)
@@ -215,7 +267,19 @@ def plan_run(request: Request) -> Plan:
         with _released_on_error(lock):
             _check_no_run(workdir)  # again under the lock: a launch racing this one may have started meanwhile
     return Plan(config, workdir, seeds, restored, request.checkpoint_every, request.keep_checkpoints,
-                request.plots, shards, sharded, lock, extension)
+                request.plots, shards, sharded, lock, extension, levels)
+
+
+def _saved_levels(workdir: str, asked: Sequence[float]) -> Tuple[float, ...]:
+    """The sparsity levels of the run saved in ``workdir`` (none: a plain run); `UsageError` when
+    ``--sparsity_levels`` asks for others."""
+    path = os.path.join(workdir, LEVELS_FILE)
+    saved = tuple(run_logging.read_json(path)["sparsity_levels"]) if os.path.exists(path) else ()
+    if asked and tuple(asked) != saved:
+        raise UsageError(f"--resume: invalid --sparsity_levels={','.join(f'{v:g}' for v in asked)}: the run saved "
+                         f"in {workdir} has " + (f"levels {','.join(f'{v:g}' for v in saved)}" if saved else
+                                                  "no sparsity levels") + " (omit --sparsity_levels)")
+    return saved
 
 
 EXTENSIONS = "extensions.json"
@@ -361,6 +425,11 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
         say(f"resume: continuing from checkpoint {restored.period}, the newest readable one", flush=True)
     if (restored is None or plan.extension is not None) and primary:
         write_config(workdir, config)
+    if restored is None and plan.sparsity_levels and primary:
+        run_logging.write_json(os.path.join(workdir, LEVELS_FILE), {
+            "sparsity_levels": list(plan.sparsity_levels), "seeds_per_level": plan.seeds_per_level,
+            "entry": "level index * seeds_per_level + seed index (each level's seeds use the keys of a plain "
+                     "run's seeds)"})
     if plan.extension is not None and primary:
         path = os.path.join(workdir, EXTENSIONS)
         done = run_logging.read_json(path) if os.path.exists(path) else []
@@ -376,6 +445,11 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
     log = run_logging.RunLog(workdir, plan.num_seeds, history=restored.history if restored else None,
                              write=primary)
     say(f"run: {_describe(config, plan.num_seeds, total_periods, period_env_steps)}", flush=True)
+    if plan.sparsity_levels:
+        say(f"levels: {plan.seeds_per_level} seed(s) at each of the sparsity levels "
+            f"{', '.join(f'{v:g}' for v in plan.sparsity_levels)} (actor and critic) in one program; each "
+            f"level's run is written to {_show(level_dir(workdir, plan.sparsity_levels[0]))} and beside it at "
+            "the end", flush=True)
     say(f"layout: {_describe_layout(plan)}", flush=True)
     say(f"workdir: {workdir}", flush=True)
     failed = True
@@ -388,7 +462,8 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
             if restored is not None:  # host values -> this run's mesh (any device count: checkpoints are host data)
                 states = dist.to_global(restored.states, runner.mesh, dist.state_spec(plan.data_shards))
             result = runner.train(plan.num_seeds, states=states, start_period=start_period,
-                                  history=restored.history if restored else None, callbacks=[hook])
+                                  history=restored.history if restored else None, callbacks=[hook],
+                                  **_level_args(plan))
             states = callbacks.host_agent(plan.sharded, result.states)
         else:
             say(f"the run is complete ({total_periods} periods); rewriting summary and plots", flush=True)
@@ -398,8 +473,17 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
         log.close(check=not failed)
     if not primary:
         return {}
+    levels = []
+    for run, entries in plan.level_runs():  # each level's own run, as if it had run alone (before the
+        index = np.asarray(entries)          # run's summary.json, whose presence marks it done)
+        level = write_run(run, run_logging.slice_history(log.history, entries, plan.num_seeds), trainer,
+                          jax.tree.map(lambda x: x[index], states.agent))
+        levels.append(f"level {run.config.sparsity.actor:g}: final return {level['mean']['final_return']:.1f} "
+                      f"({_show(run.workdir)})")
     summary = write_summary(plan.run, log.history, trainer, states.agent)
     print("\n" + run_logging.format_summary(summary), flush=True)
+    for line in levels:
+        print(line, flush=True)
     if plan.plots:
         label = f"{config.method} {config.algo.upper()}"
         rlx2 = config.replay.dynamic or config.replay.nstep > 1
@@ -407,6 +491,16 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
         print(f"\nplots: {', '.join(_show(p) for p in paths)}", flush=True)
     print(f"summary: {_show(os.path.join(workdir, 'summary.json'))}", flush=True)
     return summary
+
+
+def _level_args(plan: Plan) -> Dict[str, Any]:
+    """A fresh levels run's per-entry keys and levels (a resumed run's states already hold them)."""
+    if not plan.sparsity_levels or plan.restored is not None:
+        return {}
+    n = plan.seeds_per_level
+    keys = np.tile(np.asarray(trainer_lib.seed_keys(plan.config.seed, n)), (len(plan.sparsity_levels), 1))
+    per_entry = [level for level in plan.sparsity_levels for _ in range(n)]
+    return {"keys": keys, "actor_sparsity": per_entry, "critic_sparsity": per_entry}
 
 
 def write_config(workdir: str, config) -> None:

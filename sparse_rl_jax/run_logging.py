@@ -120,6 +120,19 @@ def seed_rows(history: List[list], seed: int) -> List[Dict[str, Any]]:
     return [{"env_steps": steps, **{k: seed_value(v, seed) for k, v in m.items()}} for steps, m in history]
 
 
+def slice_history(history: List[list], index: Sequence[int], total: int) -> List[list]:
+    """A run's history restricted to its entries ``index`` (of ``total``): per-entry metric arrays are
+    sliced, scalars stay (one level of a levels run, one cell of a sweep batch)."""
+    out = []
+    for steps, metrics in history:
+        m = {}
+        for k, v in metrics.items():
+            arr = np.asarray(v)
+            m[k] = arr[list(index)] if arr.ndim >= 1 and arr.shape[0] == total else v
+        out.append((steps, m))
+    return out
+
+
 def _csv_text(rows: List[Dict[str, Any]]) -> str:
     columns: List[str] = []
     for row in rows:

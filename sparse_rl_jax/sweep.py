@@ -149,18 +149,6 @@ def _batches(entries: List, max_batch: int, multiple: int) -> List[List]:
     return out
 
 
-def _slice_history(history: List, index: Sequence[int], total: int) -> List:
-    """Per-entry metric arrays -> the cell's entries; scalars stay."""
-    out = []
-    for steps, metrics in history:
-        m = {}
-        for k, v in metrics.items():
-            arr = np.asarray(v)
-            m[k] = arr[list(index)] if arr.ndim >= 1 and arr.shape[0] == total else v
-        out.append((steps, m))
-    return out
-
-
 def _hparams(batch, defaults: Dict[str, float], cells: Sequence[Cell]) -> Dict[str, List[float]]:
     """Per-entry values of the swept hyperparameters; ``defaults`` (the agent's `default_hparams`) where
     a cell keeps the preset's."""
@@ -204,7 +192,7 @@ def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int],
             cell_seeds = [batch[i][1] for i in index]
             spec = cfg_lib.RunSpec(cell_config(cell, algo, overrides, seed=cell_seeds[0], recipe=recipe),
                                    tuple(cell_seeds), cell.workdir(root))
-            launch.write_run(spec, _slice_history(result.history, index, len(batch)), runner.trainer,
+            launch.write_run(spec, run_logging.slice_history(result.history, index, len(batch)), runner.trainer,
                              jax.tree.map(lambda x: x[np.asarray(index)], agent))
     return len(todo)
 

@@ -23,8 +23,9 @@ from experiments import train
 from sparse_rl_jax import (callbacks, checkpoint, cli, config_flag, distributed, launch, plasticity, run_logging,
                            runner, runs)
 from sparse_rl_jax import config as cfg_lib
+from sparse_rl_jax import trainer as trainer_lib
 from sparse_rl_jax.export import load_policy, read_policy
-from tests.conftest import CONFIGS, ROOT, TIMING, tiny_args
+from tests.conftest import CONFIGS, ROOT, TIMING, tiny_args, tiny_config
 
 TINY = tiny_args(eval_every=160)  # four evaluation periods
 TD3_ARGS = [f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY, "--seeds=2", "--keep_checkpoints=2"]
@@ -247,6 +248,71 @@ def test_resume_after_kill_during_save_equals_uninterrupted_run(td3_run, cli_env
             _without_timing(_jsonl(os.path.join(reference, name)))
     ref_summary = json.load(open(os.path.join(reference, "summary.json")))
     assert json.load(open(os.path.join(workdir, "summary.json"))) == ref_summary
+
+
+def test_a_levels_run_gives_each_level_the_plain_runs_seeds():
+    """Entry ``l * seeds + s`` of a levels run is seed ``s`` at level ``l``, with a plain run's key for that
+    seed; each level's own run is its config at that level, in ``level_<level>/``."""
+    config = tiny_config()
+    plan = launch.Plan(config, "/w", 4, None, 1, 2, False, sparsity_levels=(0.8, 0.95))
+    args = launch._level_args(plan)
+    keys = np.asarray(trainer_lib.seed_keys(config.seed, 2))
+    np.testing.assert_array_equal(args["keys"], np.concatenate([keys, keys]))
+    assert args["actor_sparsity"] == args["critic_sparsity"] == [0.8, 0.8, 0.95, 0.95]
+    assert plan.run.seeds == (0, 1, 0, 1)
+    (low, low_entries), (high, high_entries) = plan.level_runs()
+    assert (low_entries, high_entries) == ([0, 1], [2, 3])
+    assert (low.workdir, high.workdir, low.seeds) == ("/w/level_0.8", "/w/level_0.95", (0, 1))
+    assert high.config == cfg_lib.replace(config, **{"sparsity.actor": 0.95, "sparsity.critic": 0.95})
+    assert launch._level_args(dataclasses.replace(plan, restored=object())) == {}  # resumed: in the states
+
+
+@pytest.mark.slow
+def test_sparsity_levels_run_in_one_program_each_written_as_its_own_run(td3_run, cli_env, tmp_path):
+    """``--sparsity_levels``: one seed at 0.8 and at 0.95 in one program (the TD3 run's program: cached);
+    each level's run is written on its own (its entry's metrics, its config, its measured sparsity); cut
+    off after its third period it resumes to the same files; other levels on resume exit 2."""
+    del td3_run  # run after it: its compiled programs are this run's
+    workdir = str(tmp_path / "levels")
+    args = [f"--config={CONFIGS}/preset.py:rlx2,td3", *TINY, "--seeds=1", "--sparsity_levels=0.8,0.95",
+            "--noplots", f"--workdir={workdir}"]
+    proc = run_cli(cli_env, "experiments.train", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "levels: 1 seed(s) at each of the sparsity levels 0.8, 0.95 (actor and critic) in one program" \
+        in proc.stdout
+    assert json.load(open(os.path.join(workdir, launch.LEVELS_FILE)))["sparsity_levels"] == [0.8, 0.95]
+    base = json.load(open(os.path.join(workdir, "config.json")))
+    levels = {}
+    for entry, level in enumerate((0.8, 0.95)):
+        d = os.path.join(workdir, f"level_{level:g}")
+        assert f"level {level:g}: final return" in proc.stdout
+        config = json.load(open(os.path.join(d, "config.json")))
+        assert config["sparsity"] == {**base["sparsity"], "actor": level, "critic": level}
+        assert {k: v for k, v in config.items() if k != "sparsity"} == {k: v for k, v in base.items()
+                                                                         if k != "sparsity"}
+        summary = json.load(open(os.path.join(d, "summary.json")))
+        assert summary["num_seeds"] == 1 and abs(summary["mean"]["sparsity_critic"] - level) < 0.02, summary["mean"]
+        rows = _jsonl(os.path.join(d, "metrics", "seed_0.jsonl"))
+        assert len(rows) == CHUNKS and rows == _jsonl(os.path.join(workdir, "metrics", f"seed_{entry}.jsonl"))
+        levels[level] = (_without_timing(rows), summary["mean"])
+    assert levels[0.8][0][-1]["sparsity/critic"] < levels[0.95][0][-1]["sparsity/critic"]
+    # cut off after period 3: resumed, it writes the same levels
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(workdir, resumed)
+    shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(resumed), str(CHUNKS)))
+    for name in ("summary.json", "level_0.8", "level_0.95"):
+        path = os.path.join(resumed, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    again = run_cli(cli_env, "experiments.train", f"--workdir={resumed}", "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    for level, (rows, mean) in levels.items():
+        d = os.path.join(resumed, f"level_{level:g}")
+        assert _without_timing(_jsonl(os.path.join(d, "metrics", "seed_0.jsonl"))) == rows
+        assert json.load(open(os.path.join(d, "summary.json")))["mean"] == mean
+    other = run_cli(cli_env, "experiments.train", f"--workdir={resumed}", "--resume", "--sparsity_levels=0.5")
+    assert other.returncode == 2 and other.stderr.strip().splitlines() == [
+        f"train: error: --resume: invalid --sparsity_levels=0.5: the run saved in {resumed} has levels 0.8,0.95 (omit "
+        "--sparsity_levels)"], other.stderr
 
 
 @pytest.mark.slow
@@ -499,6 +565,15 @@ BAD = [
     (["--config.nope=1"], "--config.nope", "no such config field"),
     (["--config.sparsity.actor=abc"], "--config.sparsity.actor=abc", "float"),
     (["--seeds=0"], "--seeds=0", ">= 1"),
+    (["--sparsity_levels=0.8,1.2"], "--sparsity_levels=0.8,1.2", "between 0 and 1 (exclusive)"),
+    (["--sparsity_levels=0.8,0.8"], "--sparsity_levels=0.8,0.8", "distinct sparsity levels"),
+    (["--sparsity_levels=0.8,x"], "--sparsity_levels=0.8,x", "numbers between 0 and 1"),
+    (["--sparsity_levels=0.8", "--config.sparsity.actor=0", "--config.sparsity.critic=0"],
+     "--sparsity_levels=0.8", "no sparsity level to vary (it is dense)"),
+    (["--sparsity_levels=0.8", "--config.sparsity.er_lambdas=(1.5,4,4)", "--config.sparsity.distribution=er",
+      "--config.sparsity.actor=0", "--config.sparsity.critic=0"],
+     "--sparsity_levels=0.8", "(ER lambdas set its densities)"),
+    (["--sparsity_levels=0.8", "--data_shards=1"], "--sparsity_levels=0.8 with --data_shards=1", "vmapped beside"),
 ]
 
 
