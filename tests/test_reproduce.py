@@ -3,6 +3,7 @@ import json
 import math
 import os
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from scipy import stats as sps
 
 from experiments.reproduce import __main__ as runner
 from experiments.reproduce import choices, grid, records, report, stats
-from sparse_rl_jax import presets, run_logging, validation
+from sparse_rl_jax import launch, presets, run_logging, validation
 
 SMALL, PAPER = grid.TIERS["small"], grid.TIERS["paper"]
 CHOICES = ({"buffer": "scaled", "period": "paper", "second_task": "walker2d"},
@@ -295,6 +296,82 @@ def test_launch_args_start_a_batch_with_its_first_seed_and_resume_it(tmp_path):
     os.makedirs(os.path.join(batch, "checkpoints"))
     assert runner.launch_args(SMALL, cell, batch, 10, 10, "r", [])[-1] == "--resume"
     assert runner.partial_batch(str(tmp_path)) == batch
+
+
+def test_a_level_group_is_one_config_at_its_levels():
+    """The sparsity curve's cells of a method run in one program (`--sparsity_levels`): the launcher runs
+    the group's first config with each entry at its level, so every cell's config must be exactly that
+    config at its level."""
+    checked = 0
+    for tier in (SMALL, PAPER):
+        for cell in (c for c in tier.cells if grid.level_of(c) is not None):
+            group = grid.level_group(tier, cell)
+            assert [grid.level_of(c) for c in group] == list(grid.LEVELS.values()) and cell in group
+            for chosen in CHOICES:
+                first = grid.make_config(group[0], tier, chosen)
+                assert grid.make_config(cell, tier, chosen) == launch.level_config(first, grid.level_of(cell))
+                checked += 1
+    assert checked == 2 * 2 * len(grid.CURVE_METHODS) * len(grid.LEVELS)
+    assert grid.level_group(SMALL, grid.parse_cell("halfcheetah/td3/rlx2@paper_period")) == ()
+
+
+def _levels_run(batch, levels, seeds, sps=30.0, periods=6):
+    """What `experiments.train --sparsity_levels` leaves in ``batch`` when it ends (`launch`): each level's
+    run in ``level_<level>/``, the levels file, then the run's summary."""
+    for i, level in enumerate(levels):
+        log = run_logging.RunLog(launch.level_dir(batch, level), seeds, tensorboard=False)
+        for t in range(periods):
+            log.append(5_000 * (t + 1), {run_logging.RETURN_KEY: [100.0 * (i + 1) + s for s in range(seeds)],
+                                         "training/walltime": [60.0] * seeds, "training/sps": [sps] * seeds})
+        log.close()
+        run_logging.write_json(os.path.join(launch.level_dir(batch, level), "config.json"), {"level": level})
+        run_logging.write_json(os.path.join(launch.level_dir(batch, level), "summary.json"), {"mean": {}})
+    run_logging.write_json(os.path.join(batch, launch.LEVELS_FILE), {"sparsity_levels": list(levels)})
+    run_logging.write_json(os.path.join(batch, "summary.json"), {"mean": {}})
+
+
+def test_a_level_group_runs_in_one_program_and_each_level_is_recorded(tmp_path, monkeypatch):
+    """The runner starts one batch for a curve group, with ``--sparsity_levels``; each level's run becomes
+    its cell's record (with the program's provenance, marked shared), the group's other cells then have
+    their seeds, and the program's wall time and rate count once, not once per level."""
+    results, root = str(tmp_path / "results"), str(tmp_path / "runs")
+    group = grid.level_group(SMALL, grid.parse_cell("halfcheetah/td3/static@s95"))
+    levels = [grid.level_of(c) for c in group]
+    started = []
+
+    def fake_batch(cmd, batch):
+        started.append(cmd)
+        os.makedirs(batch, exist_ok=True)
+        run_logging.write_json(os.path.join(batch, records.PROVENANCE), {"commit": "abc", "cpu_model": "x"})
+        _levels_run(batch, levels, int(cmd[cmd.index("--seeds") + 1]))
+        return 0
+
+    monkeypatch.setattr(runner, "run_batch", fake_batch)
+    monkeypatch.setattr(runner, "FLAGS", SimpleNamespace(set=[]))
+    monkeypatch.setattr(runner, "_markdown", lambda: None)
+    monkeypatch.setattr(report, "write", lambda *args: 0)
+    monkeypatch.setattr(choices, "choose", lambda *args: dict(CHOICES[0]))
+    assert runner._run_cell(SMALL, group[1], 10, results, root, [], SMALL.cells) == 0
+    (cmd,) = started
+    assert cmd[cmd.index("--sparsity_levels") + 1] == "0.8,0.95,0.98"
+    assert any(a.endswith(f":small,{group[0].key},{os.path.abspath(results)}") for a in cmd)
+    assert os.path.dirname(cmd[cmd.index("--workdir") + 1]) == grid.group_dir(root, SMALL, group)
+    for i, cell in enumerate(group):
+        data = records.load(results, SMALL, cell)
+        assert data.seeds == list(range(10)) and data.returns[-1][0] == 100.0 * (i + 1)
+        assert data.configs == [{"level": levels[i]}]
+        prov = json.load(open(os.path.join(data.batches[0], records.PROVENANCE)))
+        assert prov["commit"] == "abc" and prov[records.SHARED]["level"] == levels[i]
+        assert runner.state_of(results, root, SMALL, cell, 10) == "done (10 seeds)"
+        assert runner._run_cell(SMALL, cell, 10, results, root, [], SMALL.cells) is None
+    assert len(started) == 1
+    spent = report.compute_spent(report.load(results, SMALL))
+    assert spent["batches"] == 1 and spent["hours"] == pytest.approx(6 * 60.0 / 3600)
+    assert report.seed_step_rates(results, SMALL) == {"td3/rlx2": [pytest.approx(30.0 * 10 * 3)] * 3}
+    # selected alone, or with records of different seeds, a level runs on its own
+    assert runner.level_group(results, root, SMALL, group[0], [group[0]]) == ()
+    _batch(results, group[0], 10, _curves(900, n=2))
+    assert runner.level_group(results, root, SMALL, group[1], SMALL.cells) == ()
 
 
 # ----------------------------------------------------------------------------------------- report

@@ -9,7 +9,9 @@
 Each cell (`experiments.reproduce.grid`) runs as launcher runs (``python -m experiments.train
 --config=experiments/reproduce/config.py:<tier>,<cell> --seeds N --config.seed=FIRST``), one per
 **batch** of seeds, in ``<workdir>/<tier>/<task>/<algo>/<cell>/seeds_<first>-<last>/``, with the seeds
-vmapped in one compiled program and a checkpoint every evaluation period. A finished batch's record
+vmapped in one compiled program and a checkpoint every evaluation period; the sparsity curve's cells of
+a method run as one batch with their levels vmapped too (``--sparsity_levels``, in
+``<method>__levels/``), each level then recorded as its own cell's batch. A finished batch's record
 (`experiments.reproduce.records`: config, summary, per-seed metrics, provenance) is copied to
 ``<results>/<tier>/runs/`` for committing. A rerun resumes a batch cut off mid-run from its newest
 checkpoint, adds a batch with the next free seeds to a cell that has fewer than ``--seeds`` (``--seeds
@@ -29,7 +31,7 @@ import sys
 import time
 
 import numpy as np
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from absl import app, flags
 
@@ -93,7 +95,8 @@ def state_of(results: str, root: str, tier: grid.Tier, cell: grid.Cell, seeds: i
         pass
     if have >= grid.seeds_wanted(tier, cell, seeds, chosen):
         return f"done ({have} seeds)"
-    if partial_batch(grid.cell_dir(root, tier, cell)):
+    group = grid.level_group(tier, cell)
+    if partial_batch(grid.cell_dir(root, tier, cell)) or (group and partial_batch(grid.group_dir(root, tier, group))):
         return f"partial ({have} seeds recorded)"
     return f"{have} seeds" if have else "new"
 
@@ -149,16 +152,37 @@ def _markdown() -> Optional[str]:
     return "docs/RESULTS.md" if os.path.abspath(FLAGS.results) == os.path.abspath(default) else None
 
 
+def level_group(results: str, root: str, tier: grid.Tier, cell: grid.Cell,
+                selected: Sequence[grid.Cell]) -> Tuple[grid.Cell, ...]:
+    """The cells that run in one program with ``cell``: its level group among ``selected``
+    (`grid.level_group`: the sparsity levels vmapped beside the seeds), or () to run it on its own (no
+    level, the only one selected, or the group's records hold different seeds, or a cell has a batch of
+    its own cut off, which finishes first)."""
+    group = tuple(c for c in grid.level_group(tier, cell) if c in selected)
+    if len(group) < 2:
+        return ()
+    if partial_batch(grid.group_dir(root, tier, group)):  # a cut-off group run resumes as one
+        return group
+    have = {tuple(data.seeds) if data else () for data in (records.load(results, tier, c) for c in group)}
+    if len(have) > 1 or any(partial_batch(grid.cell_dir(root, tier, c)) for c in group):
+        return ()
+    return group
+
+
 def _run_cell(tier: grid.Tier, c: grid.Cell, seeds: int, results: str, root: str,
-              waiting: List[str]) -> Optional[int]:
-    """Run the cell's next batch (its exit code), or None when it has its seeds or waits for a choice."""
-    cdir = grid.cell_dir(root, tier, c)
+              waiting: List[str], selected: Sequence[grid.Cell] = ()) -> Optional[int]:
+    """Run the cell's next batch (its exit code), or None when it has its seeds or waits for a choice. A
+    sparsity-curve cell runs with its level group in one program (`level_group`), each level's run then
+    recorded as its cell's batch."""
+    group = level_group(results, root, tier, c, selected)
+    cells = group or (c,)
+    cdir = grid.group_dir(root, tier, group) if group else grid.cell_dir(root, tier, c)
     for d in records.finished_batches(cdir):  # finished but not recorded (cut off in between)
-        if not os.path.exists(os.path.join(records.cell_record(results, tier, c), os.path.basename(d),
-                                           "summary.json")):
-            records.keep(d, results, tier, c)
-    data = records.load(results, tier, c)
-    have = data.num_seeds if data is not None else 0
+        for cell in cells:
+            if not os.path.exists(os.path.join(records.cell_record(results, tier, cell), os.path.basename(d),
+                                               "summary.json")):
+                records.keep(d, results, tier, cell)
+    have = min(data.num_seeds if data else 0 for data in (records.load(results, tier, cell) for cell in cells))
     batch = partial_batch(cdir)
     if have >= seeds and batch is None:
         return None
@@ -175,20 +199,28 @@ def _run_cell(tier: grid.Tier, c: grid.Cell, seeds: int, results: str, root: str
         print(f"reproduce: {c.key} waits: {err}", flush=True)
         return None
     if batch is None:
-        first = records.next_seed(results, root, tier, c)
-        count = want - have
+        used = [records.next_seed(results, root, tier, cell) for cell in cells]
+        used += [records.parse_batch(n).stop for n in (os.listdir(cdir) if os.path.isdir(cdir) else [])
+                 if group and records.parse_batch(n)]
+        first, count = max(used), want - have
         batch = os.path.join(cdir, records.batch_name(first, count))
     else:
         rng = records.parse_batch(os.path.basename(batch))
         first, count = rng.start, len(rng)
     batch = os.path.abspath(batch)
-    cmd = launch_args(tier, c, batch, first, count, results, FLAGS.set)
-    print(f"\n=== {c.key} seeds {first}-{first + count - 1} ===\n{' '.join(cmd)}", flush=True)
+    cmd = launch_args(tier, cells[0], batch, first, count, results, FLAGS.set)
+    label = c.key
+    if group:
+        levels = ",".join(f"{grid.level_of(cell):g}" for cell in group)
+        cmd += [] if cmd[-1] == "--resume" else ["--sparsity_levels", levels]
+        label = f"{c.task}/{c.algo}/{c.method} at sparsity levels {levels} ({', '.join(x.key for x in group)})"
+    print(f"\n=== {label} seeds {first}-{first + count - 1} ===\n{' '.join(cmd)}", flush=True)
     t0 = time.time()
     rc = run_batch(cmd, batch)
-    print(f"=== {c.key}: exit {rc} after {time.time() - t0:.0f} s ===", flush=True)
+    print(f"=== {label}: exit {rc} after {time.time() - t0:.0f} s ===", flush=True)
     if rc == 0:
-        records.keep(batch, results, tier, c)
+        for cell in cells:
+            records.keep(batch, results, tier, cell)
         report.write(results, tier, _markdown())
     return rc
 
@@ -208,7 +240,9 @@ def main(argv) -> int:
     seeds, results, root = FLAGS.seeds or tier.seeds, FLAGS.results, FLAGS.workdir
     if FLAGS.list:
         for c in cells:
-            print(f"{state_of(results, root, tier, c, seeds):26s} {c.key:48s} {grid.cell_dir(root, tier, c)}")
+            group = grid.level_group(tier, c)  # a curve cell runs in its level group's directory
+            where = grid.group_dir(root, tier, group) if group else grid.cell_dir(root, tier, c)
+            print(f"{state_of(results, root, tier, c, seeds):26s} {c.key:48s} {where}")
         print(estimate(results, root, tier, cells, seeds))
         return 0
     failed, waiting, ran = [], [], 0
@@ -222,7 +256,7 @@ def main(argv) -> int:
             for c in cells:
                 if (FLAGS.max_batches and ran >= FLAGS.max_batches) or c.key in failed:
                     continue
-                outcome = _run_cell(tier, c, seeds, results, root, waiting)
+                outcome = _run_cell(tier, c, seeds, results, root, waiting, cells)
                 if outcome is None:
                     continue
                 ran += 1

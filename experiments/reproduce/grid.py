@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from sparse_rl_jax import config as cfg
 from sparse_rl_jax import presets
@@ -187,6 +187,28 @@ COMPARISONS = tuple(Comparison(f"{m}@{level}", m, ("sparsity.",)) for m in CURVE
     Comparison("rlx2@scaled_period", "rlx2@paper_period", ("topology.period",)),
     Comparison("ds@scaled_period", "ds@paper_period", ("topology.period",)),
 )
+
+
+def level_of(cell: Cell) -> Optional[float]:
+    """The sparsity level a sparsity-curve cell's tags name (`LEVELS`), else None."""
+    return next((LEVELS[t] for t in cell.tags if t in LEVELS), None)
+
+
+def level_group(tier: Tier, cell: Cell) -> Tuple[Cell, ...]:
+    """The sparsity-curve cells that run in one program with ``cell`` (the launcher's ``--sparsity_levels``,
+    the levels vmapped beside the seeds): the tier's cells of its task, algorithm and method at a level,
+    with the same other tags; () for a cell without a level."""
+    if level_of(cell) is None:
+        return ()
+    rest = tuple(t for t in cell.tags if t not in LEVELS)
+    return tuple(c for c in tier.cells if (c.task, c.algo, c.method) == (cell.task, cell.algo, cell.method)
+                 and level_of(c) is not None and tuple(t for t in c.tags if t not in LEVELS) == rest)
+
+
+def group_dir(root: str, tier: Tier, group: Sequence[Cell]) -> str:
+    """A level group's run directory: ``<root>/<tier>/<task>/<algo>/<method>__levels/``."""
+    c = group[0]
+    return os.path.join(root, tier.name, c.task, c.algo, c.method.replace("+", "_") + "__levels")
 
 
 def cell_dir(root: str, tier: Tier, cell: Cell) -> str:

@@ -25,10 +25,11 @@ from typing import Any, Dict, List, NamedTuple, Optional
 import numpy as np
 
 from experiments.reproduce import grid
-from sparse_rl_jax import run_logging
+from sparse_rl_jax import launch, run_logging
 
 BATCH = re.compile(r"^seeds_(\d+)-(\d+)$")
 PROVENANCE = "provenance.json"
+SHARED = "one_program"  # provenance key of a batch whose program also ran other cells (sparsity levels)
 
 
 def batch_name(first: int, count: int) -> str:
@@ -98,20 +99,42 @@ class RecordExists(RuntimeError):
 
 
 def keep(run_dir: str, results: str, tier: grid.Tier, cell: grid.Cell) -> str:
-    """Copy a finished batch's record out of its run directory; refuses to replace an existing one."""
+    """Copy a finished batch's record out of its run directory; refuses to replace an existing one. A
+    levels run (`launch.LEVELS_FILE`: the group's levels in one program) gives the cell its level's own
+    run, with the run's provenance and, under `SHARED`, the levels it shared the program with."""
     out = os.path.join(cell_record(results, tier, cell), os.path.basename(run_dir))
     if os.path.exists(os.path.join(out, "summary.json")):
         raise RecordExists(f"record {out} exists: records are never replaced (a rerun adds a new batch)")
-    metrics = [os.path.join("metrics", n) for n in sorted(os.listdir(os.path.join(run_dir, "metrics")))
+    src_dir, provenance = run_dir, None
+    levels_file = os.path.join(run_dir, launch.LEVELS_FILE)
+    if os.path.exists(levels_file):
+        levels = run_logging.read_json(levels_file)["sparsity_levels"]
+        src_dir = launch.level_dir(run_dir, grid.level_of(cell))
+        path = os.path.join(run_dir, PROVENANCE)
+        provenance = run_logging.read_json(path) if os.path.exists(path) else {}
+        provenance[SHARED] = {"sparsity_levels": levels, "level": grid.level_of(cell),
+                              "note": "one program ran every level's seeds; its wall time is shared by them"}
+    metrics = [os.path.join("metrics", n) for n in sorted(os.listdir(os.path.join(src_dir, "metrics")))
                if n.endswith(".jsonl")]
     os.makedirs(os.path.join(out, "metrics"), exist_ok=True)
     # summary.json last: its presence is what marks the record complete
     for name in ["config.json", PROVENANCE, *metrics, "summary.json"]:
-        src = os.path.join(run_dir, name)
+        if name == PROVENANCE and provenance is not None:
+            run_logging.write_json(os.path.join(out, name), provenance)
+            continue
+        src = os.path.join(run_dir if name == PROVENANCE else src_dir, name)
         if os.path.exists(src):
             with open(src) as f:
                 run_logging.write_text_atomic(os.path.join(out, name), f.read())
     return out
+
+
+def programs_sharing(batch: str) -> int:
+    """How many cells' batches one program computed (a levels run: its levels; else 1), from the
+    batch's provenance: its wall time is theirs together."""
+    path = os.path.join(batch, PROVENANCE)
+    shared = run_logging.read_json(path).get(SHARED) if os.path.exists(path) else None
+    return len(shared["sparsity_levels"]) if shared else 1
 
 
 class CellData(NamedTuple):

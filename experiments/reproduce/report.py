@@ -440,9 +440,11 @@ def seed_step_rates(results: str, tier: grid.Tier) -> Dict[str, List[float]]:
     rates: Dict[str, List[float]] = {}
     for cell in tier.cells:
         data = records.load(results, tier, cell)
-        for history in (data.histories if data is not None else []):
+        for batch, history in (zip(data.batches, data.histories) if data is not None else []):
             sps = [float(np.median(m["training/sps"])) for _, m in history[1:] if m.get("training/sps")]
-            seeds = len(history[0][1].get("training/sps", [])) if history else 0
+            # a program that ran several levels ran that many times this batch's seeds
+            seeds = len(history[0][1].get("training/sps", [])) * records.programs_sharing(batch) \
+                if history else 0
             if sps and seeds:
                 rates.setdefault(rate_key(cell), []).append(float(np.median(sps)) * seeds)
     return rates
@@ -553,13 +555,14 @@ def compute_spent(study: Study) -> Dict[str, Any]:
     seconds, batches, cpus = 0.0, 0, set()
     for data in study.cells.values():
         for b, history in zip(data.batches, data.histories):
-            seconds += wall_seconds(history)
-            batches += 1
+            share = records.programs_sharing(b)  # a levels run's wall time once, over its levels' records
+            seconds += wall_seconds(history) / share
+            batches += 1 / share
             p = os.path.join(b, records.PROVENANCE)
             if os.path.exists(p):
                 prov = run_logging.read_json(p)
                 cpus.add(f"{prov.get('cpu_model', '?')} x {prov.get('cpu_count', '?')}")
-    return {"hours": seconds / 3600, "batches": batches, "cpus": sorted(cpus)}
+    return {"hours": seconds / 3600, "batches": round(batches), "cpus": sorted(cpus)}
 
 
 def claims_markdown(rows: List[Dict[str, Any]], family: int) -> str:
