@@ -25,8 +25,9 @@ padded) that reuse that program. With several devices the batch is sharded over 
 a multiple of the device count); on several hosts pass the ``--coordinator_address/--num_processes/
 --process_id`` flags and only process 0 writes.
 
-Resumable: a cell is done when its ``summary.json`` exists; a rerun skips done cells and runs the rest
-(an interrupted group restarts from its beginning: groups are not checkpointed mid-run). Static choices
+Resumable: a cell is done when its ``summary.json`` exists; a rerun skips done cells and runs the rest. A
+batch running checkpoints after every evaluation period (the newest kept, in ``<workdir>/_partial/``,
+removed once its cells are written), so an interrupted group resumes from its last period. Static choices
 (method, env, network sizes, step budgets) stay per group: cells that differ there compile separately.
 
 At the end (and with ``--aggregate_only``) every cell's summary is collected into ``results.csv`` and
@@ -247,7 +248,7 @@ def plan(argv: Sequence[str]) -> Plan:
     first = fv["seed_offset"].value
     return Plan(root, fv["algo"].value, cells, list(range(first, first + fv["seeds"].value)), overrides,
                 fv["recipe"].value, fv["max_batch"].value, fv["aggregate_only"].value,
-                f"python -m experiments.sweep {shlex.join(argv[1:])} (done cells are skipped, an unfinished group restarts)",
+                f"python -m experiments.sweep {shlex.join(argv[1:])} (done cells are skipped, an unfinished batch resumes from its last period)",
                 lock, matched, page, tuple(argv))
 
 

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
 import math
 import os
+import shutil
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 
-from sparse_rl_jax import callbacks, envs, launch, plotting, presets, run_logging, trainer
+from sparse_rl_jax import callbacks, checkpoint, envs, launch, plotting, presets, run_logging, runs, trainer
 from sparse_rl_jax import config as cfg_lib
 from sparse_rl_jax import distributed as dist
 from sparse_rl_jax import methods as methods_lib
@@ -161,6 +163,36 @@ def _hparams(batch, defaults: Dict[str, float], cells: Sequence[Cell]) -> Dict[s
     return hp
 
 
+PARTIAL = "_partial"  # under a sweep's root: the checkpoints of its batches still running
+
+
+def partial_dir(root: str, batch: Sequence[Tuple[Cell, int]]) -> str:
+    """Where a batch keeps its newest checkpoint while it runs: named by its entries (cells x seeds), so a
+    rerun finds it whatever other batches finished meanwhile."""
+    text = json.dumps([[dataclasses.astuple(cell), seed] for cell, seed in batch])
+    return os.path.join(root, PARTIAL, hashlib.sha1(text.encode()).hexdigest()[:16])
+
+
+class BatchCheckpoint:
+    """A sweep batch's period callback: checkpoint after every period (the newest kept), and what a rerun
+    resumes from. Sharded states are saved as host copies, as the launcher saves them."""
+
+    def __init__(self, workdir: str, config: cfg_lib.Config, num_entries: int, sharded: bool):
+        self.workdir, self.config, self.num_entries, self.sharded = workdir, config, num_entries, sharded
+
+    def __call__(self, period) -> None:
+        states = dist.to_host(period.states) if self.sharded else period.states
+        checkpoint.save(self.workdir, period.period, states, period.history, self.config, self.num_entries, keep=1)
+
+    def restore(self, mesh) -> Dict[str, Any]:
+        """``runner.train``'s resume arguments (states, start period, history), or {} with no checkpoint."""
+        if not checkpoint.all_periods(self.workdir):
+            return {}
+        restored = runs.restore(self.workdir)
+        return {"states": dist.to_global(restored.states, mesh, dist.state_spec(0)),
+                "start_period": restored.period, "history": restored.history}
+
+
 def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int], overrides: Dict[str, Any],
               max_batch: int = 0, mesh=None, log=print, stop: Optional[callbacks.StopRequest] = None,
               recipe: Optional[str] = None) -> int:
@@ -172,17 +204,24 @@ def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int],
     runner = runner_lib.Runner(config, 0, mesh)
     entries = [(cell, seed) for cell in todo for seed in seeds]
     what = f"{todo[0].env} / {todo[0].method}" + (f" / critic width {todo[0].width}" if todo[0].width else "")
-    hooks = [callbacks.StopCheck(stop, f"group {what}")] if stop else []  # nothing saved: a rerun restarts it
     for batch in _batches(entries, max_batch, runner.mesh.shape[dist.SEED]):
         real = [e for i, e in enumerate(batch) if e not in batch[:i]]  # padding repeats are dropped below
         keys = np.stack([np.asarray(jax.random.PRNGKey(seed)) for _, seed in batch])
         t0 = time.time()
         log(f"[sweep] {what}: {len(real)} runs in one program "
             f"({len({c for c, _ in real})} cells x seeds) on {runner.mesh.devices.size} device(s)")
-        hparams = _hparams(batch, runner.trainer.agent.default_hparams(), todo) or None
+        partial = partial_dir(root, batch)
+        saver = BatchCheckpoint(partial, config, len(batch), runner.mesh.devices.size > 1)
+        # the checkpoint is saved before the stop check: a stopped (or killed) batch resumes from it
+        hooks = [saver] + ([callbacks.StopCheck(stop, f"group {what}")] if stop else [])
+        resumed = saver.restore(runner.mesh)
+        if resumed:
+            log(f"[sweep]   resuming after period {resumed['start_period']}/{trainer.num_periods(config)} "
+                f"from {partial}")
         result = runner.train(keys=keys, actor_sparsity=[c.actor_sparsity for c, _ in batch],
-                              critic_sparsity=[c.critic_sparsity for c, _ in batch], hparams=hparams,
-                              callbacks=hooks)
+                              critic_sparsity=[c.critic_sparsity for c, _ in batch], callbacks=hooks,
+                              hparams=None if resumed else _hparams(batch, runner.trainer.agent.default_hparams(),
+                                                                    todo) or None, **resumed)
         agent = dist.to_host(result.states.agent)
         log(f"[sweep]   done in {time.time() - t0:.0f} s")
         if not dist.is_primary():
@@ -194,6 +233,7 @@ def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int],
                                    tuple(cell_seeds), cell.workdir(root))
             launch.write_run(spec, run_logging.slice_history(result.history, index, len(batch)), runner.trainer,
                              jax.tree.map(lambda x: x[np.asarray(index)], agent))
+        shutil.rmtree(partial, ignore_errors=True)  # its cells are done: their summaries mark it
     return len(todo)
 
 

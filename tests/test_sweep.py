@@ -15,7 +15,7 @@ from experiments import sweep as sweep_cli
 import sparse_rl_jax as srj
 from sparse_rl_jax import callbacks, runner, sweep
 from sparse_rl_jax import config as cfg_lib
-from tests.conftest import TINY
+from tests.conftest import TIMING, TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -247,6 +247,31 @@ def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkey
     assert entry["command"][:4] == ["python", "-m", "experiments.sweep", f"--workdir={tmp_path}"]
     assert entry["exit_status"] is None and entry["cells_done_before"] == entry["cells_done_after"] == 0
     assert len(entry["commit"]) == 40 and entry["cpu_count"] == os.cpu_count() and entry["wall_seconds"] >= 0
+
+
+@pytest.mark.slow
+def test_a_batch_stopped_mid_run_resumes_from_its_last_period(tmp_path):
+    """A batch checkpoints after every period: stopped after its first of two, a rerun resumes there
+    (nothing recomputed) and writes what an uninterrupted sweep writes; the checkpoint goes once its
+    cells are done."""
+    cells = sweep.build_grid("td3", ["static"], ["inverted_pendulum"], [(0.5, 0.5)], dense=False)
+    two = {**OVERRIDES, "total_env_steps": 640}  # two evaluation periods
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    sweep.run(full, "td3", cells, [0, 1], two, log=lambda line: None)
+    stop = callbacks.StopRequest()
+    stop.requested = True  # as SIGTERM sets it: the group stops at the end of its first period
+    with pytest.raises(callbacks.Terminated, match="after period 1/2"):
+        sweep.run(cut, "td3", cells, [0, 1], two, log=lambda line: None, stop=stop)
+    (partial,) = os.listdir(os.path.join(cut, sweep.PARTIAL))
+    assert not sweep.is_done(cells[0], cut)
+    logs = []
+    sweep.run(cut, "td3", cells, [0, 1], two, log=logs.append)
+    assert any("resuming after period 1/2" in line for line in logs), logs
+    for seed in (0, 1):
+        a, b = _rows(cells[0].workdir(full), seed), _rows(cells[0].workdir(cut), seed)
+        assert [{k: v for k, v in r.items() if k not in TIMING} for r in a] == \
+            [{k: v for k, v in r.items() if k not in TIMING} for r in b]
+    assert not os.path.exists(os.path.join(cut, sweep.PARTIAL, partial))
 
 
 def test_stop_check_waits_for_a_request():
