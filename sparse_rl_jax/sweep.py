@@ -166,10 +166,12 @@ def _hparams(batch, defaults: Dict[str, float], cells: Sequence[Cell]) -> Dict[s
 PARTIAL = "_partial"  # under a sweep's root: the checkpoints of its batches still running
 
 
-def partial_dir(root: str, batch: Sequence[Tuple[Cell, int]]) -> str:
-    """Where a batch keeps its newest checkpoint while it runs: named by its entries (cells x seeds), so a
-    rerun finds it whatever other batches finished meanwhile."""
-    text = json.dumps([[dataclasses.astuple(cell), seed] for cell, seed in batch])
+def partial_dir(root: str, batch: Sequence[Tuple[Cell, int]], config: cfg_lib.Config) -> str:
+    """Where a batch keeps its newest checkpoint while it runs: named by its entries (cells x seeds) and
+    its program's config, so a rerun finds it whatever other batches finished meanwhile, and a rerun with
+    other settings (``--set``) starts afresh."""
+    text = json.dumps([[[dataclasses.astuple(cell), seed] for cell, seed in batch], cfg_lib.to_dict(config)],
+                      sort_keys=True, default=str)
     return os.path.join(root, PARTIAL, hashlib.sha1(text.encode()).hexdigest()[:16])
 
 
@@ -210,7 +212,7 @@ def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int],
         t0 = time.time()
         log(f"[sweep] {what}: {len(real)} runs in one program "
             f"({len({c for c, _ in real})} cells x seeds) on {runner.mesh.devices.size} device(s)")
-        partial = partial_dir(root, batch)
+        partial = partial_dir(root, batch, config)
         saver = BatchCheckpoint(partial, config, len(batch), runner.mesh.devices.size > 1)
         # the checkpoint is saved before the stop check: a stopped (or killed) batch resumes from it
         hooks = [saver] + ([callbacks.StopCheck(stop, f"group {what}")] if stop else [])

@@ -274,6 +274,15 @@ def test_a_batch_stopped_mid_run_resumes_from_its_last_period(tmp_path):
     assert not os.path.exists(os.path.join(cut, sweep.PARTIAL, partial))
 
 
+def test_a_batch_checkpoint_belongs_to_its_entries_and_config():
+    cell = sweep.Cell("inverted_pendulum", "static", 0.5, 0.5)
+    config = srj.make_config("static", "td3", **OVERRIDES)
+    at = sweep.partial_dir("/r", [(cell, 0), (cell, 1)], config)
+    assert at == sweep.partial_dir("/r", [(cell, 0), (cell, 1)], config) and at.startswith("/r/_partial/")
+    assert at != sweep.partial_dir("/r", [(cell, 0), (cell, 2)], config)
+    assert at != sweep.partial_dir("/r", [(cell, 0), (cell, 1)], cfg_lib.replace(config, total_env_steps=640))
+
+
 def test_stop_check_waits_for_a_request():
     stop = callbacks.StopRequest()
     check = callbacks.StopCheck(stop)
