@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -224,7 +225,10 @@ def test_aggregate_only_from_the_real_cli(tmp_path):
 
 
 def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkeypatch):
-    """The sweep's period callback stops once SIGTERM asked: exit 143 and the command to continue."""
+    """The sweep's period callback stops once SIGTERM asked, after the batch's checkpoint: exit 143 and
+    the command to continue."""
+    saved = []
+
     def one_period(self, num_seeds=1, *, callbacks=(), **kwargs):
         signal.raise_signal(signal.SIGTERM)  # arrives during the period
         for callback in callbacks:
@@ -232,6 +236,7 @@ def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkey
         raise AssertionError("the stop request did not stop the group")
 
     monkeypatch.setattr(runner.Runner, "train", one_period)
+    monkeypatch.setattr(sweep.BatchCheckpoint, "__call__", lambda self, period: saved.append(period.period))
     guard = signal.signal(signal.SIGTERM, lambda *args: None)  # if the sweep installs no handler: not pytest's end
     try:
         status = sweep_cli.main(["sweep", f"--workdir={tmp_path}", "--methods=static", "--sparsities=0.5",
@@ -240,6 +245,7 @@ def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkey
         signal.signal(signal.SIGTERM, guard)
     err = capsys.readouterr().err.strip()
     assert status == 143, err
+    assert saved == [1]  # the period the stop ends was checkpointed: a rerun resumes after it
     assert err.startswith("sweep: terminated (SIGTERM), stopped group inverted_pendulum / static") and \
         "after period 1/3" in err and "continue with: python -m experiments.sweep --workdir" in err
     assert not any(name == "summary.json" for _, _, files in os.walk(tmp_path) for name in files)
@@ -249,8 +255,26 @@ def test_sigterm_stops_a_group_at_the_end_of_its_period(tmp_path, capsys, monkey
     assert len(entry["commit"]) == 40 and entry["cpu_count"] == os.cpu_count() and entry["wall_seconds"] >= 0
 
 
+@pytest.fixture
+def compile_cache(tmp_path):
+    """A persistent compilation cache for one test: its later sweeps (each builds its own programs) reuse
+    what its first compiled."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = {"jax_compilation_cache_dir": str(tmp_path / "jax_cache"),
+             "jax_persistent_cache_min_compile_time_secs": 0, "jax_persistent_cache_min_entry_size_bytes": 0}
+    before = {name: getattr(jax.config, name) for name in names}
+    for name, value in names.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+    yield
+    for name, value in before.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
 @pytest.mark.slow
-def test_a_batch_stopped_mid_run_resumes_from_its_last_period(tmp_path):
+def test_a_batch_stopped_mid_run_resumes_from_its_last_period(tmp_path, compile_cache):
     """A batch checkpoints after every period: stopped after its first of two, a rerun resumes there
     (nothing recomputed) and writes what an uninterrupted sweep writes; the checkpoint goes once its
     cells are done."""
