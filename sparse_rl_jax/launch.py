@@ -475,9 +475,8 @@ def _execute(plan: Plan, stop: Optional[callbacks.StopRequest]) -> Dict[str, Any
         return {}
     levels = []
     for run, entries in plan.level_runs():  # each level's own run, as if it had run alone (before the
-        index = np.asarray(entries)          # run's summary.json, whose presence marks it done)
-        level = write_run(run, run_logging.slice_history(log.history, entries, plan.num_seeds), trainer,
-                          jax.tree.map(lambda x: x[index], states.agent))
+        # run's summary.json, whose presence marks it done)
+        level = write_entries(run, log.history, entries, plan.num_seeds, trainer, states.agent)
         levels.append(f"level {run.config.sparsity.actor:g}: final return {level['mean']['final_return']:.1f} "
                       f"({_show(run.workdir)})")
     summary = write_summary(plan.run, log.history, trainer, states.agent)
@@ -528,6 +527,15 @@ def write_run(run: cfg_lib.RunSpec, history, trainer, agent) -> Dict[str, Any]:
         log.append(steps, metrics)
     log.close()
     return write_summary(run, log.history, trainer, agent)
+
+
+def write_entries(run: cfg_lib.RunSpec, history, entries: Sequence[int], total: int, trainer,
+                  agent) -> Dict[str, Any]:
+    """`write_run` of some entries of a program of ``total`` (a sweep cell, one level of a levels run):
+    their slice of the history and of the (host) agent."""
+    index = np.asarray(entries)
+    return write_run(run, run_logging.slice_history(history, entries, total), trainer,
+                     jax.tree.map(lambda x: x[index], agent))
 
 
 def _describe(config, num_seeds: int, total_periods: int, period_env_steps: int) -> str:

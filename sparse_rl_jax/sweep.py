@@ -233,8 +233,7 @@ def run_group(root: str, algo: str, cells: Sequence[Cell], seeds: Sequence[int],
             cell_seeds = [batch[i][1] for i in index]
             spec = cfg_lib.RunSpec(cell_config(cell, algo, overrides, seed=cell_seeds[0], recipe=recipe),
                                    tuple(cell_seeds), cell.workdir(root))
-            launch.write_run(spec, run_logging.slice_history(result.history, index, len(batch)), runner.trainer,
-                             jax.tree.map(lambda x: x[np.asarray(index)], agent))
+            launch.write_entries(spec, result.history, index, len(batch), runner.trainer, agent)
         shutil.rmtree(partial, ignore_errors=True)  # its cells are done: their summaries mark it
     return len(todo)
 

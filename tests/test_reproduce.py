@@ -367,7 +367,7 @@ def test_a_level_group_runs_in_one_program_and_each_level_is_recorded(tmp_path, 
     assert len(started) == 1
     spent = report.compute_spent(report.load(results, SMALL))
     assert spent["batches"] == 1 and spent["hours"] == pytest.approx(6 * 60.0 / 3600)
-    assert report.seed_step_rates(results, SMALL) == {"td3/rlx2": [pytest.approx(30.0 * 10 * 3)] * 3}
+    assert report.seed_step_rates(report.load(results, SMALL).cells) == {"td3/rlx2": [pytest.approx(30.0 * 10 * 3)] * 3}
     # selected alone, or with records of different seeds, a level runs on its own
     assert runner.level_group(results, root, SMALL, group[0], [group[0]]) == ()
     _batch(results, group[0], 10, _curves(900, n=2))
@@ -479,7 +479,7 @@ def test_list_estimates_whats_left_from_the_recorded_rates(tmp_path):
     results, root = str(tmp_path / "results"), str(tmp_path / "runs")
     done = grid.parse_cell("halfcheetah/td3/dense@rlx2.scaled")
     _batch(results, done, 0, _curves(800), sps=30.0)
-    assert report.seed_step_rates(results, SMALL) == {"td3/rlx2": [pytest.approx(300.0)]}
+    assert report.seed_step_rates(report.load(results, SMALL).cells) == {"td3/rlx2": [pytest.approx(300.0)]}
     line = runner.estimate(results, root, SMALL, [done, grid.parse_cell("halfcheetah/td3/dense@rlx2.full")], 10)
     assert line.startswith("remaining: 1 cells, 1.0M seed-steps, about 0.9 hours of wall time") and \
         "td3/rlx2 300 seed-steps/s (median of 1 batches)" in line

@@ -16,9 +16,9 @@ its own -|A| target entropy), the two with normalization off (``ours_no_norm``, 
 **The study's SAC** (issue 28, item 7: the gate must test the SAC the study runs): ``ours_study`` is
 exactly the study's ``halfcheetah/sac/dense@rlx2.scaled`` cell, its dense SAC (`experiments/reproduce`:
 100k env steps, 5k random warm-up, normalization off, target entropy -|A|, RLx2's SAC buffer scaled to
-the budget, which is the whole run, evaluation every 5k) whatever ``--env_steps`` says; ``brax_study`` is Brax's trainer at those settings as far as it has
-them (5k warm-up, normalization off, its 1M buffer, which holds the whole 100k run; its target entropy is
-fixed at -0.5 x |A|). Run them with ``--variants ours_study,brax_study --env_steps 100000 --evals 20``.
+the budget, which is the whole run, evaluation every 5k) whatever ``--env_steps`` says; ``brax_study`` is
+Brax's trainer at those settings as far as it has them (5k warm-up, normalization off, its 1M buffer,
+which holds the whole 100k run; its target entropy is fixed at -0.5 x |A|). Run them with ``--variants ours_study,brax_study --env_steps 100000 --evals 20``.
 Each variant's eval returns go to ``<workdir>/<variant>.json`` as soon as it finishes; a rerun skips
 finished variants. At the end a markdown table: eval return (mean ± std over seeds) at each evaluation,
 and ours as a percentage of Brax's at the last one.

@@ -108,7 +108,7 @@ def estimate(results: str, root: str, tier: grid.Tier, cells: Sequence[grid.Cell
     count, left = report.seed_steps_left(results, tier, todo, seeds)
     if not left:
         return "remaining: nothing"
-    hours, parts = report.hours_at_rates(report.seed_step_rates(results, tier), left)
+    hours, parts = report.hours_at_rates(report.seed_step_rates(report.load(results, tier).cells), left)
     if hours is None:
         return f"remaining: {count:.0f} cells, {sum(left.values()) / 1e6:.1f}M seed-steps (no finished batch " \
                "yet to take a rate from)"

@@ -432,15 +432,14 @@ def rate_key(cell: grid.Cell) -> str:
     return f"{cell.algo}/{cell.family}"
 
 
-def seed_step_rates(results: str, tier: grid.Tier) -> Dict[str, List[float]]:
-    """Per algorithm and family (`rate_key`), each finished batch's seed-steps per second: the median over
-    its periods (the first, which compiles, left out; a period paused by other work is one outlier among
-    twenty) of the program's env steps per second times its seeds, since a vmapped seed costs the same
-    whether 1 or 10 share it."""
+def seed_step_rates(cells: Dict[grid.Cell, records.CellData]) -> Dict[str, List[float]]:
+    """Per algorithm and family (`rate_key`), the seed-steps per second of each finished batch of ``cells``
+    (`load`'s records): the median over its periods (the first, which compiles, left out; a period paused
+    by other work is one outlier among twenty) of the program's env steps per second times its seeds,
+    since a vmapped seed costs the same whether 1 or 10 share it."""
     rates: Dict[str, List[float]] = {}
-    for cell in tier.cells:
-        data = records.load(results, tier, cell)
-        for batch, history in (zip(data.batches, data.histories) if data is not None else []):
+    for cell, data in cells.items():
+        for batch, history in zip(data.batches, data.histories):
             sps = [float(np.median(m["training/sps"])) for _, m in history[1:] if m.get("training/sps")]
             # a program that ran several levels ran that many times this batch's seeds
             seeds = len(history[0][1].get("training/sps", [])) * records.programs_sharing(batch) \
@@ -514,7 +513,7 @@ def cells_markdown(rows: List[Dict[str, Any]], study: Study) -> str:
     short = [c for c, d in study.cells.items() if c.key not in unchosen
              and d.num_seeds < grid.seeds_wanted(tier, c, tier.seeds, choices.of(study.results, tier, c))]
     cells, left = seed_steps_left(study.results, tier, unrun + short, tier.seeds)
-    hours, _ = hours_at_rates(seed_step_rates(study.results, tier), left)
+    hours, _ = hours_at_rates(seed_step_rates(study.cells), left)
     if hours is not None:
         what = ", ".join(p for p in ((f"the {len(unrun)} not run yet" if unrun else ""),
                                      (f"{len(short)} short of {tier.seeds} seeds" if short else "")) if p)
