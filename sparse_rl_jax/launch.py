@@ -248,10 +248,11 @@ def plan_run(request: Request) -> Plan:
         with _released_on_error(lock):
             config, seeds, restored = _resume_plan(request, workdir)
             levels = _saved_levels(workdir, request.sparsity_levels)
+            _check_resumed_seeds(request.seeds, seeds // max(len(levels), 1), len(levels), workdir)
             if request.extend_to is not None:
                 config, extension = extend(config, request.extend_to, restored)
             shards = restored.data_shards
-            sharded = check_layout(config, seeds, shards)
+            sharded = check_layout(config, seeds // max(len(levels), 1), shards, len(levels))
     else:
         if request.config is None:
             raise UsageError("--config is required for a new run, e.g. --config=experiments/configs/preset.py:rlx2,td3 "
@@ -259,8 +260,8 @@ def plan_run(request: Request) -> Plan:
         config = config_flag.check(request.config)
         seeds, restored, shards = request.seeds or 1, None, request.data_shards or 0
         levels = check_levels(config, request.sparsity_levels, shards) if request.sparsity_levels else ()
+        sharded = check_layout(config, seeds, shards, len(levels))  # before the work dir is created
         seeds *= max(len(levels), 1)  # the program's entries
-        sharded = check_layout(config, seeds, shards)  # before the work dir is created
         _check_no_run(workdir)  # first without the lock: a work dir holding a run is left untouched
         check_workdir(workdir, create=True)
         lock = lock_workdir(workdir)
@@ -268,6 +269,14 @@ def plan_run(request: Request) -> Plan:
             _check_no_run(workdir)  # again under the lock: a launch racing this one may have started meanwhile
     return Plan(config, workdir, seeds, restored, request.checkpoint_every, request.keep_checkpoints,
                 request.plots, shards, sharded, lock, extension, levels)
+
+
+def _check_resumed_seeds(asked: Optional[int], saved: int, levels: int, workdir: str) -> None:
+    """``--seeds`` on resume must be the saved run's (seeds at each level, for a levels run)."""
+    if asked is not None and asked != saved:
+        where = f" at each of its {levels} sparsity levels" if levels else ""
+        raise UsageError(f"--resume: invalid --seeds={asked}: the run saved in {workdir} has {saved} seeds{where} "
+                         f"(omit --seeds or pass --seeds {saved})")
 
 
 def _saved_levels(workdir: str, asked: Sequence[float]) -> Tuple[float, ...]:
@@ -370,9 +379,6 @@ def _resume_plan(request: Request, workdir: str):
         except (TypeError, ValueError) as err:
             raise UsageError(f"--resume: {config_json} holds an invalid config ({err})") from None
     config_flag.check(config)
-    if request.seeds is not None and request.seeds != restored.num_seeds:
-        raise UsageError(f"--resume: invalid --seeds={request.seeds}: the run saved in {workdir} has "
-                         f"{restored.num_seeds} seeds (omit --seeds or pass --seeds {restored.num_seeds})")
     if request.data_shards is not None and request.data_shards != restored.data_shards:
         raise UsageError(f"--resume: invalid --data_shards={request.data_shards}: the run saved in {workdir} "
                          f"has data_shards={restored.data_shards} (omit --data_shards or pass --data_shards "
@@ -380,8 +386,9 @@ def _resume_plan(request: Request, workdir: str):
     return config, restored.num_seeds, restored
 
 
-def check_layout(config, seeds: int, data_shards: int) -> bool:
-    """Check that the seeds (or data shards) map onto the devices; True if the run needs a device mesh."""
+def check_layout(config, seeds: int, data_shards: int, levels: int = 0) -> bool:
+    """Check that the program's entries (``seeds``, times ``levels`` sparsity levels when there are any) or
+    its data shards map onto the devices; True if the run needs a device mesh."""
     devices = jax.device_count()
     if data_shards:
         try:
@@ -393,6 +400,11 @@ def check_layout(config, seeds: int, data_shards: int) -> bool:
             raise UsageError(f"invalid --data_shards={data_shards}: must be a multiple of the {devices} devices "
                              "(data-parallel runs put every device on the data axis)")
         return True
+    if levels and (seeds * levels) % devices:
+        fits = next(n for n in range(seeds, seeds + devices + 1) if (n * levels) % devices == 0)
+        raise UsageError(f"invalid --seeds={seeds}: with {levels} --sparsity_levels the program's {seeds * levels} "
+                         f"entries (seeds x levels) are sharded over all {devices} devices, so seeds x levels must "
+                         f"be a multiple of {devices} (use --seeds {fits})")
     if seeds % devices:
         raise UsageError(f"invalid --seeds={seeds}: the seeds are sharded over all {devices} devices, so --seeds "
                          f"must be a multiple of {devices} (use --seeds {-(-seeds // devices) * devices}), or pass "

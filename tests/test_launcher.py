@@ -313,6 +313,13 @@ def test_sparsity_levels_run_in_one_program_each_written_as_its_own_run(td3_run,
     assert other.returncode == 2 and other.stderr.strip().splitlines() == [
         f"train: error: --resume: invalid --sparsity_levels=0.5: the run saved in {resumed} has levels 0.8,0.95 (omit "
         "--sparsity_levels)"], other.stderr
+    # --seeds on resume counts the seeds at each level, as when the run was started
+    plan = launch.plan_run(launch.Request(workdir=resumed, config=None, resume=True, seeds=1))
+    plan.lock.release()
+    assert (plan.num_seeds, plan.seeds_per_level, plan.sparsity_levels) == (2, 1, (0.8, 0.95))
+    with pytest.raises(launch.UsageError, match=r"has 1 seeds at each of its 2 sparsity levels \(omit --seeds or "
+                                                r"pass --seeds 1\)"):
+        launch.plan_run(launch.Request(workdir=resumed, config=None, resume=True, seeds=2))
 
 
 @pytest.mark.slow

@@ -205,14 +205,20 @@ def test_resume_with_other_data_shards_is_rejected(runs, capsys):
     assert "--data_shards=4" in err and "data_shards=2" in err, err
 
 
-def test_seeds_not_a_multiple_of_the_devices_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", *ARGS, "--seeds=3",
+@pytest.mark.parametrize("extra,expected", [
+    ([], ("invalid --seeds=3:", "multiple of 2", "--seeds 4", "--data_shards 2")),
+    # a levels run shards seeds x levels entries: 3 x 3 = 9 over 2 devices needs 2 x 3
+    (["--sparsity_levels=0.8,0.9,0.95"], ("invalid --seeds=3: with 3 --sparsity_levels the program's 9 entries",
+                                          "multiple of 2", "(use --seeds 4)")),
+])
+def test_entries_not_a_multiple_of_the_devices_exit_2(extra, expected, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", *ARGS, "--seeds=3", *extra,
                            f"--workdir={tmp_path / 'w'}"], env=_env(2), cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("train: error: invalid --seeds=3:") and "multiple of 2" in last and "--seeds 4" in last
-    assert "--data_shards 2" in last and "run:" not in proc.stdout
+    assert last.startswith("train: error: ") and all(part in last for part in expected), last
+    assert "run:" not in proc.stdout and not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow
