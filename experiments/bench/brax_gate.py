@@ -1,7 +1,7 @@
 """The learning gate: dense SAC on Brax halfcheetah with this framework and with Brax's own SAC trainer.
 
-    python -m experiments.bench.brax_gate [--seeds 3 --env_steps 100000 --workdir runs/gate]
-        [--variants ours_matched,brax_norm,ours_default_entropy,brax_no_norm]
+    python -m experiments.bench.brax_gate [--seeds 3 --env_steps 100000 --evals 4 --workdir runs/gate]
+        [--variants ours_matched,brax_norm,ours_default_entropy,brax_no_norm] [--record PATH.json]
 
 Matching settings (both): Brax ``halfcheetah`` on the spring backend, 1 env, episodes of 1000 steps, 1000
 random warm-up steps, batch 256, 2x256 networks, Adam 3e-4 for actor, critic and temperature, gamma 0.99,
@@ -19,9 +19,15 @@ exactly the study's ``halfcheetah/sac/dense@rlx2.scaled`` cell, its dense SAC (`
 the budget, which is the whole run, evaluation every 5k) whatever ``--env_steps`` says; ``brax_study`` is
 Brax's trainer at those settings as far as it has them (5k warm-up, normalization off, its 1M buffer,
 which holds the whole 100k run; its target entropy is fixed at -0.5 x |A|). Run them with ``--variants ours_study,brax_study --env_steps 100000 --evals 20``.
-Each variant's eval returns go to ``<workdir>/<variant>.json`` as soon as it finishes; a rerun skips
-finished variants. At the end a markdown table: eval return (mean ± std over seeds) at each evaluation,
-and ours as a percentage of Brax's at the last one.
+Each variant's eval returns go to ``<workdir>/<variant>.json`` as soon as it finishes, and each seed of
+Brax's trainer to ``<workdir>/<variant>_seed_<n>.json`` as soon as that seed finishes (ours checkpoints
+every evaluation); a rerun skips what is finished and resumes the rest. At the end a markdown table: eval
+return (mean ± sample std over seeds) at each evaluation; then, per pair (ours against Brax's at the same
+settings), ours as a percentage of Brax's final return, the study's score (per seed the mean of the last
+3 evaluations), with Fieller's 95% interval, and the verdict on "ours within 10% of Brax's trainer" (two
+one-sided tests at 5%: **holds**, **does not hold** or **inconclusive**, as the study computes them).
+``--record PATH`` also writes every per-seed return, the pairs' statistics and the provenance (commit,
+command, CPU, both environments' package versions) to a JSON file; it never replaces an existing one.
 """
 from __future__ import annotations
 
@@ -30,33 +36,54 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Dict, List
+import time
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
-from absl import app, flags
+from absl import flags
 
 from experiments.bench import venvs
+from sparse_rl_jax import cli
 
-FLAGS = flags.FLAGS
 VARIANTS = ("ours_matched", "brax_norm", "ours_default_entropy", "ours_no_norm", "brax_no_norm", "ours_softplus",
             "ours_study", "brax_study")
 STUDY_CELL = "small,halfcheetah/sac/dense@rlx2.scaled"  # experiments/reproduce/config.py's <tier>,<cell>
 STUDY_WARMUP = 5_000
-flags.DEFINE_integer("seeds", 3, "seeds per variant", lower_bound=1)
-flags.DEFINE_integer("env_steps", 100_000, "env steps per run", lower_bound=4000)
-flags.DEFINE_integer("evals", 4, "evaluations per run (evenly spaced; the last at the end)", lower_bound=1)
-flags.DEFINE_string("workdir", "runs/gate", "where the runs and per-variant results go")
-flags.DEFINE_list("variants", ["ours_matched", "brax_norm"], f"which to run: {', '.join(VARIANTS)}")
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WARMUP = 1000
+PAIRS = (("ours_matched", "brax_norm"), ("ours_study", "brax_study"))
+MARGIN = 0.10  # the gate: ours within 10% of Brax's trainer
+LAST_EVALS = 3  # the study's score: per seed the mean of its last 3 evaluations (experiments/reproduce)
+Result = Dict[int, List[float]]  # env steps -> eval return of each seed
 
 
-def run_ours(variant: str, workdir: str) -> Dict[int, List[float]]:
+def define_flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_integer("seeds", 3, "seeds per variant", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("env_steps", 100_000, "env steps per run", lower_bound=4000, flag_values=fv)
+    flags.DEFINE_integer("evals", 4, "evaluations per run (evenly spaced; the last at the end)", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_string("workdir", "runs/gate", "where the runs and per-variant results go", flag_values=fv)
+    flags.DEFINE_list("variants", ["ours_matched", "brax_norm"], f"which to run: {', '.join(VARIANTS)}",
+                      flag_values=fv)
+    flags.DEFINE_string("record", None, "also write the results with their provenance to this JSON file (a new "
+                        "file: an existing record is never replaced)", flag_values=fv)
+    return fv
+
+
+class Gate(NamedTuple):
+    """What every variant runs: seeds, length, evaluations, and where its runs go."""
+    seeds: int
+    env_steps: int
+    evals: int
+    workdir: str
+
+
+def run_ours(variant: str, gate: Gate) -> Result:
     from sparse_rl_jax import run_logging
 
-    run_dir = os.path.join(workdir, variant)
+    run_dir = os.path.join(gate.workdir, variant)
     sets = {"env.normalize_observations": variant != "ours_no_norm", "warmup_env_steps": WARMUP,
-            "total_env_steps": FLAGS.env_steps, "eval_every": FLAGS.env_steps // FLAGS.evals,
+            "total_env_steps": gate.env_steps, "eval_every": gate.env_steps // gate.evals,
             "env.eval_episodes": 10, "replay.capacity": 1_000_000}
     if variant != "ours_default_entropy":
         sets["agent.target_entropy"] = -3.0
@@ -67,9 +94,9 @@ def run_ours(variant: str, workdir: str) -> Dict[int, List[float]]:
     if resume:
         cmd += ["--resume"]
     elif variant == "ours_study":  # the study's own cell, unchanged
-        cmd += [f"--config=experiments/reproduce/config.py:{STUDY_CELL}", "--seeds", str(FLAGS.seeds)]
+        cmd += [f"--config=experiments/reproduce/config.py:{STUDY_CELL}", "--seeds", str(gate.seeds)]
     else:
-        cmd += (["--config=experiments/configs/preset.py:dense,sac,halfcheetah", "--seeds", str(FLAGS.seeds)]
+        cmd += (["--config=experiments/configs/preset.py:dense,sac,halfcheetah", "--seeds", str(gate.seeds)]
                 + [f"--config.{k}={v}" for k, v in sets.items()])
     subprocess.check_call(cmd, cwd=REPO)
     history = run_logging.read_history(run_dir)
@@ -80,65 +107,147 @@ def run_ours(variant: str, workdir: str) -> Dict[int, List[float]]:
     return out
 
 
-def run_brax(variant: str) -> Dict[int, List[float]]:
-    exe = venvs.python("brax")
-    out: Dict[int, List[float]] = {}
-    for seed in range(FLAGS.seeds):
-        warmup = STUDY_WARMUP if variant == "brax_study" else WARMUP
-        args = {"mode": "learn", "env_steps": FLAGS.env_steps, "warmup": warmup, "evals": FLAGS.evals,
-                "seed": seed, "normalize": variant == "brax_norm"}
-        proc = subprocess.run([exe, "-m", "experiments.bench.workers.brax_sac", json.dumps(args)], cwd=REPO,
-                              env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"), check=True,
-                              stdout=subprocess.PIPE, text=True)
-        for line in proc.stdout.splitlines():
-            if line.startswith("{"):
-                row = json.loads(line)
-                if row["env_steps"] > 0:
-                    out.setdefault(row["env_steps"], []).append(row["eval_return"])
+def run_brax(variant: str, gate: Gate, learn: Optional[Callable[[Dict], List[Dict]]] = None) -> Result:
+    """Brax's trainer, one process per seed; each seed's evaluations are kept in its own file as soon as
+    it finishes, so a rerun after an interruption runs only the seeds not yet done. ``learn(args)``: the
+    worker's evaluation rows for one seed (default: the Brax environment's worker process)."""
+    learn = learn or _learn_in_brax_env
+    out: Result = {}
+    for seed in range(gate.seeds):
+        path = os.path.join(gate.workdir, f"{variant}_seed_{seed}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                rows = json.load(f)
+            print(f"  {variant} seed {seed}: finished earlier ({path})", flush=True)
+        else:
+            warmup = STUDY_WARMUP if variant == "brax_study" else WARMUP
+            rows = learn({"mode": "learn", "env_steps": gate.env_steps, "warmup": warmup, "evals": gate.evals,
+                          "seed": seed, "normalize": variant == "brax_norm"})
+            _write_new(path, rows)
+        for row in rows:
+            if row["env_steps"] > 0:
+                out.setdefault(row["env_steps"], []).append(row["eval_return"])
         print(f"  {variant} seed {seed}: " + ", ".join(f"{s}: {v[-1]:.0f}" for s, v in sorted(out.items())), flush=True)
     return out
 
 
+def _learn_in_brax_env(args: Dict) -> List[Dict]:
+    proc = subprocess.run([venvs.python("brax"), "-m", "experiments.bench.workers.brax_sac", json.dumps(args)],
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"), check=True,
+                          stdout=subprocess.PIPE, text=True)
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def _write_new(path: str, obj) -> None:
+    """Write ``obj`` as JSON through a temporary file, so a cut-off write never leaves a partial file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
 def _cell(values: List[float]) -> str:
-    sd = statistics.pstdev(values) if len(values) > 1 else 0.0
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.0f} ± {sd:.0f}"
 
 
-def main(argv) -> int:
-    del argv
-    bad = [v for v in FLAGS.variants if v not in VARIANTS]
+def final_scores(result: Result) -> List[float]:
+    """Per seed, the mean of its last `LAST_EVALS` evaluations (the study's score)."""
+    last = [result[s] for s in sorted(result)][-LAST_EVALS:]
+    return [statistics.mean(vals) for vals in zip(*last)]
+
+
+def compare(ours: Result, brax: Result) -> Dict:
+    """Ours against Brax's trainer: final scores, their ratio with Fieller's 95% interval, and the gate's
+    verdict (ours within `MARGIN` of Brax's, two one-sided tests at 5%)."""
+    from experiments.reproduce import stats
+
+    a, b = final_scores(ours), final_scores(brax)
+    out = {"ours": a, "brax": b, "margin": MARGIN, "ratio": statistics.mean(a) / statistics.mean(b)}
+    if len(a) > 1 and len(b) > 1:
+        r = stats.ratio(a, b)
+        eq = stats.equivalence(a, b, MARGIN)
+        out.update(ratio_lo=r.lo, ratio_hi=r.hi, p_within=eq.p, p_outside=eq.p_outside,
+                   smallest_margin=eq.smallest_margin, verdict=stats.verdict(eq.p, eq.p_outside))
+    return out
+
+
+def describe(mine: str, theirs: str, c: Dict) -> str:
+    from experiments.reproduce import stats
+
+    line = (f"{mine} / {theirs}, final return (per seed the mean of the last {LAST_EVALS} evaluations): "
+            f"{statistics.mean(c['ours']):.0f} / {statistics.mean(c['brax']):.0f} = ")
+    if "verdict" not in c:
+        return line + f"{100 * c['ratio']:.0f}% (one seed: no interval)"
+    return line + (f"{stats.fmt_interval(c['ratio'], c['ratio_lo'], c['ratio_hi'], pct=True)} (95% CI); within "
+                   f"{100 * c['margin']:.0f}% of Brax's: {c['verdict']} (TOST p {c['p_within']:.3g}, outside "
+                   f"p {c['p_outside']:.3g}; the smallest margin these seeds establish: "
+                   f"{100 * c['smallest_margin']:.0f}%)")
+
+
+def _versions(exe: str) -> Dict[str, str]:
+    code = ("import importlib.metadata as m, json, sys; print(json.dumps({'python': sys.version.split()[0], "
+            "**{p: m.version(p) for p in ('jax', 'jaxlib', 'brax', 'flax', 'optax', 'mujoco') "
+            "if any(d.metadata['Name'].lower() == p for d in m.distributions())}}))")
+    try:
+        return json.loads(subprocess.run([exe, "-c", code], capture_output=True, text=True, check=True).stdout)
+    except (OSError, subprocess.CalledProcessError, ValueError) as err:
+        return {"error": str(err)}
+
+
+def main(argv: Sequence[str]) -> int:
+    fv = define_flags()
+    if not cli.parse(fv, argv, "brax_gate"):
+        return cli.USAGE_ERROR
+    bad = [v for v in fv.variants if v not in VARIANTS]
     if bad:
-        print(f"brax_gate: error: invalid --variants={bad[0]!r}: allowed {', '.join(VARIANTS)}", file=sys.stderr)
-        return 2
-    os.makedirs(FLAGS.workdir, exist_ok=True)
-    results = {}
-    for v in FLAGS.variants:
-        path = os.path.join(FLAGS.workdir, f"{v}.json")
+        return cli.error("brax_gate", f"invalid --variants={bad[0]!r}: allowed {', '.join(VARIANTS)}")
+    if fv.record and os.path.exists(fv.record):
+        return cli.error("brax_gate", f"--record={fv.record} exists: records are never replaced (name a new file)")
+    gate = Gate(fv.seeds, fv.env_steps, fv.evals, fv.workdir)
+    os.makedirs(gate.workdir, exist_ok=True)
+    from experiments.reproduce import records
+    provenance = records.provenance(REPO, list(argv))
+    results: Dict[str, Result] = {}
+    for v in fv.variants:
+        path = os.path.join(gate.workdir, f"{v}.json")
         if os.path.exists(path):
-            results[v] = {int(k): x for k, x in json.load(open(path)).items()}
+            with open(path) as f:
+                results[v] = {int(k): x for k, x in json.load(f).items()}
             continue
-        print(f"brax_gate: running {v} ({FLAGS.seeds} seeds, {FLAGS.env_steps:,} env steps)", flush=True)
-        results[v] = run_ours(v, FLAGS.workdir) if v.startswith("ours") else run_brax(v)
-        with open(path, "w") as f:
-            json.dump(results[v], f)
-    print("\n| variant | " + " | ".join(f"eval {i + 1}" for i in range(FLAGS.evals)) + " |")
-    print("|---|" + "---:|" * FLAGS.evals)
-    for v, r in results.items():
-        cells = [f"{_cell(vals)} @ {s:,}" for s, vals in sorted(r.items())][-FLAGS.evals:]
-        print(f"| {v} | " + " | ".join(cells) + " |")
-    for mine, theirs in (("ours_matched", "brax_norm"), ("ours_study", "brax_study")):
-        if mine in results and theirs in results:
-            ours = results[mine][max(results[mine])]
-            brax = results[theirs][max(results[theirs])]
-            pct = 100 * statistics.mean(ours) / statistics.mean(brax)
-            line = f"\n{mine} / {theirs} at the last evaluation: {pct:.0f}%"
-            if len(ours) > 1 and len(brax) > 1:
-                from experiments.reproduce import stats  # Fieller's interval, as the study reports ratios
-                r = stats.ratio_of(ours, brax)
-                line += f" (95% CI {stats.fmt_interval(r.ratio, r.lo, r.hi, pct=True)})" if r else ""
-            print(line)
+        print(f"brax_gate: running {v} ({gate.seeds} seeds, {gate.env_steps:,} env steps)", flush=True)
+        results[v] = run_ours(v, gate) if v.startswith("ours") else run_brax(v, gate)
+        _write_new(path, results[v])
+    lines = table(results, gate)
+    pairs = {f"{mine}/{theirs}": compare(results[mine], results[theirs])
+             for mine, theirs in PAIRS if mine in results and theirs in results}
+    lines += ["", *(describe(*key.split("/"), c) for key, c in pairs.items())]
+    print("\n" + "\n".join(lines))
+    if fv.record:
+        provenance["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        provenance["versions"] = {"ours": _versions(sys.executable)}
+        if any(not v.startswith("ours") for v in results):
+            exe = venvs.built("brax")
+            provenance["versions"]["brax_trainer"] = _versions(exe) if exe else {"error": "its environment is not built"}
+        os.makedirs(os.path.dirname(os.path.abspath(fv.record)), exist_ok=True)
+        _write_new(fv.record, {"provenance": provenance, "gate": gate._asdict(), "variants": list(fv.variants),
+                               "eval_returns": {v: {str(s): vals for s, vals in sorted(r.items())}
+                                                for v, r in results.items()},
+                               "pairs": pairs, "table": "\n".join(lines)})
+        print(f"\nrecord: {fv.record}")
     return 0
 
 
+def table(results: Dict[str, Result], gate: Gate) -> List[str]:
+    """Markdown: each variant's eval return (mean ± sample std over seeds) at its last ``gate.evals``
+    evaluations."""
+    lines = ["| variant | " + " | ".join(f"eval {i + 1}" for i in range(gate.evals)) + " |",
+             "|---|" + "---:|" * gate.evals]
+    for v, r in results.items():
+        cells = [f"{_cell(vals)} @ {s:,}" for s, vals in sorted(r.items())][-gate.evals:]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return lines + ["", f"(eval return, mean ± sample std over {gate.seeds} seed(s))"]
+
+
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run(main)

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = ("brax", "sbx")
@@ -57,16 +58,29 @@ def interpreter(name: str) -> str:
     return found
 
 
-def python(name: str, quiet: bool = False) -> str:
-    """The interpreter of peer ``name``'s environment, creating or rebuilding it first when needed."""
+def built(name: str) -> Optional[str]:
+    """The interpreter of peer ``name``'s environment if it is built from its current pin file, else None
+    (never builds it)."""
     if name not in PEERS:
         raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+    root = os.path.join(cache_root(), name)
+    exe, stamp = os.path.join(root, "bin", "python"), os.path.join(root, ".pins-sha256")
+    if os.path.exists(exe) and os.path.exists(stamp):
+        with open(stamp) as f:
+            if f.read().strip() == _digest(pin_file(name)):
+                return exe
+    return None
+
+
+def python(name: str, quiet: bool = False) -> str:
+    """The interpreter of peer ``name``'s environment, creating or rebuilding it first when needed."""
+    exe = built(name)
+    if exe is not None:
+        return exe
     root = os.path.join(cache_root(), name)
     exe = os.path.join(root, "bin", "python")
     stamp = os.path.join(root, ".pins-sha256")
     want = _digest(pin_file(name))
-    if os.path.exists(exe) and os.path.exists(stamp) and open(stamp).read().strip() == want:
-        return exe
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     say(f"peers: building the {name} environment in {root} (once; a few minutes)")
     shutil.rmtree(root, ignore_errors=True)
