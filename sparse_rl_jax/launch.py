@@ -400,11 +400,13 @@ def check_layout(config, seeds: int, data_shards: int, levels: int = 0) -> bool:
             raise UsageError(f"invalid --data_shards={data_shards}: must be a multiple of the {devices} devices "
                              "(data-parallel runs put every device on the data axis)")
         return True
-    if levels and (seeds * levels) % devices:
-        fits = next(n for n in range(seeds, seeds + devices + 1) if (n * levels) % devices == 0)
-        raise UsageError(f"invalid --seeds={seeds}: with {levels} --sparsity_levels the program's {seeds * levels} "
-                         f"entries (seeds x levels) are sharded over all {devices} devices, so seeds x levels must "
-                         f"be a multiple of {devices} (use --seeds {fits})")
+    if levels:  # the program's entries are seeds x levels: they, not the seeds, are sharded
+        if (seeds * levels) % devices:
+            fits = next(n for n in range(seeds, seeds + devices + 1) if (n * levels) % devices == 0)
+            raise UsageError(f"invalid --seeds={seeds}: with {levels} --sparsity_levels the program's "
+                             f"{seeds * levels} entries (seeds x levels) are sharded over all {devices} devices, so "
+                             f"seeds x levels must be a multiple of {devices} (use --seeds {fits})")
+        return devices > 1
     if seeds % devices:
         raise UsageError(f"invalid --seeds={seeds}: the seeds are sharded over all {devices} devices, so --seeds "
                          f"must be a multiple of {devices} (use --seeds {-(-seeds // devices) * devices}), or pass "

@@ -221,6 +221,17 @@ def test_entries_not_a_multiple_of_the_devices_exit_2(extra, expected, tmp_path)
     assert "run:" not in proc.stdout and not (tmp_path / "w").exists()
 
 
+def test_a_levels_run_is_laid_out_by_its_entries(tmp_path):
+    """1 seed x 2 levels is 2 entries: it divides over 2 devices though 1 seed does not."""
+    code = ("from sparse_rl_jax import launch, presets; config = presets.make_config('rlx2', 'td3'); "
+            f"plan = launch.plan_run(launch.Request(workdir={str(tmp_path / 'w')!r}, config=config, seeds=1, "
+            "sparsity_levels=(0.8, 0.9))); plan.lock.release(); print(plan.num_seeds, plan.sharded)")
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(2), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2", "True"]
+
+
 @pytest.mark.slow
 def test_a_killed_process_stops_the_others_at_once_with_one_line(runs, tmp_path):
     """Process 1 of a two-process run is killed after the second period: process 0 stops within seconds
