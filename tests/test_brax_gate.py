@@ -34,6 +34,8 @@ def test_brax_seeds_resume_after_an_interruption(tmp_path):
         brax_gate.run_brax("brax_study", gate, lambda args: learn(args, fail_at=1))
     assert calls == [0, 1] and os.path.exists(tmp_path / "brax_study_seed_0.json")
     assert not os.path.exists(tmp_path / "brax_study_seed_1.json")
+    kept = json.loads((tmp_path / "brax_study_seed_0.json").read_text())
+    assert kept["provenance"]["commit"] and kept["provenance"]["ended"] and len(kept["rows"]) == 3
     calls.clear()
     out = brax_gate.run_brax("brax_study", gate, learn)
     assert calls == [1, 2]  # seed 0 was kept, not rerun

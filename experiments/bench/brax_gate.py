@@ -108,22 +108,28 @@ def run_ours(variant: str, gate: Gate) -> Result:
 
 
 def run_brax(variant: str, gate: Gate, learn: Optional[Callable[[Dict], List[Dict]]] = None) -> Result:
-    """Brax's trainer, one process per seed; each seed's evaluations are kept in its own file as soon as
-    it finishes, so a rerun after an interruption runs only the seeds not yet done. ``learn(args)``: the
-    worker's evaluation rows for one seed (default: the Brax environment's worker process)."""
+    """Brax's trainer, one process per seed; each seed's evaluations are kept in its own file, with the
+    provenance of the process that ran it, as soon as it finishes, so a rerun (after an interruption, or
+    on another machine given those files) runs only the seeds not yet done. ``learn(args)``: the worker's
+    evaluation rows for one seed (default: the Brax environment's worker process)."""
     learn = learn or _learn_in_brax_env
     out: Result = {}
     for seed in range(gate.seeds):
         path = os.path.join(gate.workdir, f"{variant}_seed_{seed}.json")
         if os.path.exists(path):
             with open(path) as f:
-                rows = json.load(f)
+                rows = json.load(f)["rows"]
             print(f"  {variant} seed {seed}: finished earlier ({path})", flush=True)
         else:
+            from experiments.reproduce import records
+
             warmup = STUDY_WARMUP if variant == "brax_study" else WARMUP
-            rows = learn({"mode": "learn", "env_steps": gate.env_steps, "warmup": warmup, "evals": gate.evals,
-                          "seed": seed, "normalize": variant == "brax_norm"})
-            _write_new(path, rows)
+            args = {"mode": "learn", "env_steps": gate.env_steps, "warmup": warmup, "evals": gate.evals,
+                    "seed": seed, "normalize": variant == "brax_norm"}
+            provenance = records.provenance(REPO, ["experiments.bench.workers.brax_sac", json.dumps(args)])
+            rows = learn(args)
+            provenance["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            _write_new(path, {"provenance": provenance, "rows": rows})
         for row in rows:
             if row["env_steps"] > 0:
                 out.setdefault(row["env_steps"], []).append(row["eval_return"])
@@ -230,7 +236,10 @@ def main(argv: Sequence[str]) -> int:
             exe = venvs.built("brax")
             provenance["versions"]["brax_trainer"] = _versions(exe) if exe else {"error": "its environment is not built"}
         os.makedirs(os.path.dirname(os.path.abspath(fv.record)), exist_ok=True)
-        _write_new(fv.record, {"provenance": provenance, "gate": gate._asdict(), "variants": list(fv.variants),
+        seeds = {name[:-len(".json")]: json.load(open(os.path.join(gate.workdir, name)))["provenance"]
+                 for name in sorted(os.listdir(gate.workdir)) if "_seed_" in name and name.endswith(".json")}
+        _write_new(fv.record, {"provenance": provenance, "seed_provenance": seeds, "gate": gate._asdict(),
+                               "variants": list(fv.variants),
                                "eval_returns": {v: {str(s): vals for s, vals in sorted(r.items())}
                                                 for v, r in results.items()},
                                "pairs": pairs, "table": "\n".join(lines)})
