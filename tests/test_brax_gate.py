@@ -84,3 +84,24 @@ def test_main_reports_finished_variants_and_writes_its_record_once(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "records are never replaced" in err[0]
     assert record.read_text() == before
+
+
+@pytest.mark.parametrize("variant", sorted(brax_gate.STUDY_VARIANTS))
+def test_the_study_variants_are_the_study_cell_but_for_their_keys(variant, tmp_path):
+    """The gate tests the SAC the study runs: ``ours_study`` is the study's dense SAC cell itself, and each
+    ablation differs from it in its own keys only."""
+    from experiments import train
+    from experiments.reproduce import choices, grid
+    from experiments.reproduce import config as study_config
+    from sparse_rl_jax import config as cfg_lib
+    from sparse_rl_jax import launch
+
+    gate = brax_gate.Gate(seeds=5, env_steps=100_000, evals=20, workdir=str(tmp_path))
+    fv, config = train.parse_flags(brax_gate.ours_args(variant, gate))
+    tier_name, key = brax_gate.STUDY_CELL.split(",")
+    tier, cell = grid.TIERS[tier_name], grid.parse_cell(key)
+    study = grid.make_config(cell, tier, choices.of(study_config.RESULTS, tier, cell))
+    a, b = launch.flatten(cfg_lib.to_dict(config)), launch.flatten(cfg_lib.to_dict(study))
+    assert {k for k in set(a) | set(b) if a.get(k) != b.get(k)} == set(brax_gate.STUDY_VARIANTS[variant])
+    assert all(a[k] == v for k, v in brax_gate.STUDY_VARIANTS[variant].items())
+    assert fv["seeds"].value == 5 and fv["workdir"].value == str(tmp_path / variant)

@@ -18,7 +18,10 @@ exactly the study's ``halfcheetah/sac/dense@rlx2.scaled`` cell, its dense SAC (`
 100k env steps, 5k random warm-up, normalization off, target entropy -|A|, RLx2's SAC buffer scaled to
 the budget, which is the whole run, evaluation every 5k) whatever ``--env_steps`` says; ``brax_study`` is
 Brax's trainer at those settings as far as it has them (5k warm-up, normalization off, its 1M buffer,
-which holds the whole 100k run; its target entropy is fixed at -0.5 x |A|). Run them with ``--variants ours_study,brax_study --env_steps 100000 --evals 20``.
+which holds the whole 100k run; its target entropy is fixed at -0.5 x |A|). Run them with ``--variants
+ours_study,brax_study --env_steps 100000 --evals 20``. ``ours_study_softplus`` is ``ours_study`` with
+Brax's policy scale (``agent.policy_scale=softplus``), the difference the first gate measured to matter
+most; ``ours_study_entropy`` is ``ours_study`` with Brax's target entropy -0.5 x |A| (-3).
 Each variant's eval returns go to ``<workdir>/<variant>.json`` as soon as it finishes, and each seed of
 Brax's trainer to ``<workdir>/<variant>_seed_<n>.json`` as soon as that seed finishes (ours checkpoints
 every evaluation); a rerun skips what is finished and resumes the rest. At the end a markdown table: eval
@@ -45,12 +48,15 @@ from experiments.bench import venvs
 from sparse_rl_jax import cli
 
 VARIANTS = ("ours_matched", "brax_norm", "ours_default_entropy", "ours_no_norm", "brax_no_norm", "ours_softplus",
-            "ours_study", "brax_study")
+            "ours_study", "brax_study", "ours_study_softplus", "ours_study_entropy")
 STUDY_CELL = "small,halfcheetah/sac/dense@rlx2.scaled"  # experiments/reproduce/config.py's <tier>,<cell>
 STUDY_WARMUP = 5_000
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WARMUP = 1000
-PAIRS = (("ours_matched", "brax_norm"), ("ours_study", "brax_study"))
+PAIRS = (("ours_matched", "brax_norm"), ("ours_study", "brax_study"), ("ours_study_softplus", "brax_study"),
+         ("ours_study_entropy", "brax_study"))
+STUDY_VARIANTS = {"ours_study": {}, "ours_study_softplus": {"agent.policy_scale": "softplus"},
+                  "ours_study_entropy": {"agent.target_entropy": -3.0}}  # over the study's cell, as --config.K=V
 MARGIN = 0.10  # the gate: ours within 10% of Brax's trainer
 LAST_EVALS = 3  # the study's score: per seed the mean of its last 3 evaluations (experiments/reproduce)
 Result = Dict[int, List[float]]  # env steps -> eval return of each seed
@@ -82,6 +88,18 @@ def run_ours(variant: str, gate: Gate) -> Result:
     from sparse_rl_jax import run_logging
 
     run_dir = os.path.join(gate.workdir, variant)
+    subprocess.check_call([sys.executable, "-m", "experiments.train", *ours_args(variant, gate)[1:]], cwd=REPO)
+    history = run_logging.read_history(run_dir)
+    out: Dict[int, List[float]] = {}
+    for steps, m in history:
+        if m.get(run_logging.RETURN_KEY) is not None:
+            out[int(steps)] = [float(v) for v in m[run_logging.RETURN_KEY]]
+    return out
+
+
+def ours_args(variant: str, gate: Gate) -> List[str]:
+    """The launcher's arguments for one of our variants (resuming its run when it has a checkpoint)."""
+    run_dir = os.path.join(gate.workdir, variant)
     sets = {"env.normalize_observations": variant != "ours_no_norm", "warmup_env_steps": WARMUP,
             "total_env_steps": gate.env_steps, "eval_every": gate.env_steps // gate.evals,
             "env.eval_episodes": 10, "replay.capacity": 1_000_000}
@@ -89,22 +107,14 @@ def run_ours(variant: str, gate: Gate) -> Result:
         sets["agent.target_entropy"] = -3.0
     if variant == "ours_softplus":
         sets["agent.policy_scale"] = "softplus"
-    resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
-    cmd = [sys.executable, "-m", "experiments.train", "--workdir", run_dir, "--noplots"]
-    if resume:
-        cmd += ["--resume"]
-    elif variant == "ours_study":  # the study's own cell, unchanged
-        cmd += [f"--config=experiments/reproduce/config.py:{STUDY_CELL}", "--seeds", str(gate.seeds)]
-    else:
-        cmd += (["--config=experiments/configs/preset.py:dense,sac,halfcheetah", "--seeds", str(gate.seeds)]
-                + [f"--config.{k}={v}" for k, v in sets.items()])
-    subprocess.check_call(cmd, cwd=REPO)
-    history = run_logging.read_history(run_dir)
-    out: Dict[int, List[float]] = {}
-    for steps, m in history:
-        if m.get(run_logging.RETURN_KEY) is not None:
-            out[int(steps)] = [float(v) for v in m[run_logging.RETURN_KEY]]
-    return out
+    args = ["train", "--workdir", run_dir, "--noplots"]
+    if os.path.isdir(os.path.join(run_dir, "checkpoints")):
+        return args + ["--resume"]
+    if variant in STUDY_VARIANTS:  # the study's own cell, unchanged but for the variant's keys
+        return (args + [f"--config={REPO}/experiments/reproduce/config.py:{STUDY_CELL}", "--seeds", str(gate.seeds)]
+                + [f"--config.{k}={v}" for k, v in STUDY_VARIANTS[variant].items()])
+    return (args + [f"--config={REPO}/experiments/configs/preset.py:dense,sac,halfcheetah", "--seeds", str(gate.seeds)]
+            + [f"--config.{k}={v}" for k, v in sets.items()])
 
 
 def run_brax(variant: str, gate: Gate, learn: Optional[Callable[[Dict], List[Dict]]] = None) -> Result:
