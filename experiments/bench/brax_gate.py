@@ -244,10 +244,15 @@ def main(argv: Sequence[str]) -> int:
         provenance["versions"] = {"ours": _versions(sys.executable)}
         if any(not v.startswith("ours") for v in results):
             exe = venvs.built("brax")
-            provenance["versions"]["brax_trainer"] = _versions(exe) if exe else {"error": "its environment is not built"}
+            provenance["versions"]["brax_trainer"] = _versions(exe) if exe else {"error": "environment not built"}
         os.makedirs(os.path.dirname(os.path.abspath(fv.record)), exist_ok=True)
-        seeds = {name[:-len(".json")]: json.load(open(os.path.join(gate.workdir, name)))["provenance"]
-                 for name in sorted(os.listdir(gate.workdir)) if "_seed_" in name and name.endswith(".json")}
+        seeds = {}  # Brax's seeds of this run's variants: the process that ran each
+        for v in results:
+            for seed in range(gate.seeds):
+                path = os.path.join(gate.workdir, f"{v}_seed_{seed}.json")
+                if os.path.exists(path):
+                    with open(path) as f:
+                        seeds[f"{v}_seed_{seed}"] = json.load(f)["provenance"]
         _write_new(fv.record, {"provenance": provenance, "seed_provenance": seeds, "gate": gate._asdict(),
                                "variants": list(fv.variants),
                                "eval_returns": {v: {str(s): vals for s, vals in sorted(r.items())}
