@@ -520,3 +520,22 @@ def test_every_attempt_at_a_batch_is_on_record(tmp_path):
     first, cut, last = prov["runs"]
     assert first["exit_code"] == 3 and "ended" not in cut and last["exit_code"] == 0
     assert all(len(r["commit"]) == 40 and "started" in r for r in (first, cut, last))
+
+
+def test_faster_claim_when_some_bootstrap_draws_never_reach_the_target():
+    """DS reaches dense's final return within half the steps: a cell whose seeds reach it only on some
+    resamples gives a finite lower bound and 'not reached' as the upper one (an interpolating quantile
+    made it nan and the report crashed)."""
+    steps = np.arange(1, 11) * 10_000.0
+    tier = grid.TIERS["small"]
+    a_cell = grid.parse_cell("halfcheetah/td3/ds@paper_period")
+    b_cell = grid.parse_cell("halfcheetah/td3/dense@ds.scaled")
+    reach = np.where(np.arange(10)[:, None] >= 3, 100.0, 0.0)  # 100 from the 4th evaluation on
+    a_returns = np.concatenate([np.repeat(reach, 7, axis=1), np.zeros((10, 3))], axis=1)  # 3 of 10 seeds never
+    b_returns = np.full((10, 10), 60.0)
+    data = lambda cell, r: records.CellData(cell, steps, r, list(range(10)), [], [], [], [])  # noqa: E731
+    study = report.Study(tier, {a_cell: data(a_cell, a_returns), b_cell: data(b_cell, b_returns)}, {}, "")
+    row = report._faster(study, a_cell, b_cell, 0.5)
+    assert "reached at 40,000 of 100,000 steps" in row["interval"], row
+    assert "bootstrap 95%: 40,000 to not reached" in row["interval"], row
+    assert 0 < row["p_holds"] < 1 and row["p_holds"] + row["p_fails"] == pytest.approx(1.0)

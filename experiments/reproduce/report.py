@@ -214,7 +214,8 @@ def _faster(study: Study, a_cell: grid.Cell, b_cell: grid.Cell, fraction: float)
         s = steps_to_reach(a.steps, a.returns[:, rng.integers(0, a.num_seeds, a.num_seeds)], target)
         draws.append(math.inf if s is None else s)
     draws = np.asarray(draws, float)
-    lo, hi = np.quantile(draws, [0.025, 0.975])
+    # draws never reaching the target are inf: an interpolating quantile turns inf x 0 into nan
+    lo, hi = np.quantile(draws, [0.025, 0.975], method="inverted_cdf")
     show = lambda v: "not reached" if math.isinf(v) else f"{int(v):,}"  # noqa: E731
     return {"p_holds": float(np.mean(draws > limit)), "p_fails": float(np.mean(draws <= limit)),
             "interval": f"reached at {show(point if point is not None else math.inf)} of {int(a.steps[-1]):,} "
