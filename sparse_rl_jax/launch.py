@@ -248,11 +248,12 @@ def plan_run(request: Request) -> Plan:
         with _released_on_error(lock):
             config, seeds, restored = _resume_plan(request, workdir)
             levels = _saved_levels(workdir, request.sparsity_levels)
-            _check_resumed_seeds(request.seeds, seeds // max(len(levels), 1), len(levels), workdir)
+            per_level = seeds // max(len(levels), 1)
+            _check_resumed_seeds(request.seeds, per_level, len(levels), workdir)
             if request.extend_to is not None:
                 config, extension = extend(config, request.extend_to, restored)
             shards = restored.data_shards
-            sharded = check_layout(config, seeds // max(len(levels), 1), shards, len(levels))
+            sharded = check_layout(config, per_level, shards, len(levels))
     else:
         if request.config is None:
             raise UsageError("--config is required for a new run, e.g. --config=experiments/configs/preset.py:rlx2,td3 "

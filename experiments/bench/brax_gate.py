@@ -45,7 +45,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 from absl import flags
 
 from experiments.bench import venvs
-from sparse_rl_jax import cli
+from sparse_rl_jax import cli, run_logging
 
 VARIANTS = ("ours_matched", "brax_norm", "ours_default_entropy", "ours_no_norm", "brax_no_norm", "ours_softplus",
             "ours_study", "brax_study", "ours_study_softplus", "ours_study_entropy")
@@ -85,8 +85,6 @@ class Gate(NamedTuple):
 
 
 def run_ours(variant: str, gate: Gate) -> Result:
-    from sparse_rl_jax import run_logging
-
     run_dir = os.path.join(gate.workdir, variant)
     subprocess.check_call([sys.executable, "-m", "experiments.train", *ours_args(variant, gate)[1:]], cwd=REPO)
     history = run_logging.read_history(run_dir)
@@ -127,8 +125,7 @@ def run_brax(variant: str, gate: Gate, learn: Optional[Callable[[Dict], List[Dic
     for seed in range(gate.seeds):
         path = os.path.join(gate.workdir, f"{variant}_seed_{seed}.json")
         if os.path.exists(path):
-            with open(path) as f:
-                rows = json.load(f)["rows"]
+            rows = run_logging.read_json(path)["rows"]
             print(f"  {variant} seed {seed}: finished earlier ({path})", flush=True)
         else:
             from experiments.reproduce import records
@@ -155,11 +152,9 @@ def _learn_in_brax_env(args: Dict) -> List[Dict]:
 
 
 def _write_new(path: str, obj) -> None:
-    """Write ``obj`` as JSON through a temporary file, so a cut-off write never leaves a partial file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    """``obj`` as JSON, atomically (a cut-off write never leaves a partial file); an unbounded Fieller
+    interval stays ``Infinity``, which `run_logging.write_json` refuses."""
+    run_logging.write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 def _cell(values: List[float]) -> str:
@@ -228,8 +223,7 @@ def main(argv: Sequence[str]) -> int:
     for v in fv.variants:
         path = os.path.join(gate.workdir, f"{v}.json")
         if os.path.exists(path):
-            with open(path) as f:
-                results[v] = {int(k): x for k, x in json.load(f).items()}
+            results[v] = {int(k): x for k, x in run_logging.read_json(path).items()}
             continue
         print(f"brax_gate: running {v} ({gate.seeds} seeds, {gate.env_steps:,} env steps)", flush=True)
         results[v] = run_ours(v, gate) if v.startswith("ours") else run_brax(v, gate)
@@ -251,8 +245,7 @@ def main(argv: Sequence[str]) -> int:
             for seed in range(gate.seeds):
                 path = os.path.join(gate.workdir, f"{v}_seed_{seed}.json")
                 if os.path.exists(path):
-                    with open(path) as f:
-                        seeds[f"{v}_seed_{seed}"] = json.load(f)["provenance"]
+                    seeds[f"{v}_seed_{seed}"] = run_logging.read_json(path)["provenance"]
         _write_new(fv.record, {"provenance": provenance, "seed_provenance": seeds, "gate": gate._asdict(),
                                "variants": list(fv.variants),
                                "eval_returns": {v: {str(s): vals for s, vals in sorted(r.items())}

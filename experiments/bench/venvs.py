@@ -58,13 +58,18 @@ def interpreter(name: str) -> str:
     return found
 
 
+def _paths(name: str):
+    """Peer ``name``'s environment: its root, its interpreter, and the stamp holding its pin file's hash."""
+    root = os.path.join(cache_root(), name)
+    return root, os.path.join(root, "bin", "python"), os.path.join(root, ".pins-sha256")
+
+
 def built(name: str) -> Optional[str]:
     """The interpreter of peer ``name``'s environment if it is built from its current pin file, else None
     (never builds it)."""
     if name not in PEERS:
         raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
-    root = os.path.join(cache_root(), name)
-    exe, stamp = os.path.join(root, "bin", "python"), os.path.join(root, ".pins-sha256")
+    _, exe, stamp = _paths(name)
     if os.path.exists(exe) and os.path.exists(stamp):
         with open(stamp) as f:
             if f.read().strip() == _digest(pin_file(name)):
@@ -74,13 +79,10 @@ def built(name: str) -> Optional[str]:
 
 def python(name: str, quiet: bool = False) -> str:
     """The interpreter of peer ``name``'s environment, creating or rebuilding it first when needed."""
-    exe = built(name)
-    if exe is not None:
-        return exe
-    root = os.path.join(cache_root(), name)
-    exe = os.path.join(root, "bin", "python")
-    stamp = os.path.join(root, ".pins-sha256")
-    want = _digest(pin_file(name))
+    ready = built(name)
+    if ready is not None:
+        return ready
+    root, exe, stamp = _paths(name)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     say(f"peers: building the {name} environment in {root} (once; a few minutes)")
     shutil.rmtree(root, ignore_errors=True)
@@ -88,5 +90,5 @@ def python(name: str, quiet: bool = False) -> str:
     subprocess.check_call([exe, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     subprocess.check_call([exe, "-m", "pip", "install", "--quiet", "-r", pin_file(name)])
     with open(stamp, "w") as f:
-        f.write(want + "\n")
+        f.write(_digest(pin_file(name)) + "\n")
     return exe
